@@ -1,0 +1,219 @@
+//! The HTTP application: router, shared state and the two run modes.
+//!
+//! [`App::build`] wires clients from the [`Config`] and binds the listener, so tests get the real
+//! app on port 0 and [`App::run_until_stopped`] serves it. In custom-handler mode the Functions host
+//! proxies HTTP functions to `/api/{route}`; in standalone mode the same routes face the network.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{MethodRouter, get, on};
+use tokio::net::TcpListener;
+use tracing::Instrument as _;
+
+use crate::config::{Config, NotificationConfig, RunMode};
+use crate::functions::{self, HTTP_FUNCTIONS, HttpFunction};
+use crate::host;
+use crate::store::StorageAuth;
+use crate::store::auth::{http_client, storage_auth};
+use crate::store::queue::{QueueStore, StorageTransport};
+
+/// What every handler can reach. Cheap to clone (all shared).
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) notifications: Arc<NotificationConfig>,
+    pub(crate) queue: QueueStore,
+    /// How long the webhook waits for the queue before answering `503` (Graph gives us 3 s in all).
+    pub(crate) enqueue_budget: Duration,
+}
+
+/// Knobs tests and benchmarks turn; production uses [`AppOptions::default`].
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// Use this storage authentication instead of the one the configuration describes (tests inject a
+    /// token credential this way).
+    pub storage_auth: Option<StorageAuth>,
+    pub storage_transport: StorageTransport,
+    pub enqueue_budget: Duration,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            storage_auth: None,
+            storage_transport: StorageTransport::default(),
+            enqueue_budget: Duration::from_millis(2500),
+        }
+    }
+}
+
+/// A built application with its listener bound, ready to serve.
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    mode: RunMode,
+}
+
+impl App {
+    /// Builds the app from its configuration and binds the listening socket.
+    ///
+    /// # Errors
+    /// When the CA bundle, the credential or the socket cannot be set up.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, AppOptions::default()).await
+    }
+
+    /// [`App::build`] with explicit options.
+    ///
+    /// # Errors
+    /// When the CA bundle, the credential or the socket cannot be set up.
+    pub async fn build_with(config: Config, options: AppOptions) -> anyhow::Result<Self> {
+        let http = http_client(config.extra_ca_file.as_deref()).context("setting up HTTPS")?;
+        let auth = match options.storage_auth {
+            Some(auth) => auth,
+            None => storage_auth(&config.storage.credential, &http)
+                .context("setting up the storage credential")?,
+        };
+        let queue = QueueStore::new(
+            &config.storage.queue_endpoint,
+            &config.notifications.queue,
+            &auth,
+            http,
+            options.storage_transport,
+        )
+        .context("creating the queue client")?;
+        tracing::info!(
+            mode = ?config.mode,
+            queue_endpoint = %config.storage.queue_endpoint,
+            table_endpoint = %config.storage.table_endpoint,
+            storage_auth = config.storage.credential.kind(),
+            queue = %config.notifications.queue,
+            "configured"
+        );
+        let state = AppState {
+            notifications: Arc::new(config.notifications),
+            queue,
+            enqueue_budget: options.enqueue_budget,
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        Ok(Self {
+            listener,
+            router: router(state),
+            mode: config.mode,
+        })
+    }
+
+    /// The address the app listens on (the real port when the configuration asked for port 0).
+    ///
+    /// # Errors
+    /// When the socket has no local address (it always has one once bound).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The HTTP functions this build serves (what `handlers/*/function.json` must describe).
+    pub fn http_functions() -> &'static [HttpFunction] {
+        HTTP_FUNCTIONS
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, finishing requests in flight.
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes, finishing requests in flight.
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let addr = self.listener.local_addr()?;
+        tracing::info!(%addr, mode = ?self.mode, "listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+fn router(state: AppState) -> Router {
+    let mut router = Router::new()
+        // The host probes the handler until it answers anything; answer at once, without IO.
+        .route("/", get(|| async { "ok" }));
+    for function in HTTP_FUNCTIONS {
+        router = router.route(&format!("/api/{}", function.route), method_router(function));
+    }
+    router
+        .layer(middleware::from_fn(request_span))
+        .with_state(state)
+}
+
+fn method_router(function: &HttpFunction) -> MethodRouter<AppState> {
+    let filter = function
+        .methods
+        .iter()
+        .filter_map(|m| axum::routing::MethodFilter::try_from(m.clone()).ok())
+        .reduce(|a, b| a.or(b))
+        .unwrap_or(axum::routing::MethodFilter::POST);
+    let handler = match function.name {
+        "Notifications" => on(filter, functions::notifications::handle),
+        "Lifecycle" => on(filter, functions::lifecycle::handle),
+        other => unreachable!("HTTP_FUNCTIONS names {other} but the router has no handler for it"),
+    };
+    handler.layer(DefaultBodyLimit::max(functions::MAX_BODY_BYTES))
+}
+
+/// One span per request, with the host's invocation id. The query string is left out on purpose:
+/// it can hold a function key (`code=`) or a validation token.
+async fn request_span(request: Request, next: Next) -> Response {
+    let span = tracing::info_span!(
+        "request",
+        invocation_id = %host::invocation_id(request.headers()),
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    async move {
+        let response = next.run(request).await;
+        tracing::debug!(status = response.status().as_u16(), "answered");
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

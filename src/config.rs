@@ -1,0 +1,667 @@
+//! Every setting the app reads, parsed once at start-up ([`Config::from_env`]).
+//!
+//! Handlers never read environment variables. A missing or malformed setting fails start-up with a
+//! [`ConfigError`] that names the setting and never its value, because several of them are secrets
+//! (`NOTIFICATION_CLIENT_STATE`, an `AccountKey` inside `AzureWebJobsStorage`).
+//!
+//! Setting names are looked up case-insensitively, as the Functions host does for app settings.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use base64::Engine as _;
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
+use url::Url;
+
+/// Azurite's well-known development account (documented, not a secret).
+const DEV_ACCOUNT: &str = "devstoreaccount1";
+const DEV_ACCOUNT_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Graph limits `clientState` to 128 characters.
+const MAX_CLIENT_STATE_LEN: usize = 128;
+
+/// Default name of the queue between the `Notifications` webhook and `FetchCallRecord`.
+pub const CALLRECORD_QUEUE: &str = "callrecord-ids";
+
+/// Why start-up refused the configuration. The message names the setting, never its value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("setting {0} is required but not set")]
+    Missing(&'static str),
+    #[error("setting {setting} is malformed: {reason}")]
+    Malformed { setting: String, reason: String },
+}
+
+impl ConfigError {
+    fn malformed(setting: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Malformed {
+            setting: setting.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// How the handler is run: behind the Functions host, or on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// Started by the Functions host, which forwards HTTP requests and sends invocations.
+    CustomHandler,
+    /// No host in front: the same routes, plus (in later versions) its own timers and queue consumer.
+    Standalone,
+}
+
+/// The whole configuration of one process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: RunMode,
+    /// Where the HTTP server listens (`FUNCTIONS_CUSTOMHANDLER_PORT` or, standalone, `PORT`).
+    pub listen: SocketAddr,
+    pub storage: StorageConfig,
+    pub notifications: NotificationConfig,
+    /// Extra CA certificates (PEM) trusted for outgoing HTTPS, from `SSL_CERT_FILE`: networks with
+    /// TLS inspection, and the tests' throw-away CA.
+    pub extra_ca_file: Option<PathBuf>,
+}
+
+/// What the webhook checks on every notification item.
+#[derive(Debug, Clone)]
+pub struct NotificationConfig {
+    /// The customer's tenant (`GRAPH_TENANT_ID`), lower-case.
+    pub tenant_id: String,
+    /// `NOTIFICATION_CLIENT_STATE`: the secret Graph echoes in every notification.
+    pub client_state: SecretString,
+    /// Queue the accepted call-record ids go to.
+    pub queue: String,
+}
+
+/// Where Azure Storage is and how to authenticate to it.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Queue service endpoint, e.g. `https://acct.queue.core.windows.net/` (account path included for Azurite).
+    pub queue_endpoint: Url,
+    /// Table service endpoint, same form.
+    pub table_endpoint: Url,
+    pub credential: StorageCredential,
+}
+
+/// The storage credential as configured (the running credential is built from it in `store`).
+#[derive(Clone)]
+pub enum StorageCredential {
+    /// `AccountName` + `AccountKey` from a connection string: the app signs its own SAS.
+    SharedKey {
+        account: String,
+        key: SecretSlice<u8>,
+    },
+    /// A `SharedAccessSignature` from a connection string, appended to every request.
+    Sas(SecretString),
+    /// Identity-based connection: a bearer token from the App Service managed-identity endpoint.
+    ManagedIdentity { client_id: Option<String> },
+}
+
+impl std::fmt::Debug for StorageCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::SharedKey { account, .. } => f
+                .debug_struct("SharedKey")
+                .field("account", account)
+                .finish_non_exhaustive(),
+            Self::Sas(_) => f.write_str("Sas(..)"),
+            Self::ManagedIdentity { client_id } => f
+                .debug_struct("ManagedIdentity")
+                .field("client_id", client_id)
+                .finish(),
+        }
+    }
+}
+
+impl StorageCredential {
+    /// A short description for the start-up log line.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::SharedKey { .. } => "shared key (signed SAS)",
+            Self::Sas(_) => "SAS from connection string",
+            Self::ManagedIdentity { client_id: Some(_) } => "user-assigned managed identity",
+            Self::ManagedIdentity { client_id: None } => "system-assigned managed identity",
+        }
+    }
+}
+
+/// Settings looked up by name, case-insensitively.
+struct Settings(HashMap<String, String>);
+
+impl Settings {
+    fn new<I: IntoIterator<Item = (String, String)>>(vars: I) -> Self {
+        Self(
+            vars.into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
+        )
+    }
+
+    /// The value of a setting; empty values count as unset (App Service keeps deleted settings as "").
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(&name.to_ascii_lowercase())
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn require(&self, name: &'static str) -> Result<&str, ConfigError> {
+        self.get(name).ok_or(ConfigError::Missing(name))
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first missing or malformed setting.
+    pub fn from_env(mode: RunMode) -> Result<Self, ConfigError> {
+        Self::from_vars(mode, std::env::vars())
+    }
+
+    /// Reads the configuration from the given name/value pairs (the environment, or a test's map).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first missing or malformed setting.
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(
+        mode: RunMode,
+        vars: I,
+    ) -> Result<Self, ConfigError> {
+        let settings = Settings::new(vars);
+        let listen = listen_address(mode, &settings)?;
+        let storage = storage_config(&settings)?;
+        let notifications = notification_config(&settings)?;
+        let extra_ca_file = settings.get("SSL_CERT_FILE").map(PathBuf::from);
+        if let Some(path) = &extra_ca_file
+            && !path.is_file()
+        {
+            return Err(ConfigError::malformed(
+                "SSL_CERT_FILE",
+                "does not name a readable file",
+            ));
+        }
+        Ok(Self {
+            mode,
+            listen,
+            storage,
+            notifications,
+            extra_ca_file,
+        })
+    }
+}
+
+fn listen_address(mode: RunMode, settings: &Settings) -> Result<SocketAddr, ConfigError> {
+    // Behind the host only the host talks to us, over loopback; standalone serves the network.
+    let (name, ip, default) = match mode {
+        RunMode::CustomHandler => (
+            "FUNCTIONS_CUSTOMHANDLER_PORT",
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            None,
+        ),
+        RunMode::Standalone => ("PORT", IpAddr::V4(Ipv4Addr::UNSPECIFIED), Some(7071)),
+    };
+    let port = match (settings.get(name), default) {
+        (Some(raw), _) => raw
+            .parse::<u16>()
+            .map_err(|_| ConfigError::malformed(name, "not a port number"))?,
+        (None, Some(port)) => port,
+        (None, None) => return Err(ConfigError::Missing("FUNCTIONS_CUSTOMHANDLER_PORT")),
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn notification_config(settings: &Settings) -> Result<NotificationConfig, ConfigError> {
+    let tenant_id = settings.require("GRAPH_TENANT_ID")?;
+    if !is_guid(tenant_id) {
+        return Err(ConfigError::malformed(
+            "GRAPH_TENANT_ID",
+            "expected a GUID (the directory/tenant id)",
+        ));
+    }
+    let client_state = settings.require("NOTIFICATION_CLIENT_STATE")?;
+    if client_state.chars().count() > MAX_CLIENT_STATE_LEN {
+        return Err(ConfigError::malformed(
+            "NOTIFICATION_CLIENT_STATE",
+            "longer than the 128 characters Graph accepts",
+        ));
+    }
+    Ok(NotificationConfig {
+        tenant_id: tenant_id.to_ascii_lowercase(),
+        client_state: SecretString::from(client_state.to_owned()),
+        queue: CALLRECORD_QUEUE.to_owned(),
+    })
+}
+
+/// True for the `8-4-4-4-12` hex form of a GUID.
+pub(crate) fn is_guid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+const STORAGE: &str = "AzureWebJobsStorage";
+
+fn storage_config(settings: &Settings) -> Result<StorageConfig, ConfigError> {
+    // As in the Functions host, a plain connection string wins over identity-based settings.
+    if let Some(conn) = settings.get(STORAGE) {
+        return parse_connection_string(conn);
+    }
+    identity_storage_config(settings)
+}
+
+fn identity_storage_config(settings: &Settings) -> Result<StorageConfig, ConfigError> {
+    const ACCOUNT: &str = "AzureWebJobsStorage__accountName";
+    const QUEUE_URI: &str = "AzureWebJobsStorage__queueServiceUri";
+    const TABLE_URI: &str = "AzureWebJobsStorage__tableServiceUri";
+    const CREDENTIAL: &str = "AzureWebJobsStorage__credential";
+    const CLIENT_ID: &str = "AzureWebJobsStorage__clientId";
+
+    let account = settings.get(ACCOUNT);
+    if let Some(name) = account
+        && !is_account_name(name)
+    {
+        return Err(ConfigError::malformed(
+            ACCOUNT,
+            "a storage account name is 3 to 24 lower-case letters and digits",
+        ));
+    }
+    let service_uri = |setting: &'static str, service: &str| -> Result<Url, ConfigError> {
+        match (settings.get(setting), account) {
+            (Some(raw), _) => https_endpoint(setting, raw),
+            (None, Some(name)) => https_endpoint(
+                setting,
+                &format!("https://{name}.{service}.core.windows.net"),
+            ),
+            (None, None) => Err(ConfigError::Missing(if settings.get(QUEUE_URI).is_some() {
+                setting
+            } else {
+                STORAGE
+            })),
+        }
+    };
+    let queue_endpoint = service_uri(QUEUE_URI, "queue")?;
+    let table_endpoint = service_uri(TABLE_URI, "table")?;
+
+    match settings.get(CREDENTIAL) {
+        None => {}
+        Some(c) if c.eq_ignore_ascii_case("managedidentity") => {}
+        Some(_) => {
+            return Err(ConfigError::malformed(
+                CREDENTIAL,
+                "only `managedidentity` is supported",
+            ));
+        }
+    }
+    let client_id = settings.get(CLIENT_ID).map(str::to_owned);
+    if let Some(id) = &client_id
+        && !is_guid(id)
+    {
+        return Err(ConfigError::malformed(
+            CLIENT_ID,
+            "expected the client id (GUID) of the user-assigned identity",
+        ));
+    }
+    Ok(StorageConfig {
+        queue_endpoint,
+        table_endpoint,
+        credential: StorageCredential::ManagedIdentity { client_id },
+    })
+}
+
+fn https_endpoint(setting: &str, raw: &str) -> Result<Url, ConfigError> {
+    let url = endpoint(setting, raw)?;
+    // Bearer tokens are only ever sent over HTTPS (the storage SDK refuses otherwise, and rightly).
+    if url.scheme() != "https" {
+        return Err(ConfigError::malformed(
+            setting,
+            "identity-based connections need an https:// endpoint",
+        ));
+    }
+    Ok(url)
+}
+
+/// Parses a service endpoint and makes sure it ends in `/`, so paths can be appended.
+fn endpoint(setting: &str, raw: &str) -> Result<Url, ConfigError> {
+    let mut url = Url::parse(raw).map_err(|_| ConfigError::malformed(setting, "not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::malformed(
+            setting,
+            "expected an http:// or https:// URL",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::malformed(
+            setting,
+            "an endpoint has no query string (put a SAS in SharedAccessSignature)",
+        ));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+fn is_account_name(name: &str) -> bool {
+    (3..=24).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// Parses an Azure Storage connection string (the forms the portal, Azurite and the Functions tools use).
+fn parse_connection_string(conn: &str) -> Result<StorageConfig, ConfigError> {
+    let mut parts: HashMap<String, &str> = HashMap::new();
+    for part in conn.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        // Values (account keys, SAS) contain '=', so split at the first one only.
+        let Some((key, value)) = part.split_once('=') else {
+            return Err(ConfigError::malformed(
+                STORAGE,
+                "expected `Key=Value` pairs separated by `;`",
+            ));
+        };
+        parts.insert(key.trim().to_ascii_lowercase(), value.trim());
+    }
+    let get = |key: &str| parts.get(&key.to_ascii_lowercase()).copied();
+
+    if get("UseDevelopmentStorage").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        let proxy = get("DevelopmentStorageProxyUri").unwrap_or("http://127.0.0.1");
+        let base = Url::parse(proxy)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| format!("{}://{h}", u.scheme())))
+            .ok_or_else(|| {
+                ConfigError::malformed(STORAGE, "DevelopmentStorageProxyUri is not a URL")
+            })?;
+        return Ok(StorageConfig {
+            queue_endpoint: endpoint(STORAGE, &format!("{base}:10001/{DEV_ACCOUNT}"))?,
+            table_endpoint: endpoint(STORAGE, &format!("{base}:10002/{DEV_ACCOUNT}"))?,
+            credential: shared_key(DEV_ACCOUNT, DEV_ACCOUNT_KEY)?,
+        });
+    }
+
+    let account = get("AccountName");
+    let protocol = get("DefaultEndpointsProtocol").unwrap_or("https");
+    if !matches!(protocol, "http" | "https") {
+        return Err(ConfigError::malformed(
+            STORAGE,
+            "DefaultEndpointsProtocol must be http or https",
+        ));
+    }
+    let suffix = get("EndpointSuffix").unwrap_or("core.windows.net");
+    let service = |explicit: &str, service: &str| -> Result<Url, ConfigError> {
+        match (get(explicit), account) {
+            (Some(raw), _) => endpoint(STORAGE, raw),
+            (None, Some(name)) => {
+                endpoint(STORAGE, &format!("{protocol}://{name}.{service}.{suffix}"))
+            }
+            (None, None) => Err(ConfigError::malformed(
+                STORAGE,
+                format!("needs AccountName or {explicit}"),
+            )),
+        }
+    };
+    let queue_endpoint = service("QueueEndpoint", "queue")?;
+    let table_endpoint = service("TableEndpoint", "table")?;
+
+    let credential = match (get("SharedAccessSignature"), get("AccountKey"), account) {
+        (Some(sas), _, _) => {
+            StorageCredential::Sas(SecretString::from(sas.trim_start_matches('?').to_owned()))
+        }
+        (None, Some(key), Some(name)) => shared_key(name, key)?,
+        (None, Some(_), None) => {
+            return Err(ConfigError::malformed(
+                STORAGE,
+                "AccountKey needs AccountName",
+            ));
+        }
+        (None, None, _) => {
+            return Err(ConfigError::malformed(
+                STORAGE,
+                "needs AccountKey or SharedAccessSignature (or use identity-based AzureWebJobsStorage__* settings)",
+            ));
+        }
+    };
+    Ok(StorageConfig {
+        queue_endpoint,
+        table_endpoint,
+        credential,
+    })
+}
+
+fn shared_key(account: &str, key: &str) -> Result<StorageCredential, ConfigError> {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .map_err(|_| ConfigError::malformed(STORAGE, "AccountKey is not base64"))?;
+    Ok(StorageCredential::SharedKey {
+        account: account.to_owned(),
+        key: SecretSlice::from(key),
+    })
+}
+
+impl NotificationConfig {
+    /// The configured client state, for the constant-time comparison in `domain`.
+    pub(crate) fn client_state_bytes(&self) -> &[u8] {
+        self.client_state.expose_secret().as_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TENANT: &str = "84bd8158-6d4d-4958-8b9f-9d6445542f95";
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn base(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut v = vars(&[
+            ("FUNCTIONS_CUSTOMHANDLER_PORT", "7777"),
+            ("GRAPH_TENANT_ID", TENANT),
+            ("NOTIFICATION_CLIENT_STATE", "s3cr3t-state"),
+        ]);
+        v.extend(vars(extra));
+        v
+    }
+
+    fn load(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(RunMode::CustomHandler, base(extra))
+    }
+
+    #[test]
+    fn development_storage_points_at_azurite_default_ports() {
+        let config = load(&[("AzureWebJobsStorage", "UseDevelopmentStorage=true")]).unwrap();
+        assert_eq!(
+            config.storage.queue_endpoint.as_str(),
+            "http://127.0.0.1:10001/devstoreaccount1/"
+        );
+        assert_eq!(
+            config.storage.table_endpoint.as_str(),
+            "http://127.0.0.1:10002/devstoreaccount1/"
+        );
+        assert!(matches!(
+            config.storage.credential,
+            StorageCredential::SharedKey { ref account, .. } if account == "devstoreaccount1"
+        ));
+    }
+
+    #[test]
+    fn full_connection_string_with_explicit_endpoints_is_used_as_given() {
+        let conn = format!(
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEV_ACCOUNT_KEY};\
+             QueueEndpoint=http://127.0.0.1:45001/devstoreaccount1;TableEndpoint=http://127.0.0.1:45002/devstoreaccount1;"
+        );
+        let config = load(&[("AzureWebJobsStorage", &conn)]).unwrap();
+        assert_eq!(
+            config.storage.queue_endpoint.as_str(),
+            "http://127.0.0.1:45001/devstoreaccount1/"
+        );
+        assert_eq!(
+            config.storage.table_endpoint.as_str(),
+            "http://127.0.0.1:45002/devstoreaccount1/"
+        );
+    }
+
+    #[test]
+    fn account_connection_string_derives_public_cloud_endpoints() {
+        let conn = format!(
+            "DefaultEndpointsProtocol=https;AccountName=contosocdr;AccountKey={DEV_ACCOUNT_KEY};EndpointSuffix=core.usgovcloudapi.net"
+        );
+        let config = load(&[("AzureWebJobsStorage", &conn)]).unwrap();
+        assert_eq!(
+            config.storage.queue_endpoint.as_str(),
+            "https://contosocdr.queue.core.usgovcloudapi.net/"
+        );
+    }
+
+    #[test]
+    fn identity_based_account_name_uses_managed_identity_over_https() {
+        let config = load(&[
+            ("AzureWebJobsStorage__accountName", "contosocdr"),
+            ("AzureWebJobsStorage__credential", "managedidentity"),
+            (
+                "AzureWebJobsStorage__clientId",
+                "00000000-1111-2222-3333-444444444444",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.storage.queue_endpoint.as_str(),
+            "https://contosocdr.queue.core.windows.net/"
+        );
+        assert_eq!(
+            config.storage.table_endpoint.as_str(),
+            "https://contosocdr.table.core.windows.net/"
+        );
+        assert!(matches!(
+            config.storage.credential,
+            StorageCredential::ManagedIdentity { client_id: Some(ref id) } if id == "00000000-1111-2222-3333-444444444444"
+        ));
+    }
+
+    #[test]
+    fn identity_based_service_uris_are_accepted_without_an_account_name() {
+        let config = load(&[
+            (
+                "azurewebjobsstorage__queueServiceUri",
+                "https://127.0.0.1:9999/devstoreaccount1",
+            ),
+            (
+                "AzureWebJobsStorage__tableServiceUri",
+                "https://127.0.0.1:9998/devstoreaccount1",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.storage.queue_endpoint.as_str(),
+            "https://127.0.0.1:9999/devstoreaccount1/"
+        );
+        assert!(matches!(
+            config.storage.credential,
+            StorageCredential::ManagedIdentity { client_id: None }
+        ));
+    }
+
+    #[test]
+    fn start_up_fails_naming_the_setting_and_never_its_value() {
+        let secret_key = "c2VjcmV0LWtleS1kby1ub3QtcHJpbnQ="; // valid base64, but no AccountName
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case<'_>> = vec![
+            ("no storage at all", vec![], "AzureWebJobsStorage"),
+            (
+                "key without account",
+                vec![(
+                    "AzureWebJobsStorage",
+                    "AccountKey=c2VjcmV0LWtleS1kby1ub3QtcHJpbnQ=",
+                )],
+                "AzureWebJobsStorage",
+            ),
+            (
+                "not key=value",
+                vec![("AzureWebJobsStorage", "c2VjcmV0LWtleS1kby1ub3QtcHJpbnQ")],
+                "AzureWebJobsStorage",
+            ),
+            (
+                "http identity endpoint",
+                vec![(
+                    "AzureWebJobsStorage__queueServiceUri",
+                    "http://127.0.0.1:1/devstoreaccount1",
+                )],
+                "AzureWebJobsStorage__queueServiceUri",
+            ),
+            (
+                "unsupported credential",
+                vec![
+                    ("AzureWebJobsStorage__accountName", "contosocdr"),
+                    (
+                        "AzureWebJobsStorage__credential",
+                        "c2VjcmV0LWtleS1kby1ub3QtcHJpbnQ=",
+                    ),
+                ],
+                "AzureWebJobsStorage__credential",
+            ),
+            (
+                "bad account name",
+                vec![("AzureWebJobsStorage__accountName", "Not_An_Account")],
+                "AzureWebJobsStorage__accountName",
+            ),
+        ];
+        for (case, extra, setting) in cases {
+            let err = load(&extra).expect_err(case);
+            let text = err.to_string();
+            assert!(
+                text.contains(setting),
+                "{case}: `{text}` should name {setting}"
+            );
+            assert!(!text.contains(secret_key), "{case}: `{text}` leaks a value");
+        }
+    }
+
+    #[test]
+    fn missing_or_malformed_notification_settings_are_named() {
+        let mut no_tenant = base(&[("AzureWebJobsStorage", "UseDevelopmentStorage=true")]);
+        no_tenant.retain(|(k, _)| k != "GRAPH_TENANT_ID");
+        let err = Config::from_vars(RunMode::CustomHandler, no_tenant).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("GRAPH_TENANT_ID"));
+
+        let long_state = "x".repeat(129);
+        let err = load(&[
+            ("AzureWebJobsStorage", "UseDevelopmentStorage=true"),
+            ("NOTIFICATION_CLIENT_STATE", &long_state),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("NOTIFICATION_CLIENT_STATE"));
+        assert!(!err.to_string().contains("xxxx"));
+    }
+
+    #[test]
+    fn custom_handler_mode_requires_the_port_the_host_assigns() {
+        let v = vars(&[
+            ("GRAPH_TENANT_ID", TENANT),
+            ("NOTIFICATION_CLIENT_STATE", "s"),
+            ("AzureWebJobsStorage", "UseDevelopmentStorage=true"),
+        ]);
+        let err = Config::from_vars(RunMode::CustomHandler, v.clone()).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("FUNCTIONS_CUSTOMHANDLER_PORT"));
+        let standalone = Config::from_vars(RunMode::Standalone, v).unwrap();
+        assert_eq!(standalone.listen.port(), 7071);
+    }
+
+    #[test]
+    fn debug_output_of_the_credential_hides_keys() {
+        let config = load(&[("AzureWebJobsStorage", "UseDevelopmentStorage=true")]).unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("Eby8vdM02"), "{printed}");
+        assert!(!printed.contains("s3cr3t-state"), "{printed}");
+    }
+}

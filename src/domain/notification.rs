@@ -1,0 +1,426 @@
+//! Graph change notifications for call records: which items of a collection are accepted.
+//!
+//! A notification carries only the call-record id; everything else is fetched later. An item is
+//! accepted when its `clientState` matches ours (compared in constant time), its `tenantId` is the
+//! customer's tenant and it names a call record. Everything else is rejected with a reason that can be
+//! counted and logged (never with the clientState value).
+//! See <https://learn.microsoft.com/graph/changenotifications-for-callrecords>.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+
+use super::job::CallRecordJob;
+
+/// The body Graph POSTs: `{"value": [ …items… ]}`. Items are kept as raw JSON so that one odd item
+/// is rejected on its own instead of failing the whole collection.
+#[derive(Debug, Deserialize)]
+pub(crate) struct NotificationCollection {
+    value: Vec<serde_json::Value>,
+}
+
+/// The fields of one item we look at; unknown fields are ignored.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChangeNotification {
+    subscription_id: Option<String>,
+    client_state: Option<String>,
+    change_type: Option<String>,
+    resource: Option<String>,
+    resource_data: Option<ResourceData>,
+    tenant_id: Option<String>,
+    lifecycle_event: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResourceData {
+    #[serde(rename = "@odata.type")]
+    odata_type: Option<String>,
+    id: Option<String>,
+}
+
+/// Why an item was not enqueued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Rejection {
+    /// Not an object of the expected shape.
+    Malformed,
+    /// `clientState` missing or different from `NOTIFICATION_CLIENT_STATE`.
+    ClientState,
+    /// `tenantId` missing or not `GRAPH_TENANT_ID`.
+    Tenant,
+    /// Not a call-record change (another resource, or a lifecycle event sent to the wrong URL).
+    NotCallRecord,
+    /// A call record without a usable id.
+    BadId,
+}
+
+impl Rejection {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::ClientState => "client_state",
+            Self::Tenant => "tenant",
+            Self::NotCallRecord => "not_call_record",
+            Self::BadId => "bad_id",
+        }
+    }
+}
+
+/// The outcome for one collection.
+#[derive(Debug, Default)]
+pub(crate) struct Triage {
+    /// One job per accepted item (duplicates within the collection removed).
+    pub(crate) accepted: Vec<CallRecordJob>,
+    pub(crate) rejected: Vec<Rejection>,
+    /// Accepted items that repeated an earlier item of the same collection.
+    pub(crate) duplicates: usize,
+}
+
+/// What an item is checked against.
+pub(crate) struct Expectations<'a> {
+    pub(crate) tenant_id: &'a str,
+    pub(crate) client_state: &'a [u8],
+}
+
+impl NotificationCollection {
+    /// Sorts the items into jobs to enqueue and rejections.
+    pub(crate) fn triage(self, expect: &Expectations<'_>, now: OffsetDateTime) -> Triage {
+        let mut triage = Triage::default();
+        let mut seen = HashSet::new();
+        for raw in self.value {
+            match check_item(raw, expect, now) {
+                Ok(job) => {
+                    if seen.insert((job.id.clone(), job.change_type.clone())) {
+                        triage.accepted.push(job);
+                    } else {
+                        triage.duplicates += 1;
+                    }
+                }
+                Err(reason) => triage.rejected.push(reason),
+            }
+        }
+        triage
+    }
+}
+
+fn check_item(
+    raw: serde_json::Value,
+    expect: &Expectations<'_>,
+    now: OffsetDateTime,
+) -> Result<CallRecordJob, Rejection> {
+    let item: ChangeNotification = serde_json::from_value(raw).map_err(|_| Rejection::Malformed)?;
+    let tenant = authenticate(&item, expect)?.to_ascii_lowercase();
+    if item.lifecycle_event.is_some() {
+        return Err(Rejection::NotCallRecord);
+    }
+    let id = call_record_id(&item)?;
+    Ok(CallRecordJob {
+        id,
+        change_type: item.change_type.unwrap_or_else(|| "created".to_owned()),
+        tenant_id: tenant,
+        subscription_id: item.subscription_id.unwrap_or_default(),
+        received_at: now,
+        attempt: 0,
+    })
+}
+
+/// Checks the secret first, so that nothing about an unauthenticated item is trusted, then the tenant.
+fn authenticate<'i>(
+    item: &'i ChangeNotification,
+    expect: &Expectations<'_>,
+) -> Result<&'i str, Rejection> {
+    let state = item.client_state.as_deref().ok_or(Rejection::ClientState)?;
+    if !secrets_equal(state.as_bytes(), expect.client_state) {
+        return Err(Rejection::ClientState);
+    }
+    let tenant = item.tenant_id.as_deref().ok_or(Rejection::Tenant)?;
+    if !tenant.eq_ignore_ascii_case(expect.tenant_id) {
+        return Err(Rejection::Tenant);
+    }
+    Ok(tenant)
+}
+
+/// A lifecycle notification (`reauthorizationRequired`, `subscriptionRemoved`, `missed`, or a value
+/// Graph adds later) that passed the checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LifecycleEvent {
+    pub(crate) event: String,
+    pub(crate) subscription_id: String,
+}
+
+impl NotificationCollection {
+    /// Sorts the items of a lifecycle collection into authenticated events and rejections.
+    pub(crate) fn triage_lifecycle(
+        self,
+        expect: &Expectations<'_>,
+    ) -> (Vec<LifecycleEvent>, Vec<Rejection>) {
+        let mut events = Vec::new();
+        let mut rejected = Vec::new();
+        for raw in self.value {
+            let checked = serde_json::from_value::<ChangeNotification>(raw)
+                .map_err(|_| Rejection::Malformed)
+                .and_then(|item| {
+                    authenticate(&item, expect)?;
+                    let event = item.lifecycle_event.clone().ok_or(Rejection::Malformed)?;
+                    Ok(LifecycleEvent {
+                        event,
+                        subscription_id: item.subscription_id.unwrap_or_default(),
+                    })
+                });
+            match checked {
+                Ok(event) => events.push(event),
+                Err(reason) => rejected.push(reason),
+            }
+        }
+        (events, rejected)
+    }
+}
+
+/// The call-record id, if the item is about a call record.
+fn call_record_id(item: &ChangeNotification) -> Result<String, Rejection> {
+    const PREFIX: &str = "communications/callrecords/";
+    // Graph writes `#Microsoft.Graph.callRecord` in notifications and `#microsoft.graph.callRecord`
+    // in entities: compare without case.
+    let typed = item
+        .resource_data
+        .as_ref()
+        .and_then(|d| d.odata_type.as_deref());
+    if typed.is_some_and(|t| !t.eq_ignore_ascii_case("#microsoft.graph.callRecord")) {
+        return Err(Rejection::NotCallRecord);
+    }
+    let resource = item.resource.as_deref().map(|r| r.trim_start_matches('/'));
+    let from_resource = match resource {
+        Some(r) if r.len() > PREFIX.len() && r[..PREFIX.len()].eq_ignore_ascii_case(PREFIX) => {
+            Some(&r[PREFIX.len()..])
+        }
+        Some(_) => return Err(Rejection::NotCallRecord),
+        None if typed.is_none() => return Err(Rejection::NotCallRecord),
+        None => None,
+    };
+    let id = item
+        .resource_data
+        .as_ref()
+        .and_then(|d| d.id.as_deref())
+        .or(from_resource)
+        .ok_or(Rejection::BadId)?;
+    if !is_valid_id(id) {
+        return Err(Rejection::BadId);
+    }
+    Ok(id.to_owned())
+}
+
+/// Ids become table keys later: refuse what Table storage cannot key on (`/ \ # ?`, control characters).
+fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 256
+        && !id
+            .chars()
+            .any(|c| matches!(c, '/' | '\\' | '#' | '?') || c.is_control())
+}
+
+/// Constant-time comparison that does not even reveal the length: both sides are hashed first.
+fn secrets_equal(given: &[u8], expected: &[u8]) -> bool {
+    let a = Sha256::digest(given);
+    let b = Sha256::digest(expected);
+    a.ct_eq(&b).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const TENANT: &str = "84bd8158-6d4d-4958-8b9f-9d6445542f95";
+    const STATE: &[u8] = b"secretClientValue";
+    const NOW: OffsetDateTime = datetime!(2026-11-27 08:00 UTC);
+
+    fn expect() -> Expectations<'static> {
+        Expectations {
+            tenant_id: TENANT,
+            client_state: STATE,
+        }
+    }
+
+    fn fixture(name: &str) -> String {
+        let path = format!("{}/tests/fixtures/graph/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// The documented call-record notification with its placeholders filled in.
+    fn callrecord_notification(id: &str, state: &str, tenant: &str) -> NotificationCollection {
+        let body = fixture("change-notification-callrecords.json")
+            .replace("{Call id}", id)
+            .replace("{Secret client state}", state)
+            .replace("{Organization/Tenant id}", tenant)
+            .replace("{Subscription id}", "sub-1");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    #[test]
+    fn documented_call_record_notification_becomes_one_job() {
+        let triage = callrecord_notification(
+            "2f1a1100-b174-40a0-aba7-0b405e01ed92",
+            "secretClientValue",
+            TENANT,
+        )
+        .triage(&expect(), NOW);
+        assert_eq!(triage.rejected, vec![]);
+        assert_eq!(
+            triage.accepted,
+            vec![CallRecordJob {
+                id: "2f1a1100-b174-40a0-aba7-0b405e01ed92".into(),
+                change_type: "created".into(),
+                tenant_id: TENANT.into(),
+                subscription_id: "sub-1".into(),
+                received_at: NOW,
+                attempt: 0,
+            }]
+        );
+    }
+
+    #[test]
+    fn items_failing_a_check_are_rejected_with_their_reason() {
+        let id = "2f1a1100-b174-40a0-aba7-0b405e01ed92";
+        let cases = [
+            (
+                "wrong client state",
+                callrecord_notification(id, "guess", TENANT),
+                Rejection::ClientState,
+            ),
+            (
+                "empty client state",
+                callrecord_notification(id, "", TENANT),
+                Rejection::ClientState,
+            ),
+            (
+                "other tenant",
+                callrecord_notification(
+                    id,
+                    "secretClientValue",
+                    "00000000-0000-0000-0000-000000000000",
+                ),
+                Rejection::Tenant,
+            ),
+            (
+                "id with a slash",
+                callrecord_notification("a/b", "secretClientValue", TENANT),
+                Rejection::BadId,
+            ),
+        ];
+        for (case, collection, reason) in cases {
+            let triage = collection.triage(&expect(), NOW);
+            assert!(triage.accepted.is_empty(), "{case}: accepted");
+            assert_eq!(triage.rejected, vec![reason], "{case}");
+        }
+    }
+
+    #[test]
+    fn outlook_message_notification_is_not_a_call_record() {
+        let collection: NotificationCollection =
+            serde_json::from_str(&fixture("change-notification-generic-message.json")).unwrap();
+        let triage = collection.triage(&expect(), NOW);
+        assert!(triage.accepted.is_empty());
+        assert_eq!(triage.rejected, vec![Rejection::NotCallRecord]);
+    }
+
+    #[test]
+    fn lifecycle_event_sent_to_the_notification_url_is_not_enqueued() {
+        let body = fixture("lifecycle-reauthorizationrequired.json");
+        let mut collection: NotificationCollection = serde_json::from_str(&body).unwrap();
+        for item in &mut collection.value {
+            item["clientState"] = "secretClientValue".into();
+            item["tenantId"] = TENANT.into();
+        }
+        let triage = collection.triage(&expect(), NOW);
+        assert!(triage.accepted.is_empty());
+        assert_eq!(triage.rejected, vec![Rejection::NotCallRecord]);
+    }
+
+    #[test]
+    fn odata_type_and_resource_are_compared_without_case_and_unknown_fields_ignored() {
+        let body = serde_json::json!({"value": [
+            {"clientState": "secretClientValue", "tenantId": TENANT.to_uppercase(), "changeType": "updated",
+             "resource": "/Communications/CallRecords/abc", "futureField": {"x": 1},
+             "resourceData": {"@odata.type": "#microsoft.graph.callrecord", "id": "abc", "extra": true}},
+            {"clientState": "secretClientValue", "tenantId": TENANT,
+             "resource": "communications/callRecords/def"},
+            {"clientState": "secretClientValue", "tenantId": TENANT, "resourceData": {"@odata.type": "#Microsoft.Graph.chatMessage", "id": "x"},
+             "resource": "communications/callRecords/x"},
+            "not an object",
+            {"clientState": 42}
+        ]});
+        let collection: NotificationCollection = serde_json::from_value(body).unwrap();
+        let triage = collection.triage(&expect(), NOW);
+        let ids: Vec<_> = triage
+            .accepted
+            .iter()
+            .map(|j| (j.id.as_str(), j.change_type.as_str()))
+            .collect();
+        assert_eq!(ids, vec![("abc", "updated"), ("def", "created")]);
+        assert_eq!(
+            triage.rejected,
+            vec![
+                Rejection::NotCallRecord,
+                Rejection::Malformed,
+                Rejection::Malformed
+            ]
+        );
+    }
+
+    #[test]
+    fn the_same_item_twice_in_one_collection_is_enqueued_once() {
+        let item = serde_json::json!({"clientState": "secretClientValue", "tenantId": TENANT,
+            "changeType": "created", "resource": "communications/callRecords/abc",
+            "resourceData": {"id": "abc"}});
+        let collection: NotificationCollection =
+            serde_json::from_value(serde_json::json!({"value": [item.clone(), item]})).unwrap();
+        let triage = collection.triage(&expect(), NOW);
+        assert_eq!(triage.accepted.len(), 1);
+        assert_eq!(triage.duplicates, 1);
+    }
+
+    #[test]
+    fn lifecycle_fixtures_yield_their_event_when_authenticated() {
+        for (name, event) in [
+            (
+                "lifecycle-reauthorizationrequired.json",
+                "reauthorizationRequired",
+            ),
+            ("lifecycle-subscriptionremoved.json", "subscriptionRemoved"),
+            ("lifecycle-missed.json", "missed"),
+        ] {
+            let mut collection: NotificationCollection =
+                serde_json::from_str(&fixture(name)).unwrap();
+            let mut forged: NotificationCollection = serde_json::from_str(&fixture(name)).unwrap();
+            for item in &mut collection.value {
+                item["clientState"] = "secretClientValue".into();
+                item["tenantId"] = TENANT.into();
+            }
+            for item in &mut forged.value {
+                item["clientState"] = "forged".into();
+                item["tenantId"] = TENANT.into();
+            }
+            let (events, rejected) = collection.triage_lifecycle(&expect());
+            assert_eq!(rejected, vec![], "{name}");
+            assert_eq!(
+                events.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
+                vec![event],
+                "{name}"
+            );
+            let (events, rejected) = forged.triage_lifecycle(&expect());
+            assert!(events.is_empty(), "{name}: forged event accepted");
+            assert_eq!(rejected, vec![Rejection::ClientState], "{name}");
+        }
+    }
+
+    #[test]
+    fn secrets_compare_equal_only_when_identical() {
+        assert!(secrets_equal(b"abc", b"abc"));
+        assert!(!secrets_equal(b"abc", b"abd"));
+        assert!(!secrets_equal(b"abc", b"abcd"));
+        assert!(!secrets_equal(b"", b"abc"));
+    }
+}

@@ -1,0 +1,66 @@
+//! The one place where errors become HTTP answers.
+//!
+//! Bodies are JSON `{"error":{"code","message"}}` with a fixed, client-safe message: causes (storage
+//! errors, URLs, anything that could carry a secret) are logged here, once, and never sent.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::store::StoreError;
+
+/// An HTTP request that could not be served.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    /// The request is wrong; the message says how (and holds no request data).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// A dependency is down; the caller should try again (Graph does, for 4 hours).
+    #[error("storage unavailable")]
+    Storage(#[from] StoreError),
+    /// Storage did not answer within the time the caller waits for us.
+    #[error("storage did not answer in time")]
+    StorageTimeout,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match &self {
+            Self::BadRequest(message) => (StatusCode::BAD_REQUEST, "BadRequest", *message),
+            Self::PayloadTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PayloadTooLarge",
+                "the request body is too large",
+            ),
+            Self::Storage(_) | Self::StorageTimeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "the service is temporarily unavailable; retry later",
+            ),
+        };
+        match &self {
+            Self::Storage(StoreError::Unauthorized(_) | StoreError::Fatal(_)) => {
+                tracing::error!(error = &self as &dyn std::error::Error, "request failed");
+            }
+            Self::Storage(_) | Self::StorageTimeout => {
+                tracing::warn!(error = &self as &dyn std::error::Error, "request failed");
+            }
+            // Client mistakes are the client's to fix: not an error of ours.
+            Self::BadRequest(_) | Self::PayloadTooLarge { .. } => {
+                tracing::info!(error = %self, "request rejected");
+            }
+        }
+        let body = Json(json!({"error": {"code": code, "message": message}}));
+        let mut response = (status, body).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,35 @@
+//! One file per Azure Function: decode the request, call the domain, encode the answer.
+//! No storage or Graph details live here; [`HTTP_FUNCTIONS`] is the list the router mounts and the
+//! test compares with `handlers/*/function.json`.
+
+pub(crate) mod lifecycle;
+pub(crate) mod notifications;
+mod webhook;
+
+pub(crate) use webhook::MAX_BODY_BYTES;
+
+use axum::http::Method;
+
+/// An HTTP-triggered function as the host exposes it: `/api/{route}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpFunction {
+    /// The folder name under `handlers/` (the function name in Azure).
+    pub name: &'static str,
+    /// The `route` of its `httpTrigger` binding.
+    pub route: &'static str,
+    pub methods: &'static [Method],
+}
+
+/// Every HTTP function the handler serves.
+pub(crate) const HTTP_FUNCTIONS: &[HttpFunction] = &[
+    HttpFunction {
+        name: "Notifications",
+        route: "notifications",
+        methods: &[Method::POST],
+    },
+    HttpFunction {
+        name: "Lifecycle",
+        route: "lifecycle",
+        methods: &[Method::POST],
+    },
+];

@@ -1,0 +1,55 @@
+//! What the two Graph webhooks share: the validation handshake and reading a bounded JSON body.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::domain::notification::NotificationCollection;
+use crate::error::ApiError;
+
+/// Largest body accepted. A full Graph collection is far smaller (Graph batches at most a few
+/// hundred items of well under 1 KiB each).
+pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Graph's validation request: `POST …?validationToken=…` must be answered `200`, `text/plain`,
+/// with the URL-decoded token, within 10 s. Returns that answer, or `None` for an ordinary request.
+/// See <https://learn.microsoft.com/graph/change-notifications-delivery-webhooks#notificationurl-validation>.
+pub(crate) fn validation_response(raw_query: Option<&str>) -> Option<Response> {
+    let token = url::form_urlencoded::parse(raw_query?.as_bytes())
+        .find(|(k, _)| k == "validationToken")
+        .map(|(_, v)| v.into_owned())?;
+    let mut response = (StatusCode::OK, token).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    // The token is echoed: make sure no browser ever treats it as markup.
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    Some(response)
+}
+
+/// Parses a notification collection from the request body.
+///
+/// # Errors
+/// `413` over [`MAX_BODY_BYTES`], `400` when the body is not a `{"value":[…]}` collection.
+pub(crate) fn collection(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<NotificationCollection, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge {
+                limit: MAX_BODY_BYTES,
+            }
+        } else {
+            ApiError::BadRequest("the request body could not be read")
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|_| {
+        ApiError::BadRequest("the body is not a change-notification collection ({\"value\":[…]})")
+    })
+}

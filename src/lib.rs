@@ -1,0 +1,32 @@
+//! Teams CDR Functions: collects Microsoft Teams call data from Microsoft Graph into the customer's own
+//! Azure Storage, as an Azure Functions custom handler (or a standalone process for local runs).
+//!
+//! The map of the crate, one concern a module; dependencies point from the edges inwards:
+//! - [`config`]: every setting, read once at start-up by [`config::Config::from_env`]; secrets stay
+//!   [`secrecy::SecretString`] and never reach a log line.
+//! - [`app`]: the axum router (the forwarded HTTP functions), the shared state and the two run modes
+//!   (custom handler behind the Functions host, `standalone` without it).
+//! - `host`: the custom-handler side of the Functions host protocol (readiness, invocation ids).
+//! - `functions`: one file per Azure Function: decode the request, call the domain, encode the answer.
+//!   No storage or Graph details live there.
+//! - `domain`: pure logic without IO (which notification items are accepted, what a queue job says).
+//! - `store`: Azure Storage behind our own types; the only module that knows the storage SDK.
+//! - `error`: the one place where errors become HTTP status codes.
+//! - [`telemetry`]: `tracing` set-up, one JSON line per event on stdout for the Functions host.
+
+pub mod app;
+pub mod config;
+mod domain;
+mod error;
+mod functions;
+mod host;
+mod store;
+pub mod telemetry;
+
+pub use app::App;
+pub use app::AppOptions;
+pub use domain::job::CallRecordJob;
+pub use functions::HttpFunction;
+pub use store::auth::http_client;
+pub use store::queue::{QueueStore, ReceivedMessage, StorageTransport};
+pub use store::{StorageAuth, StoreError};

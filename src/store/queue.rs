@@ -1,0 +1,241 @@
+//! One Azure Storage queue, through the official `azure_storage_queue` client.
+//!
+//! Message text is base64 of the UTF-8 JSON, because that is what the Functions queue trigger decodes
+//! by default (`host.json` sets `messageEncoding: base64` explicitly so the two cannot drift), while
+//! the 1.x SDK writes text as-is.
+//! A queue that does not exist is created when a send finds it missing, so a fresh Azurite or a
+//! storage account whose queues were not pre-created still works, without a round trip at start-up.
+
+use std::sync::Arc;
+
+use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions, Transport, Url};
+use azure_storage_queue::models::{
+    QueueClientReceiveMessagesOptions, QueueClientSendMessageOptions, QueueMessage,
+};
+use azure_storage_queue::{QueueClient, QueueClientOptions};
+use base64::Engine as _;
+use serde::Serialize;
+use tracing::instrument;
+
+use super::auth::SasPolicy;
+use super::{StorageAuth, StoreError};
+
+/// How a queue client retries within one call. The webhook must answer Graph within 3 s, so
+/// in-process retries only cover blips; longer outages are covered by Graph's own redelivery.
+#[derive(Debug, Clone, Copy)]
+pub struct StorageTransport {
+    pub max_retries: u32,
+    pub initial_delay: std::time::Duration,
+    pub max_elapsed: std::time::Duration,
+}
+
+impl Default for StorageTransport {
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            initial_delay: std::time::Duration::from_millis(100),
+            max_elapsed: std::time::Duration::from_secs(2),
+        }
+    }
+}
+
+/// A message as received, for consumers (the standalone queue runner, tests).
+#[derive(Debug, Clone)]
+pub struct ReceivedMessage {
+    pub id: String,
+    pub pop_receipt: String,
+    pub dequeue_count: u32,
+    /// The message text as stored (base64 for messages this app wrote).
+    pub text: String,
+}
+
+/// A handle on one queue. Cheap to clone.
+#[derive(Clone)]
+pub struct QueueStore {
+    client: Arc<QueueClient>,
+    name: Arc<str>,
+}
+
+impl std::fmt::Debug for QueueStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueStore")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueueStore {
+    /// A client for queue `name` under the queue service `endpoint` (which ends in `/`).
+    ///
+    /// # Errors
+    /// [`StoreError::Fatal`] for an unusable endpoint (e.g. a bearer token over `http://`).
+    pub fn new(
+        endpoint: &Url,
+        name: &str,
+        auth: &StorageAuth,
+        http: reqwest::Client,
+        transport: StorageTransport,
+    ) -> Result<Self, StoreError> {
+        let url = endpoint.join(name).map_err(|e| {
+            StoreError::Fatal(azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Other,
+                format!("queue URL: {e}"),
+            ))
+        })?;
+        let mut client_options = ClientOptions {
+            transport: Some(Transport::new(Arc::new(http))),
+            retry: RetryOptions::exponential(ExponentialRetryOptions {
+                initial_delay: to_time(transport.initial_delay),
+                max_retries: transport.max_retries,
+                max_total_elapsed: to_time(transport.max_elapsed),
+                max_delay: to_time(transport.max_elapsed),
+            }),
+            ..Default::default()
+        };
+        let credential = match auth {
+            StorageAuth::SharedKey { account, key } => {
+                client_options
+                    .per_call_policies
+                    .push(Arc::new(SasPolicy::signed(account.clone(), key.clone())));
+                None
+            }
+            StorageAuth::Sas(sas) => {
+                client_options
+                    .per_call_policies
+                    .push(Arc::new(SasPolicy::fixed(sas.clone())));
+                None
+            }
+            StorageAuth::Token(credential) => Some(credential.clone()),
+        };
+        let options = QueueClientOptions {
+            client_options,
+            ..Default::default()
+        };
+        let client = QueueClient::new(url, credential, Some(options)).map_err(StoreError::Fatal)?;
+        Ok(Self {
+            client: Arc::new(client),
+            name: Arc::from(name),
+        })
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Creates the queue if it does not exist.
+    ///
+    /// # Errors
+    /// [`StoreError`] when storage cannot be reached or refuses.
+    #[instrument(skip_all, fields(queue = %self.name), err)]
+    pub async fn ensure_exists(&self) -> Result<(), StoreError> {
+        // Create answers 201 (created) or 204 (already there with the same metadata).
+        self.client
+            .create(None)
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
+    /// Enqueues `message` as base64 JSON, visible after `delay` seconds (0 = at once).
+    ///
+    /// # Errors
+    /// [`StoreError`]; the message is not stored when this fails.
+    pub async fn send_json<T: Serialize>(
+        &self,
+        message: &T,
+        delay_secs: u32,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(message).map_err(|e| {
+            StoreError::Fatal(azure_core::Error::new(
+                azure_core::error::ErrorKind::DataConversion,
+                e,
+            ))
+        })?;
+        self.send_text(
+            base64::engine::general_purpose::STANDARD.encode(json),
+            delay_secs,
+        )
+        .await
+    }
+
+    async fn send_text(&self, text: String, delay_secs: u32) -> Result<(), StoreError> {
+        match self.send_once(text.clone(), delay_secs).await {
+            // The queue does not exist (fresh Azurite, queue deleted): create it and try once more.
+            Err(StoreError::NotFound) => {
+                self.ensure_exists().await?;
+                self.send_once(text, delay_secs).await
+            }
+            other => other,
+        }
+    }
+
+    async fn send_once(&self, text: String, delay_secs: u32) -> Result<(), StoreError> {
+        let message = QueueMessage {
+            message_text: Some(text),
+        };
+        let options = QueueClientSendMessageOptions {
+            visibility_timeout: (delay_secs > 0)
+                .then(|| i32::try_from(delay_secs).unwrap_or(i32::MAX)),
+            ..Default::default()
+        };
+        let content = message.try_into().map_err(StoreError::Fatal)?;
+        self.client
+            .send_message(content, Some(options))
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
+    /// Receives up to `max` (1..=32) messages, hiding them for `visibility_secs`.
+    ///
+    /// # Errors
+    /// [`StoreError`]; [`StoreError::NotFound`] when the queue does not exist.
+    pub async fn receive(
+        &self,
+        max: u8,
+        visibility_secs: u32,
+    ) -> Result<Vec<ReceivedMessage>, StoreError> {
+        let options = QueueClientReceiveMessagesOptions {
+            number_of_messages: Some(i32::from(max.clamp(1, 32))),
+            visibility_timeout: Some(i32::try_from(visibility_secs).unwrap_or(i32::MAX)),
+            ..Default::default()
+        };
+        let response = self
+            .client
+            .receive_messages(Some(options))
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let messages = response.into_model().map_err(StoreError::Fatal)?;
+        Ok(messages
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| ReceivedMessage {
+                id: m.message_id.unwrap_or_default(),
+                pop_receipt: m.pop_receipt.unwrap_or_default(),
+                dequeue_count: m
+                    .dequeue_count
+                    .and_then(|c| u32::try_from(c).ok())
+                    .unwrap_or(0),
+                text: m.message_text.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Deletes a received message.
+    ///
+    /// # Errors
+    /// [`StoreError`]; [`StoreError::NotFound`] when it was already deleted or its pop receipt is stale.
+    pub async fn delete(&self, message: &ReceivedMessage) -> Result<(), StoreError> {
+        self.client
+            .delete_message(&message.id, &message.pop_receipt, None)
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+}
+
+fn to_time(d: std::time::Duration) -> time::Duration {
+    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
+}

@@ -1,0 +1,24 @@
+// Starts Azurite as a child process and stops it when our stdin closes, which happens when the test
+// binary that started us exits, however it exits. Without this, an Azurite started from a test
+// binary's static would outlive it. Arguments are passed to Azurite unchanged.
+'use strict';
+const { spawn } = require('child_process');
+const path = require('path');
+
+let entry;
+try {
+  entry = require.resolve('azurite/dist/src/azurite.js', { paths: [path.join(__dirname, '..', '..')] });
+} catch (e) {
+  process.stderr.write('azurite-guard: Azurite is not installed; run `npm ci` in the repository root\n');
+  process.exit(3);
+}
+const child = spawn(process.execPath, [entry, ...process.argv.slice(2)], { stdio: ['ignore', 'inherit', 'inherit'] });
+const stop = () => {
+  child.kill('SIGTERM');
+  setTimeout(() => child.kill('SIGKILL'), 2000).unref();
+};
+process.stdin.on('end', stop);
+process.stdin.on('close', stop);
+process.stdin.on('error', stop);
+process.stdin.resume();
+child.on('exit', (code) => process.exit(code === null ? 1 : code));

@@ -1,0 +1,137 @@
+//! The real Azurite storage emulator (npm package pinned in `package.json`), started by the tests
+//! themselves: in memory, on free loopback ports, one process per test binary. Tests isolate their
+//! data with unique queue and table names.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use url::Url;
+
+/// Azurite's documented development account.
+pub const ACCOUNT: &str = "devstoreaccount1";
+pub const ACCOUNT_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+const HOW_TO_INSTALL: &str = "Azurite is needed for these tests. Install the pinned version with `npm ci` in the \
+repository root (Node.js 18+ required), or run the README's test command, which does it for you.";
+
+/// A running Azurite. Dropping the test binary closes the guard's stdin, which stops Azurite.
+pub struct Azurite {
+    pub queue_endpoint: Url,
+    pub table_endpoint: Url,
+    pub blob_endpoint: Url,
+    // Kept open for the life of the process: its closing is the stop signal for the guard.
+    _guard_stdin: Mutex<ChildStdin>,
+    _child: Mutex<Child>,
+}
+
+/// How to start Azurite.
+#[derive(Default)]
+pub struct AzuriteOptions<'a> {
+    /// Serve HTTPS with this certificate and key, and accept bearer tokens (`--oauth basic`).
+    pub tls: Option<(&'a Path, &'a Path)>,
+}
+
+impl Azurite {
+    /// Starts Azurite and waits until its three services listen.
+    ///
+    /// # Panics
+    /// With [`HOW_TO_INSTALL`] when Node.js or the Azurite package is missing, or when it does not
+    /// start within 60 s.
+    pub fn start(options: AzuriteOptions<'_>) -> Self {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let guard = root.join("tests/support/azurite-guard.cjs");
+        if !root.join("node_modules/azurite/package.json").is_file() {
+            panic!("{HOW_TO_INSTALL}");
+        }
+        let mut args: Vec<String> = [
+            "--inMemoryPersistence",
+            "--silent",
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+            "--loose",
+            "--blobPort",
+            "0",
+            "--queuePort",
+            "0",
+            "--tablePort",
+            "0",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        if let Some((cert, key)) = options.tls {
+            args.extend([
+                "--cert".to_owned(),
+                cert.display().to_string(),
+                "--key".to_owned(),
+                key.display().to_string(),
+                "--oauth".to_owned(),
+                "basic".to_owned(),
+            ]);
+        }
+        let mut child = Command::new("node")
+            .arg(&guard)
+            .args(&args)
+            // Azurite writes nothing to disk in memory mode, but keep its working directory out of the repo.
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run `node` ({e}). {HOW_TO_INSTALL}"));
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+
+        // Read the real ports from Azurite's start-up lines; keep draining its output afterwards so
+        // it never blocks on a full pipe.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut endpoints: [Option<Url>; 3] = [None, None, None];
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while endpoints.iter().any(Option::is_none) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = child.kill();
+                panic!(
+                    "Azurite did not start within 60 s (exit: {:?}). {HOW_TO_INSTALL}",
+                    child.try_wait()
+                );
+            };
+            for (i, service) in ["Blob", "Queue", "Table"].iter().enumerate() {
+                let marker = format!("Azurite {service} service is successfully listening at ");
+                if let Some(rest) = line.strip_prefix(&marker) {
+                    let url = Url::parse(&format!("{}/{ACCOUNT}/", rest.trim())).unwrap();
+                    endpoints[i] = Some(url);
+                }
+            }
+        }
+        let [blob, queue, table] = endpoints.map(Option::unwrap);
+        Self {
+            queue_endpoint: queue,
+            table_endpoint: table,
+            blob_endpoint: blob,
+            _guard_stdin: Mutex::new(stdin),
+            _child: Mutex::new(child),
+        }
+    }
+
+    /// A connection string with the account key and explicit endpoints, as an admin would write it.
+    pub fn connection_string(&self) -> String {
+        format!(
+            "DefaultEndpointsProtocol={};AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};QueueEndpoint={};TableEndpoint={};BlobEndpoint={}",
+            self.queue_endpoint.scheme(),
+            self.queue_endpoint,
+            self.table_endpoint,
+            self.blob_endpoint
+        )
+    }
+}

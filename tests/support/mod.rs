@@ -1,0 +1,209 @@
+//! Test support shared by the integration-test binaries: Azurite, the host emulator, test TLS and
+//! identities, and `spawn_app()`, which runs the real app on port 0 with its own queue.
+// Each test binary uses a different part of this module, and `pub` here only means "to the tests".
+#![allow(dead_code, unreachable_pub)]
+// Test helpers panic on purpose: a failed set-up is a failed test.
+#![allow(clippy::unwrap_used)]
+
+pub mod azurite;
+pub mod host;
+pub mod identity;
+pub mod proxy;
+pub mod tls;
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use teams_cdr_functions::config::{Config, RunMode};
+use teams_cdr_functions::{
+    App, AppOptions, CallRecordJob, QueueStore, StorageAuth, StorageTransport, StoreError,
+};
+use url::Url;
+
+use azurite::{Azurite, AzuriteOptions};
+use host::HostEmulator;
+
+pub const TENANT_ID: &str = "84bd8158-6d4d-4958-8b9f-9d6445542f95";
+pub const CLIENT_STATE: &str = "s3cr3t-Client-State-7f9c";
+
+/// The Azurite of this test binary (plain HTTP, shared-key/SAS auth), started on first use.
+pub fn azurite() -> &'static Azurite {
+    static AZURITE: OnceLock<Azurite> = OnceLock::new();
+    AZURITE.get_or_init(|| Azurite::start(AzuriteOptions::default()))
+}
+
+/// A queue name no other test uses (3–63 lower-case letters, digits and dashes).
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
+}
+
+/// A fixture from `tests/fixtures/`.
+pub fn fixture(path: &str) -> String {
+    let full = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+}
+
+/// The documented call-record notification (`change-notification-callrecords.json`) with its
+/// placeholders filled in.
+pub fn callrecord_notification(call_id: &str, client_state: &str, tenant: &str) -> String {
+    fixture("graph/change-notification-callrecords.json")
+        .replace("{Call id}", call_id)
+        .replace("{Secret client state}", client_state)
+        .replace("{Organization/Tenant id}", tenant)
+        .replace("{Subscription id}", "9f4f0e2e-3c1f-4f6a-9d7b-1d2c3b4a5e6f")
+}
+
+/// A collection of `ids.len()` valid call-record notifications.
+pub fn collection_of(ids: &[String]) -> String {
+    let items: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|id| {
+            let one: serde_json::Value =
+                serde_json::from_str(&callrecord_notification(id, CLIENT_STATE, TENANT_ID))
+                    .unwrap();
+            one["value"][0].clone()
+        })
+        .collect();
+    serde_json::json!({ "value": items }).to_string()
+}
+
+/// How to set up one app under test.
+pub struct Setup {
+    /// Where the app sends queue and table requests (Azurite, or a proxy in front of it).
+    pub queue_endpoint: Url,
+    pub table_endpoint: Url,
+    /// Where the test reads the queue: always Azurite itself.
+    pub azurite_queue_endpoint: Url,
+    /// `AzureWebJobsStorage` (ignored when `options.storage_auth` is set).
+    pub connection_string: String,
+    pub extra_ca: Option<std::path::PathBuf>,
+    pub options: AppOptions,
+}
+
+impl Setup {
+    /// The app against this binary's Azurite, with a connection string holding the account key.
+    pub fn azurite() -> Self {
+        let azurite = azurite();
+        Self {
+            queue_endpoint: azurite.queue_endpoint.clone(),
+            table_endpoint: azurite.table_endpoint.clone(),
+            azurite_queue_endpoint: azurite.queue_endpoint.clone(),
+            connection_string: azurite.connection_string(),
+            extra_ca: None,
+            options: AppOptions {
+                // Short waits so that "storage down" tests answer quickly.
+                storage_transport: StorageTransport {
+                    max_retries: 1,
+                    initial_delay: Duration::from_millis(20),
+                    max_elapsed: Duration::from_millis(500),
+                },
+                ..AppOptions::default()
+            },
+        }
+    }
+}
+
+/// The real app, served on a free port, with its own queue.
+pub struct TestApp {
+    pub host: HostEmulator,
+    pub queue_name: String,
+    /// Reads the app's queue straight from Azurite with the account key (independent of the app's
+    /// own credential).
+    pub reader: QueueStore,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Setup::azurite()).await
+}
+
+pub async fn spawn_app_with(setup: Setup) -> TestApp {
+    teams_cdr_functions::telemetry::init_for_tests();
+    let queue_name = unique_name("intake");
+    let mut vars = vec![
+        ("FUNCTIONS_CUSTOMHANDLER_PORT".to_owned(), "0".to_owned()),
+        ("GRAPH_TENANT_ID".to_owned(), TENANT_ID.to_owned()),
+        (
+            "NOTIFICATION_CLIENT_STATE".to_owned(),
+            CLIENT_STATE.to_owned(),
+        ),
+        (
+            "AzureWebJobsStorage".to_owned(),
+            setup.connection_string.clone(),
+        ),
+    ];
+    if let Some(ca) = &setup.extra_ca {
+        vars.push(("SSL_CERT_FILE".to_owned(), ca.display().to_string()));
+    }
+    let mut config = Config::from_vars(RunMode::CustomHandler, vars).expect("test configuration");
+    config.storage.queue_endpoint = setup.queue_endpoint.clone();
+    config.storage.table_endpoint = setup.table_endpoint.clone();
+    config.notifications.queue = queue_name.clone();
+
+    let app = App::build_with(config, setup.options)
+        .await
+        .expect("app builds");
+    let addr = app.local_addr().unwrap();
+    tokio::spawn(app.run_until(std::future::pending()));
+
+    let http = teams_cdr_functions::http_client(setup.extra_ca.as_deref()).unwrap();
+    let reader = QueueStore::new(
+        &setup.azurite_queue_endpoint,
+        &queue_name,
+        &StorageAuth::SharedKey {
+            account: azurite::ACCOUNT.to_owned(),
+            key: base64::engine::general_purpose::STANDARD
+                .decode(azurite::ACCOUNT_KEY)
+                .unwrap()
+                .into(),
+        },
+        http,
+        StorageTransport::default(),
+    )
+    .unwrap();
+    let host = HostEmulator::new(format!("http://{addr}"));
+    host.wait_ready(Duration::from_secs(10)).await;
+    TestApp {
+        host,
+        queue_name,
+        reader,
+    }
+}
+
+impl TestApp {
+    pub async fn post_notification(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.host
+            .forward(
+                reqwest::Method::POST,
+                "/api/notifications",
+                Some("application/json"),
+                body,
+            )
+            .await
+    }
+
+    /// Every message on the app's queue, decoded as the Functions queue trigger would (base64, then
+    /// JSON). Messages stay invisible for five minutes, so each is returned once.
+    pub async fn drain_queue(&self) -> Vec<CallRecordJob> {
+        let mut jobs = Vec::new();
+        loop {
+            let batch = match self.reader.receive(32, 300).await {
+                Ok(batch) => batch,
+                Err(StoreError::NotFound) => return jobs, // never created: nothing was enqueued
+                Err(e) => panic!("reading queue {}: {e:?}", self.queue_name),
+            };
+            if batch.is_empty() {
+                return jobs;
+            }
+            for message in batch {
+                let json = base64::engine::general_purpose::STANDARD
+                    .decode(&message.text)
+                    .unwrap_or_else(|_| panic!("message is not base64: {}", message.text));
+                jobs.push(serde_json::from_slice(&json).expect("message is a CallRecordJob"));
+            }
+        }
+    }
+}
