@@ -8,7 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::store::StoreError;
+// Store errors carry no secrets (see `store::SdkFailure`), so the whole chain can be logged.
+use crate::store::{StoreError, error_chain};
 
 /// An HTTP request that could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -43,10 +44,10 @@ impl IntoResponse for ApiError {
         };
         match &self {
             Self::Storage(StoreError::Unauthorized(_) | StoreError::Fatal(_)) => {
-                tracing::error!(error = &self as &dyn std::error::Error, "request failed");
+                tracing::error!(error = %error_chain(&self), "request failed");
             }
             Self::Storage(_) | Self::StorageTimeout => {
-                tracing::warn!(error = &self as &dyn std::error::Error, "request failed");
+                tracing::warn!(error = %error_chain(&self), "request failed");
             }
             // Client mistakes are the client's to fix: not an error of ours.
             Self::BadRequest(_) | Self::PayloadTooLarge { .. } => {

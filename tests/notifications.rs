@@ -1,5 +1,8 @@
 //! The `Notifications` and `Lifecycle` webhooks against real Azurite, driven through the host emulator.
 
+// Helpers in test crates panic on purpose, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::collections::BTreeSet;
@@ -323,4 +326,102 @@ async fn lifecycle_events_are_accepted_and_never_enqueued() {
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
     assert_eq!(app.drain_queue().await, vec![]);
+}
+
+#[tokio::test]
+async fn handler_logs_never_contain_the_client_state_tokens_keys_or_signatures() {
+    // The shipped binary at the most verbose level, storage behind a switch, so that failures are
+    // logged too.
+    let azurite = support::azurite();
+    let proxy = support::proxy::ToggleProxy::start(
+        azurite.queue_endpoint.socket_addrs(|| None).unwrap()[0],
+    )
+    .await;
+    let mut queue_via_proxy = azurite.queue_endpoint.clone();
+    queue_via_proxy.set_port(Some(proxy.addr.port())).unwrap();
+    let connection = azurite
+        .connection_string()
+        .replace(azurite.queue_endpoint.as_str(), queue_via_proxy.as_str());
+    let handler = support::HandlerProcess::start(&[
+        ("GRAPH_TENANT_ID", TENANT_ID),
+        ("NOTIFICATION_CLIENT_STATE", CLIENT_STATE),
+        ("AzureWebJobsStorage", &connection),
+        ("RUST_LOG", "trace"),
+    ])
+    .await;
+    let post = |body: String, query: &'static str| {
+        let host = &handler.host;
+        async move {
+            host.forward(
+                reqwest::Method::POST,
+                &format!("/api/notifications{query}"),
+                Some("application/json"),
+                body,
+            )
+            .await
+            .status()
+        }
+    };
+    let forged_state = "forged-state-Zq81";
+
+    let forged = post(
+        callrecord_notification(CALL_ID, forged_state, TENANT_ID),
+        "",
+    )
+    .await;
+    let accepted = post(
+        callrecord_notification(CALL_ID, CLIENT_STATE, TENANT_ID),
+        "",
+    )
+    .await;
+    let handshake = post(
+        String::new(),
+        "?validationToken=token-Xy7%21&code=function-key-Qw3",
+    )
+    .await;
+    proxy.set_up(false);
+    let down = post(
+        callrecord_notification(CALL_ID, CLIENT_STATE, TENANT_ID),
+        "",
+    )
+    .await;
+    proxy.set_up(true);
+    let logs = handler.stop().await;
+
+    assert_eq!(
+        [forged, accepted, handshake, down],
+        [
+            StatusCode::ACCEPTED,
+            StatusCode::ACCEPTED,
+            StatusCode::OK,
+            StatusCode::SERVICE_UNAVAILABLE
+        ]
+    );
+    for expected in [
+        "notification items dropped",
+        "notifications accepted",
+        "storage is unavailable",
+        "invocation_id",
+    ] {
+        assert!(
+            logs.contains(expected),
+            "no `{expected}` in the logs:\n{logs}"
+        );
+    }
+    for secret in [
+        CLIENT_STATE,
+        forged_state,
+        support::azurite::ACCOUNT_KEY,
+        "token-Xy7",
+        "function-key-Qw3",
+    ] {
+        let line = logs.lines().find(|l| l.contains(secret));
+        assert!(line.is_none(), "a log line contains `{secret}`: {line:?}");
+    }
+    // Request URLs are logged (by the SDK at debug, in transport errors): never with the SAS signature.
+    let leaked = logs
+        .split("sig=")
+        .skip(1)
+        .find(|rest| !rest.starts_with("REDACTED"));
+    assert!(leaked.is_none(), "a SAS signature is logged");
 }

@@ -76,12 +76,9 @@ impl QueueStore {
         http: reqwest::Client,
         transport: StorageTransport,
     ) -> Result<Self, StoreError> {
-        let url = endpoint.join(name).map_err(|e| {
-            StoreError::Fatal(azure_core::Error::with_message(
-                azure_core::error::ErrorKind::Other,
-                format!("queue URL: {e}"),
-            ))
-        })?;
+        let url = endpoint
+            .join(name)
+            .map_err(|e| StoreError::fatal(format!("queue URL: {e}")))?;
         let mut client_options = ClientOptions {
             transport: Some(Transport::new(Arc::new(http))),
             retry: RetryOptions::exponential(ExponentialRetryOptions {
@@ -111,7 +108,8 @@ impl QueueStore {
             client_options,
             ..Default::default()
         };
-        let client = QueueClient::new(url, credential, Some(options)).map_err(StoreError::Fatal)?;
+        let client =
+            QueueClient::new(url, credential, Some(options)).map_err(StoreError::from_sdk)?;
         Ok(Self {
             client: Arc::new(client),
             name: Arc::from(name),
@@ -146,12 +144,8 @@ impl QueueStore {
         message: &T,
         delay_secs: u32,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(message).map_err(|e| {
-            StoreError::Fatal(azure_core::Error::new(
-                azure_core::error::ErrorKind::DataConversion,
-                e,
-            ))
-        })?;
+        let json = serde_json::to_vec(message)
+            .map_err(|e| StoreError::fatal(format!("serialising a queue message: {e}")))?;
         self.send_text(
             base64::engine::general_purpose::STANDARD.encode(json),
             delay_secs,
@@ -179,7 +173,7 @@ impl QueueStore {
                 .then(|| i32::try_from(delay_secs).unwrap_or(i32::MAX)),
             ..Default::default()
         };
-        let content = message.try_into().map_err(StoreError::Fatal)?;
+        let content = message.try_into().map_err(StoreError::from_sdk)?;
         self.client
             .send_message(content, Some(options))
             .await
@@ -206,7 +200,7 @@ impl QueueStore {
             .receive_messages(Some(options))
             .await
             .map_err(StoreError::from_sdk)?;
-        let messages = response.into_model().map_err(StoreError::Fatal)?;
+        let messages = response.into_model().map_err(StoreError::from_sdk)?;
         Ok(messages
             .items
             .unwrap_or_default()

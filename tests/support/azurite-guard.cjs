@@ -12,7 +12,13 @@ try {
   process.stderr.write('azurite-guard: Azurite is not installed; run `npm ci` in the repository root\n');
   process.exit(3);
 }
-const child = spawn(process.execPath, [entry, ...process.argv.slice(2)], { stdio: ['ignore', 'inherit', 'inherit'] });
+const child = spawn(process.execPath, [entry, ...process.argv.slice(2)], { stdio: ['ignore', 'pipe', 'pipe'] });
+// Relay Azurite's output; once the test binary is gone its end of the pipe is closed, and a write
+// error must not kill us before we have stopped Azurite.
+process.stdout.on('error', () => {});
+process.stderr.on('error', () => {});
+child.stdout.pipe(process.stdout);
+child.stderr.pipe(process.stderr);
 const stop = () => {
   child.kill('SIGTERM');
   setTimeout(() => child.kill('SIGKILL'), 2000).unref();

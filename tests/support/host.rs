@@ -121,18 +121,16 @@ pub struct QueueDelivery<'a> {
 /// The invocation payload of a queue trigger, as the real host builds it
 /// (`ScriptInvocationContextExtensions`): every binding-data value that is not a date is
 /// `JsonConvert.SerializeObject`-ed, so strings arrive quoted and numbers as strings; top-level
-/// properties of a JSON message become binding data too.
+/// scalar properties of a JSON message become binding data too.
 pub fn queue_invocation(d: &QueueDelivery<'_>) -> Value {
     let encode = |v: &Value| Value::String(v.to_string());
     let mut metadata = Map::new();
     if let Ok(Value::Object(props)) = serde_json::from_str::<Value>(d.text) {
+        // The real capture promotes the scalar properties only (its `listings` array is absent).
         for (k, v) in props {
-            // Objects and arrays stay JSON; scalars are serialized once more.
-            let value = match v {
-                Value::Object(_) | Value::Array(_) => v,
-                other => encode(&other),
-            };
-            metadata.insert(k, value);
+            if !matches!(v, Value::Object(_) | Value::Array(_)) {
+                metadata.insert(k, encode(&v));
+            }
         }
     }
     metadata.insert(

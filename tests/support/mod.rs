@@ -34,6 +34,81 @@ pub fn azurite() -> &'static Azurite {
     AZURITE.get_or_init(|| Azurite::start(AzuriteOptions::default()))
 }
 
+/// The Azurite of a test binary that needs HTTPS and bearer tokens (`--oauth basic`), with the test
+/// CA that signed its certificate.
+pub struct TlsAzurite {
+    pub ca: tls::TestCa,
+    pub azurite: Azurite,
+}
+
+pub fn azurite_tls() -> &'static TlsAzurite {
+    static AZURITE: OnceLock<TlsAzurite> = OnceLock::new();
+    AZURITE.get_or_init(|| {
+        let ca = tls::TestCa::new();
+        let azurite = Azurite::start(AzuriteOptions {
+            tls: Some((&ca.cert_pem, &ca.key_pem)),
+        });
+        TlsAzurite { ca, azurite }
+    })
+}
+
+/// A free loopback port for a child process to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The handler binary itself, started as the Functions host starts it (custom-handler mode on a
+/// free port, only the given environment), with its stdout and stderr kept for inspection.
+pub struct HandlerProcess {
+    child: tokio::process::Child,
+    pub host: HostEmulator,
+}
+
+impl HandlerProcess {
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_teams-cdr-functions"));
+        command
+            .env_clear()
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let child = command.spawn().expect("the handler binary starts");
+        let host = HostEmulator::new(format!("http://127.0.0.1:{port}"));
+        host.wait_ready(Duration::from_secs(20)).await;
+        Self { child, host }
+    }
+
+    /// Stops the handler and returns everything it printed.
+    pub async fn stop(mut self) -> String {
+        use tokio::io::AsyncReadExt as _;
+        self.child.start_kill().unwrap();
+        let mut printed = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut printed)
+            .await
+            .unwrap();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut printed)
+            .await
+            .unwrap();
+        self.child.wait().await.unwrap();
+        printed
+    }
+}
+
 /// A queue name no other test uses (3–63 lower-case letters, digits and dashes).
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -87,7 +162,20 @@ pub struct Setup {
 impl Setup {
     /// The app against this binary's Azurite, with a connection string holding the account key.
     pub fn azurite() -> Self {
-        let azurite = azurite();
+        Self::against(azurite())
+    }
+
+    /// The app against the HTTPS Azurite, authenticating with `auth` (a token credential), trusting
+    /// the test CA through `SSL_CERT_FILE`.
+    pub fn azurite_tls(auth: StorageAuth) -> Self {
+        let tls = azurite_tls();
+        let mut setup = Self::against(&tls.azurite);
+        setup.extra_ca = Some(tls.ca.ca_pem.clone());
+        setup.options.storage_auth = Some(auth);
+        setup
+    }
+
+    fn against(azurite: &Azurite) -> Self {
         Self {
             queue_endpoint: azurite.queue_endpoint.clone(),
             table_endpoint: azurite.table_endpoint.clone(),

@@ -1,0 +1,196 @@
+//! The contract with the Functions host: `host.json`, `handlers/*/function.json` and the router must
+//! agree, the binary must fail fast on bad settings, and the host emulator must speak like the host.
+
+// Helpers in test crates panic on purpose, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use support::host::{QueueDelivery, queue_invocation};
+use support::{CLIENT_STATE, fixture, spawn_app};
+use teams_cdr_functions::App;
+
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `(name, route, methods)` of every HTTP function described under `handlers/`.
+fn http_functions_in_handlers_dir() -> BTreeSet<(String, String, Vec<String>)> {
+    let mut functions = BTreeSet::new();
+    for entry in std::fs::read_dir(manifest_dir().join("handlers")).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let config = read_json(&dir.join("function.json"));
+        let bindings = config["bindings"].as_array().expect("bindings array");
+        let trigger = bindings
+            .iter()
+            .find(|b| {
+                b["direction"] == "in" && b["type"].as_str().is_some_and(|t| t.ends_with("Trigger"))
+            })
+            .unwrap_or_else(|| panic!("{name}: no trigger binding"));
+        assert_eq!(
+            trigger["type"], "httpTrigger",
+            "{name}: only HTTP functions exist so far; extend this check for invocation routes"
+        );
+        // Proxying only applies to functions whose only bindings are HTTP in and HTTP out.
+        assert_eq!(
+            bindings.len(),
+            2,
+            "{name}: an HTTP function with extra bindings is not proxied"
+        );
+        let mut methods: Vec<String> = trigger["methods"]
+            .as_array()
+            .expect("methods")
+            .iter()
+            .map(|m| m.as_str().unwrap().to_ascii_uppercase())
+            .collect();
+        methods.sort();
+        let route = trigger["route"].as_str().unwrap_or(&name).to_owned();
+        functions.insert((name, route, methods));
+    }
+    functions
+}
+
+#[tokio::test]
+async fn router_serves_exactly_the_functions_under_handlers() {
+    let described = http_functions_in_handlers_dir();
+    let served: BTreeSet<(String, String, Vec<String>)> = App::http_functions()
+        .iter()
+        .map(|f| {
+            let mut methods: Vec<String> = f.methods.iter().map(ToString::to_string).collect();
+            methods.sort();
+            (f.name.to_owned(), f.route.to_owned(), methods)
+        })
+        .collect();
+    assert_eq!(served, described, "router and handlers/ disagree");
+
+    // And the live router answers each of them, and refuses other methods.
+    let app = spawn_app().await;
+    for (name, route, methods) in &described {
+        for method in methods {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let response = app
+                .host
+                .forward(
+                    method,
+                    &format!("/api/{route}?validationToken=probe"),
+                    None,
+                    "",
+                )
+                .await;
+            assert_eq!(response.status(), StatusCode::OK, "{name}");
+        }
+        let response = app
+            .host
+            .forward(reqwest::Method::GET, &format!("/api/{route}"), None, "")
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{name} GET"
+        );
+    }
+    let unknown = app
+        .host
+        .forward(reqwest::Method::POST, "/api/nothing-here", None, "")
+        .await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn host_json_configures_the_custom_handler_as_deployed() {
+    let host = read_json(&manifest_dir().join("host.json"));
+    assert_eq!(host["version"], "2.0");
+    assert_eq!(
+        host["customHandler"]["description"]["defaultExecutablePath"],
+        env!("CARGO_PKG_NAME"),
+        "the package's executable is the crate's binary"
+    );
+    assert_eq!(host["customHandler"]["enableProxyingHttpRequest"], true);
+    assert_eq!(
+        host["extensionBundle"]["id"],
+        "Microsoft.Azure.Functions.ExtensionBundle"
+    );
+    assert_eq!(host["extensionBundle"]["version"], "[4.*, 5.0.0)");
+    assert_eq!(host["extensions"]["http"]["routePrefix"], "api");
+    let queues = &host["extensions"]["queues"];
+    assert_eq!(queues["maxDequeueCount"], 5);
+    // The app writes base64 (see store::queue); the trigger must decode the same.
+    assert_eq!(queues["messageEncoding"], "base64");
+    assert!(queues["visibilityTimeout"].is_string());
+}
+
+#[tokio::test]
+async fn handler_binary_refuses_to_start_naming_the_missing_setting_without_printing_secrets() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_teams-cdr-functions"))
+        .env_clear()
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+        .env("NOTIFICATION_CLIENT_STATE", CLIENT_STATE)
+        .env(
+            "AzureWebJobsStorage",
+            format!(
+                "AccountName=devstoreaccount1;AccountKey={}",
+                support::azurite::ACCOUNT_KEY
+            ),
+        )
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(20), output)
+        .await
+        .expect("the binary exits by itself")
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success());
+    assert!(printed.contains("GRAPH_TENANT_ID"), "{printed}");
+    assert!(!printed.contains(CLIENT_STATE), "{printed}");
+    assert!(
+        !printed.contains(support::azurite::ACCOUNT_KEY),
+        "{printed}"
+    );
+}
+
+#[test]
+fn host_emulator_builds_queue_invocations_exactly_like_the_real_host() {
+    let captured: Value = serde_json::from_str(&fixture(
+        "functions/queue-trigger.request.real-capture.json",
+    ))
+    .unwrap();
+    // The message text the host decoded from the queue, recovered from the capture's double encoding.
+    let text: String = serde_json::from_str(captured["Data"]["msg"].as_str().unwrap()).unwrap();
+    let meta = &captured["Metadata"];
+    let unquote = |v: &Value| serde_json::from_str::<String>(v.as_str().unwrap()).unwrap();
+
+    let built = queue_invocation(&QueueDelivery {
+        function: "scraperResultTrigger",
+        binding: "msg",
+        text: &text,
+        id: &unquote(&meta["Id"]),
+        pop_receipt: &unquote(&meta["PopReceipt"]),
+        dequeue_count: meta["DequeueCount"].as_str().unwrap().parse().unwrap(),
+        insertion_time: meta["InsertionTime"].as_str().unwrap(),
+        expiration_time: meta["ExpirationTime"].as_str().unwrap(),
+        next_visible_time: meta["NextVisibleTime"].as_str().unwrap(),
+        utc_now: meta["sys"]["UtcNow"].as_str().unwrap(),
+        rand_guid: meta["sys"]["RandGuid"].as_str().unwrap(),
+    });
+
+    // The host formats promoted dates its own way ("04/06/2024 15:30:00"); everything else must match.
+    let mut expected = captured.clone();
+    expected["Metadata"]["timestamp"] = built["Metadata"]["timestamp"].clone();
+    assert_eq!(built["Data"], expected["Data"]);
+    assert_eq!(built["Metadata"], expected["Metadata"]);
+}
