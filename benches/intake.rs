@@ -20,7 +20,7 @@ use futures::StreamExt as _;
 use std::time::{Duration, Instant};
 
 use support::{CLIENT_STATE, TENANT_ID, azurite, collection_of};
-use teams_cdr_functions::{CallRecordJob, QueueStore, StorageAuth, StorageTransport};
+use teams_cdr_functions::{CallRecordJob, QueueStore, StorageAuth, StorageRetry};
 
 const COLD_STARTS: usize = 20;
 /// (items per collection, collections posted, concurrent posters)
@@ -140,7 +140,7 @@ fn reader(name: &str) -> QueueStore {
         },
         teams_cdr_functions::http_client(None).unwrap(),
         // Azurite (one Node.js thread) can stall under this load: be patient, it is not the subject.
-        StorageTransport {
+        StorageRetry {
             max_retries: 5,
             initial_delay: Duration::from_millis(200),
             max_elapsed: Duration::from_secs(60),

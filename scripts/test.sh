@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs the pinned Azurite (npm), then format check, lints
-# and every test (unit, integration against Azurite, host-protocol checks).
+# and every test (unit, integration against Azurite, host-protocol checks). Ends with one total line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,4 +8,10 @@ scripts/ensure-node-deps.sh
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked --all-targets
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# No doc tests exist (the crate documents with prose, not examples), so they are not run.
+cargo test --locked --lib --bins --tests 2>&1 | tee "$log"
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "total: %d passed, %d failed\n", p, f }' "$log"

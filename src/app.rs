@@ -23,7 +23,7 @@ use crate::functions::{self, HTTP_FUNCTIONS, HttpFunction};
 use crate::host;
 use crate::store::StorageAuth;
 use crate::store::auth::{http_client, storage_auth};
-use crate::store::queue::{QueueStore, StorageTransport};
+use crate::store::queue::{QueueStore, StorageRetry};
 
 /// What every handler can reach. Cheap to clone (all shared).
 #[derive(Clone)]
@@ -40,7 +40,7 @@ pub struct AppOptions {
     /// Use this storage authentication instead of the one the configuration describes (tests inject a
     /// token credential this way).
     pub storage_auth: Option<StorageAuth>,
-    pub storage_transport: StorageTransport,
+    pub storage_retry: StorageRetry,
     pub enqueue_budget: Duration,
 }
 
@@ -48,7 +48,7 @@ impl Default for AppOptions {
     fn default() -> Self {
         Self {
             storage_auth: None,
-            storage_transport: StorageTransport::default(),
+            storage_retry: StorageRetry::default(),
             enqueue_budget: Duration::from_millis(2500),
         }
     }
@@ -86,7 +86,7 @@ impl App {
             &config.notifications.queue,
             &auth,
             http,
-            options.storage_transport,
+            options.storage_retry,
         )
         .context("creating the queue client")?;
         tracing::info!(

@@ -28,5 +28,5 @@ pub use app::AppOptions;
 pub use domain::job::CallRecordJob;
 pub use functions::HttpFunction;
 pub use store::auth::http_client;
-pub use store::queue::{QueueStore, ReceivedMessage, StorageTransport};
+pub use store::queue::{QueueStore, ReceivedMessage, StorageRetry};
 pub use store::{StorageAuth, StoreError};

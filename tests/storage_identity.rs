@@ -13,7 +13,7 @@ use support::{
     CLIENT_STATE, HandlerProcess, Setup, TENANT_ID, azurite_tls, callrecord_notification,
     spawn_app_with,
 };
-use teams_cdr_functions::{QueueStore, StorageAuth, StorageTransport, StoreError};
+use teams_cdr_functions::{QueueStore, StorageAuth, StorageRetry, StoreError};
 
 const CALL_ID: &str = "6d2a4e8c-0f3b-4b4e-9a55-5d3f1c2b7a10";
 const USER_ASSIGNED_CLIENT_ID: &str = "5e4d3c2b-1a09-4f8e-b7d6-c5b4a3928170";
@@ -70,7 +70,7 @@ async fn bearer_tokens_are_never_sent_over_plain_http() {
         "never-created",
         &StorageAuth::Token(TestCredential::new(STORAGE_AUDIENCE)),
         teams_cdr_functions::http_client(None).unwrap(),
-        StorageTransport::default(),
+        StorageRetry::default(),
     );
     assert!(matches!(result, Err(StoreError::Fatal(_))), "{result:?}");
 }
@@ -116,7 +116,7 @@ async fn handler_binary_uses_the_user_assigned_managed_identity_for_identity_bas
         "callrecord-ids",
         &StorageAuth::Token(TestCredential::new(STORAGE_AUDIENCE)),
         teams_cdr_functions::http_client(Some(&tls.ca.ca_pem)).unwrap(),
-        StorageTransport::default(),
+        StorageRetry::default(),
     )
     .unwrap();
     let messages = reader.receive(32, 300).await.unwrap();

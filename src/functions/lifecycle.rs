@@ -11,9 +11,8 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::webhook::{collection, validation_response};
+use super::webhook::{collection, expectations, log_rejections, validation_response};
 use crate::app::AppState;
-use crate::domain::notification::Expectations;
 use crate::error::ApiError;
 
 pub(crate) async fn handle(
@@ -25,14 +24,9 @@ pub(crate) async fn handle(
         tracing::info!("answered the Graph validation handshake for the lifecycle URL");
         return Ok(response);
     }
-    let expect = Expectations {
-        tenant_id: &state.notifications.tenant_id,
-        client_state: state.notifications.client_state_bytes(),
-    };
-    let (events, rejected) = collection(body)?.triage_lifecycle(&expect);
-    if !rejected.is_empty() {
-        tracing::warn!(rejected = rejected.len(), "lifecycle items dropped");
-    }
+    let (events, rejected) =
+        collection(body)?.triage_lifecycle(&expectations(&state.notifications));
+    log_rejections("lifecycle", &rejected);
     for event in &events {
         tracing::warn!(
             lifecycle_event = %event.event,

@@ -5,8 +5,6 @@
 //! queue has accepted every valid item, and `503` otherwise so that Graph delivers the collection
 //! again (the fetch is idempotent, so a partly enqueued collection sent twice does no harm).
 
-use std::collections::BTreeMap;
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
@@ -15,9 +13,8 @@ use axum::response::{IntoResponse, Response};
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use time::OffsetDateTime;
 
-use super::webhook::{collection, validation_response};
+use super::webhook::{collection, expectations, log_rejections, validation_response};
 use crate::app::AppState;
-use crate::domain::notification::Expectations;
 use crate::error::ApiError;
 use crate::store::StoreError;
 
@@ -33,19 +30,11 @@ pub(crate) async fn handle(
         tracing::info!("answered the Graph validation handshake");
         return Ok(response);
     }
-    let expect = Expectations {
-        tenant_id: &state.notifications.tenant_id,
-        client_state: state.notifications.client_state_bytes(),
-    };
-    let triage = collection(body)?.triage(&expect, OffsetDateTime::now_utc());
-
-    if !triage.rejected.is_empty() {
-        let mut by_reason = BTreeMap::new();
-        for reason in &triage.rejected {
-            *by_reason.entry(reason.as_str()).or_insert(0u32) += 1;
-        }
-        tracing::warn!(rejected = triage.rejected.len(), reasons = ?by_reason, "notification items dropped");
-    }
+    let triage = collection(body)?.triage(
+        &expectations(&state.notifications),
+        OffsetDateTime::now_utc(),
+    );
+    log_rejections("notification", &triage.rejected);
 
     let jobs = &triage.accepted;
     // Owned futures: each write holds its own job and queue handle (both cheap to clone).

@@ -5,7 +5,10 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::domain::notification::NotificationCollection;
+use std::collections::BTreeMap;
+
+use crate::config::NotificationConfig;
+use crate::domain::notification::{Expectations, NotificationCollection, Rejection};
 use crate::error::ApiError;
 
 /// Largest body accepted. A full Graph collection is far smaller (Graph batches at most a few
@@ -52,4 +55,24 @@ pub(crate) fn collection(
     serde_json::from_slice(&body).map_err(|_| {
         ApiError::BadRequest("the body is not a change-notification collection ({\"value\":[…]})")
     })
+}
+
+/// What every item must match: our tenant and our clientState.
+pub(crate) fn expectations(config: &NotificationConfig) -> Expectations<'_> {
+    Expectations {
+        tenant_id: &config.tenant_id,
+        client_state: config.client_state_bytes(),
+    }
+}
+
+/// Logs dropped items, counted by reason (never with their content: it holds the clientState).
+pub(crate) fn log_rejections(what: &'static str, rejected: &[Rejection]) {
+    if rejected.is_empty() {
+        return;
+    }
+    let mut by_reason = BTreeMap::new();
+    for reason in rejected {
+        *by_reason.entry(reason.as_str()).or_insert(0u32) += 1;
+    }
+    tracing::warn!(rejected = rejected.len(), reasons = ?by_reason, "{what} items dropped");
 }

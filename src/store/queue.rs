@@ -23,13 +23,13 @@ use super::{StorageAuth, StoreError};
 /// How a queue client retries within one call. The webhook must answer Graph within 3 s, so
 /// in-process retries only cover blips; longer outages are covered by Graph's own redelivery.
 #[derive(Debug, Clone, Copy)]
-pub struct StorageTransport {
+pub struct StorageRetry {
     pub max_retries: u32,
     pub initial_delay: std::time::Duration,
     pub max_elapsed: std::time::Duration,
 }
 
-impl Default for StorageTransport {
+impl Default for StorageRetry {
     fn default() -> Self {
         Self {
             max_retries: 2,
@@ -74,7 +74,7 @@ impl QueueStore {
         name: &str,
         auth: &StorageAuth,
         http: reqwest::Client,
-        transport: StorageTransport,
+        transport: StorageRetry,
     ) -> Result<Self, StoreError> {
         let url = endpoint
             .join(name)
@@ -125,7 +125,7 @@ impl QueueStore {
     ///
     /// # Errors
     /// [`StoreError`] when storage cannot be reached or refuses.
-    #[instrument(skip_all, fields(queue = %self.name), err)]
+    #[instrument(skip_all, fields(queue = %self.name))]
     pub async fn ensure_exists(&self) -> Result<(), StoreError> {
         // Create answers 201 (created) or 204 (already there with the same metadata).
         self.client

@@ -18,7 +18,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use teams_cdr_functions::config::{Config, RunMode};
 use teams_cdr_functions::{
-    App, AppOptions, CallRecordJob, QueueStore, StorageAuth, StorageTransport, StoreError,
+    App, AppOptions, CallRecordJob, QueueStore, StorageAuth, StorageRetry, StoreError,
 };
 use url::Url;
 
@@ -184,7 +184,7 @@ impl Setup {
             extra_ca: None,
             options: AppOptions {
                 // Short waits so that "storage down" tests answer quickly.
-                storage_transport: StorageTransport {
+                storage_retry: StorageRetry {
                     max_retries: 1,
                     initial_delay: Duration::from_millis(20),
                     max_elapsed: Duration::from_millis(500),
@@ -249,7 +249,7 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
                 .into(),
         },
         http,
-        StorageTransport::default(),
+        StorageRetry::default(),
     )
     .unwrap();
     let host = HostEmulator::new(format!("http://{addr}"));
