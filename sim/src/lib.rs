@@ -1,0 +1,293 @@
+//! A simulated Microsoft Graph tenant for tests, benchmarks and local runs: Graph cannot be reached
+//! from our machines and Microsoft offers no emulator.
+//!
+//! The map of the crate:
+//! - [`tenant`]: the generated tenant (users, call records with their versions, report rows).
+//! - [`clock`]: the tenant's clock (real, manual or accelerated).
+//! - `auth`: the Entra ID client-credentials and App Service managed-identity token endpoints, and
+//!   the bearer check on every Graph request.
+//! - `graph`: call records (with session and participant paging), the list, the PSTN and Direct
+//!   Routing reports.
+//! - `subscriptions`: subscriptions (create with the validation handshake, renew, delete) and the
+//!   delivery of change and lifecycle notifications, with Graph's retries.
+//! - [`faults`], [`throttle`]: injected faults and Graph's documented limits.
+//! - [`ledger`]: everything served and delivered, for assertions.
+//!
+//! Start one with [`start`]; it serves on `127.0.0.1` at the port asked for (0 for a free one).
+
+// Handlers return ready-made Graph error responses as their `Err`; boxing them buys nothing here.
+#![allow(clippy::result_large_err)]
+
+mod auth;
+pub mod clock;
+pub mod faults;
+mod graph;
+pub mod ledger;
+mod rng;
+mod subscriptions;
+pub mod tenant;
+pub mod throttle;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+
+pub use clock::SimClock;
+pub use faults::{Faults, RetryAfter};
+pub use ledger::{Endpoint, Ledger, Outcome};
+pub use tenant::{Tenant, TenantSpec};
+pub use throttle::{Limit, Limits};
+
+/// How notifications are delivered, in real time (scale these down in tests).
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// How often the simulator looks for newly issued records to notify about.
+    pub tick: Duration,
+    /// A webhook that has not answered within this is a failed delivery (Graph: 3 s).
+    pub timeout: Duration,
+    /// First retry after this, doubling each time (Graph retries for up to 4 hours).
+    pub backoff_initial: Duration,
+    pub max_attempts: u32,
+    /// Items per POSTed collection.
+    pub batch_max: usize,
+    /// `reauthorizationRequired` is sent this long (tenant clock) before a subscription expires.
+    pub reauthorization_lead: time::Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_millis(100),
+            timeout: Duration::from_secs(3),
+            backoff_initial: Duration::from_secs(1),
+            max_attempts: 8,
+            batch_max: 100,
+            reauthorization_lead: time::Duration::minutes(60),
+        }
+    }
+}
+
+/// Everything about one simulated tenant.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub tenant: TenantSpec,
+    pub clock: SimClock,
+    pub faults: Faults,
+    pub limits: Limits,
+    pub delivery: DeliveryConfig,
+    /// The app registration accepted by the client-credentials endpoint.
+    pub client_id: String,
+    pub client_secret: String,
+    /// The `X-IDENTITY-HEADER` value the managed-identity endpoint expects (`IDENTITY_HEADER`).
+    pub identity_header: String,
+    /// Graph requires HTTPS webhooks; the simulator also accepts `http://` on loopback addresses.
+    pub allow_loopback_http_webhooks: bool,
+    pub port: u16,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            tenant: TenantSpec::default(),
+            clock: SimClock::real(),
+            faults: Faults::default(),
+            limits: Limits::default(),
+            delivery: DeliveryConfig::default(),
+            client_id: "11111111-2222-3333-4444-555555555555".into(),
+            client_secret: "sim-client-secret".into(),
+            identity_header: "sim-identity-header".into(),
+            allow_loopback_http_webhooks: true,
+            port: 0,
+        }
+    }
+}
+
+pub(crate) struct SimState {
+    pub(crate) config: SimConfig,
+    pub(crate) base_url: String,
+    pub(crate) tenant: RwLock<Tenant>,
+    pub(crate) clock: SimClock,
+    pub(crate) ledger: Ledger,
+    pub(crate) dice: faults::FaultDice,
+    pub(crate) throttle: throttle::Throttle,
+    /// token → (client, expiry in real time)
+    pub(crate) tokens: Mutex<HashMap<String, (String, Instant)>>,
+    pub(crate) subscriptions: Mutex<BTreeMap<String, subscriptions::Subscription>>,
+    /// (subscription, record, version) already turned into notifications.
+    pub(crate) notified: Mutex<HashSet<(String, String, u64)>>,
+    pub(crate) ids: Mutex<rng::Rng>,
+    pub(crate) http: reqwest::Client,
+}
+
+impl SimState {
+    pub(crate) fn tenant(&self) -> std::sync::RwLockReadGuard<'_, Tenant> {
+        // The tenant is replaced whole or appended to: a panic elsewhere cannot leave it half-written.
+        self.tenant.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn new_id(&self) -> String {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner()).guid()
+    }
+}
+
+/// A running simulator. Dropping it stops the server and the delivery loop.
+pub struct RunningSim {
+    pub addr: SocketAddr,
+    state: Arc<SimState>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl RunningSim {
+    /// `http://127.0.0.1:PORT`: Graph is at `{base}/v1.0`, the authority host is `{base}`.
+    pub fn base_url(&self) -> &str {
+        &self.state.base_url
+    }
+
+    /// The App Service managed-identity endpoint (`IDENTITY_ENDPOINT`).
+    pub fn identity_endpoint(&self) -> String {
+        format!("{}/msi/token", self.state.base_url)
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.state.ledger
+    }
+
+    pub fn clock(&self) -> &SimClock {
+        &self.state.clock
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.state.config
+    }
+
+    /// A snapshot of the tenant.
+    pub fn tenant(&self) -> Tenant {
+        self.state.tenant().clone()
+    }
+
+    /// Issues a new version of record `id` at tenant time `at`, with `extra_sessions` more sessions.
+    /// Returns the new version number, or `None` for an unknown record.
+    pub fn reissue(
+        &self,
+        id: &str,
+        at: time::OffsetDateTime,
+        extra_sessions: usize,
+    ) -> Option<u64> {
+        let mut tenant = self.state.tenant.write().unwrap_or_else(|p| p.into_inner());
+        let record = tenant.records.get_mut(id)?;
+        let last = record.versions.last()?.clone();
+        let mut sessions = (*last.sessions).clone();
+        for i in 0..extra_sessions {
+            let mut s = last.sessions[i % last.sessions.len()].clone();
+            s["id"] = serde_json::json!(self.state.new_id());
+            sessions.push(s);
+        }
+        let version = last.version + 1;
+        let mut base = last.base.clone();
+        base["version"] = serde_json::json!(version);
+        base["lastModifiedDateTime"] = serde_json::json!(tenant::graph_time(at));
+        record.versions.push(tenant::RecordVersion {
+            version,
+            issued_at: at,
+            base,
+            sessions: Arc::new(sessions),
+            participants: last.participants,
+        });
+        Some(version)
+    }
+
+    /// A valid bearer token, as if the client-credentials flow had run (for tests that are not about
+    /// authentication).
+    pub fn token(&self) -> String {
+        auth::mint(&self.state, &self.state.config.client_id)
+    }
+}
+
+/// Starts a simulator on `127.0.0.1:{config.port}`.
+///
+/// # Errors
+/// When the port cannot be bound.
+pub async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port)).await?;
+    let addr = listener.local_addr()?;
+    let seed = config.tenant.seed;
+    let http = reqwest::Client::builder()
+        .timeout(config.delivery.timeout)
+        .build()
+        .map_err(std::io::Error::other)?;
+    let state = Arc::new(SimState {
+        base_url: format!("http://{addr}"),
+        tenant: RwLock::new(Tenant::generate(&config.tenant)),
+        clock: config.clock.clone(),
+        ledger: Ledger::default(),
+        dice: faults::FaultDice::new(config.faults.clone(), seed),
+        throttle: throttle::Throttle::new(config.limits),
+        tokens: Mutex::default(),
+        subscriptions: Mutex::default(),
+        notified: Mutex::default(),
+        ids: Mutex::new(rng::Rng::derive(seed, "ids")),
+        http,
+        config,
+    });
+    let router = Router::new()
+        .merge(auth::routes())
+        .merge(graph::routes())
+        .merge(subscriptions::routes())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_in_ledger,
+        ))
+        .with_state(state.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let delivery = tokio::spawn(subscriptions::deliver_forever(state.clone()));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+        delivery.abort();
+    });
+    Ok(RunningSim {
+        addr,
+        state,
+        _stop: stop,
+    })
+}
+
+/// What a handler tells the ledger middleware about its response.
+#[derive(Debug, Clone)]
+pub(crate) struct LedgerTag {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) record_id: Option<String>,
+    /// The connection is cut mid-response (recorded as status 0).
+    pub(crate) reset: bool,
+}
+
+async fn record_in_ledger(
+    axum::extract::State(state): axum::extract::State<Arc<SimState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    if let Some(tag) = response.extensions().get::<LedgerTag>() {
+        let status = if tag.reset {
+            0
+        } else {
+            response.status().as_u16()
+        };
+        state.ledger.request(
+            tag.endpoint,
+            tag.record_id.as_deref(),
+            status,
+            state.clock.now(),
+        );
+    }
+    response
+}

@@ -1,0 +1,504 @@
+//! Subscriptions to `/communications/callRecords` and the delivery of their notifications.
+//!
+//! Create validates `notificationUrl` and `lifecycleNotificationUrl` with the `validationToken`
+//! handshake (10 s limit) before answering `201`; a second subscription for the same resource and
+//! change type is a `409`; expiry more than 4,230 minutes ahead is a `400`, less than 45 minutes is
+//! raised to 45. When a record version is issued, every subscription that asked for its change type
+//! (`created` for version 1, `updated` after) gets a notification; a webhook that fails or takes
+//! longer than the timeout is retried with doubling back-off.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::graph::graph_error;
+use crate::ledger::{Notification, Outcome};
+use crate::tenant::graph_time;
+use crate::{Endpoint, LedgerTag, SimState, auth};
+
+const MAX_EXPIRY: time::Duration = time::Duration::minutes(4230);
+const MIN_EXPIRY: time::Duration = time::Duration::minutes(45);
+const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub(crate) struct Subscription {
+    id: String,
+    resource: String,
+    change_type: String,
+    client_state: Option<String>,
+    notification_url: String,
+    lifecycle_url: Option<String>,
+    expiration: OffsetDateTime,
+    /// Tenant time of creation: only versions issued after it are notified.
+    created_at: OffsetDateTime,
+    reauthorization_sent: bool,
+}
+
+impl Subscription {
+    fn wants(&self, change: &str) -> bool {
+        self.change_type
+            .split(',')
+            .any(|c| c.trim().eq_ignore_ascii_case(change))
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "resource": self.resource,
+            "applicationId": "24d3b144-21ae-4080-943f-7067b395b913",
+            "changeType": self.change_type,
+            "clientState": self.client_state,
+            "notificationUrl": self.notification_url,
+            "lifecycleNotificationUrl": self.lifecycle_url,
+            "expirationDateTime": graph_time(self.expiration),
+            "creatorId": "8ee44408-0679-472c-bc2a-692812af3437",
+            "latestSupportedTlsVersion": "v1_2",
+            "encryptionCertificate": "",
+            "encryptionCertificateId": "",
+            "includeResourceData": false,
+            "notificationContentType": "application/json",
+        })
+    }
+}
+
+pub(crate) fn routes() -> Router<Arc<SimState>> {
+    Router::new()
+        .route("/v1.0/subscriptions", post(create).get(list))
+        .route(
+            "/v1.0/subscriptions/{id}",
+            get(one).patch(renew).delete(remove),
+        )
+        .route("/v1.0/subscriptions/{id}/reauthorize", post(reauthorize))
+}
+
+fn tagged(response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    response.extensions_mut().insert(LedgerTag {
+        endpoint: Endpoint::Subscriptions,
+        record_id: None,
+        reset: false,
+    });
+    response
+}
+
+fn bad_request(message: &str) -> Response {
+    tagged(graph_error(
+        StatusCode::BAD_REQUEST,
+        "ValidationError",
+        message,
+    ))
+}
+
+fn subs(state: &SimState) -> std::sync::MutexGuard<'_, BTreeMap<String, Subscription>> {
+    state
+        .subscriptions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateBody {
+    change_type: Option<String>,
+    notification_url: Option<String>,
+    lifecycle_notification_url: Option<String>,
+    resource: Option<String>,
+    expiration_date_time: Option<String>,
+    client_state: Option<String>,
+}
+
+fn webhook_url_ok(state: &SimState, raw: &str) -> bool {
+    let Ok(url) = url::Url::parse(raw) else {
+        return false;
+    };
+    match url.scheme() {
+        "https" => true,
+        "http" => {
+            state.config.allow_loopback_http_webhooks
+                && matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
+        }
+        _ => false,
+    }
+}
+
+/// The handshake Graph performs on create: the endpoint must echo the token as text within 10 s.
+async fn validate(state: &SimState, url: &str) -> bool {
+    let token = format!(
+        "Validation: Testing client application reachability for subscription Request-Id: {}",
+        state.new_id()
+    );
+    let target = format!(
+        "{url}{}validationToken={}",
+        if url.contains('?') { '&' } else { '?' },
+        crate::graph::encode(&token)
+    );
+    let answer = state
+        .http
+        .post(target)
+        .header("content-type", "text/plain; charset=utf-8")
+        .timeout(VALIDATION_TIMEOUT)
+        .send()
+        .await;
+    match answer {
+        Ok(r) if r.status() == reqwest::StatusCode::OK => {
+            r.text().await.is_ok_and(|body| body == token)
+        }
+        _ => false,
+    }
+}
+
+fn expiry(state: &SimState, raw: Option<&str>) -> Result<OffsetDateTime, Response> {
+    let raw = raw.ok_or_else(|| bad_request("expirationDateTime is required."))?;
+    let at = OffsetDateTime::parse(raw, &Rfc3339)
+        .map_err(|_| bad_request("expirationDateTime is not a valid date."))?;
+    let now = state.clock.now();
+    if at - now > MAX_EXPIRY {
+        return Err(bad_request(
+            "Subscription expiration can only be 4230 minutes in the future.",
+        ));
+    }
+    Ok(at.max(now + MIN_EXPIRY))
+}
+
+async fn create(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = auth::authorize(&state, &headers) {
+        return tagged(r);
+    }
+    let Ok(body) = serde_json::from_slice::<CreateBody>(&body) else {
+        return bad_request("The request body is not a subscription.");
+    };
+    let resource = body.resource.unwrap_or_default();
+    if !resource
+        .trim_start_matches('/')
+        .eq_ignore_ascii_case("communications/callRecords")
+    {
+        return bad_request("This simulator serves only the /communications/callRecords resource.");
+    }
+    let change_type = body.change_type.unwrap_or_default();
+    if change_type.is_empty()
+        || !change_type
+            .split(',')
+            .all(|c| matches!(c.trim(), "created" | "updated"))
+    {
+        return bad_request("changeType must be created, updated or both.");
+    }
+    let expiration = match expiry(&state, body.expiration_date_time.as_deref()) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let Some(notification_url) = body.notification_url.filter(|u| webhook_url_ok(&state, u)) else {
+        return bad_request("notificationUrl must be an https URL.");
+    };
+    let lifecycle_url = body.lifecycle_notification_url;
+    let now = state.clock.now();
+    if lifecycle_url.is_none() && expiration - now > time::Duration::hours(1) {
+        return bad_request(
+            "lifecycleNotificationUrl is required for Teams resources when the expiration is more than 1 hour ahead.",
+        );
+    }
+    if lifecycle_url
+        .as_ref()
+        .is_some_and(|u| !webhook_url_ok(&state, u))
+    {
+        return bad_request("lifecycleNotificationUrl must be an https URL.");
+    }
+    if body
+        .client_state
+        .as_ref()
+        .is_some_and(|c| c.chars().count() > 128)
+    {
+        return bad_request("clientState is limited to 128 characters.");
+    }
+    let duplicate = subs(&state).values().any(|s| {
+        s.expiration > now
+            && s.resource.eq_ignore_ascii_case(&resource)
+            && s.change_type == change_type
+    });
+    if duplicate {
+        return tagged(graph_error(
+            StatusCode::CONFLICT,
+            "ExtensionError",
+            "A subscription for this resource and change type already exists.",
+        ));
+    }
+    for url in std::iter::once(&notification_url).chain(lifecycle_url.as_ref()) {
+        if !validate(&state, url).await {
+            return bad_request(&format!(
+                "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request: {url}"
+            ));
+        }
+    }
+    let subscription = Subscription {
+        id: state.new_id(),
+        resource,
+        change_type,
+        client_state: body.client_state,
+        notification_url,
+        lifecycle_url,
+        expiration,
+        created_at: now,
+        reauthorization_sent: false,
+    };
+    let answer = subscription.json();
+    subs(&state).insert(subscription.id.clone(), subscription);
+    tagged((StatusCode::CREATED, axum::Json(answer)))
+}
+
+async fn list(State(state): State<Arc<SimState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = auth::authorize(&state, &headers) {
+        return tagged(r);
+    }
+    let now = state.clock.now();
+    let value: Vec<Value> = subs(&state)
+        .values()
+        .filter(|s| s.expiration > now)
+        .map(|s| s.json())
+        .collect();
+    tagged(axum::Json(
+        json!({"@odata.context": format!("{}/v1.0/$metadata#subscriptions", state.base_url), "value": value}),
+    ))
+}
+
+fn live(state: &SimState, id: &str) -> Option<Subscription> {
+    let now = state.clock.now();
+    subs(state).get(id).filter(|s| s.expiration > now).cloned()
+}
+
+fn gone() -> Response {
+    tagged(graph_error(
+        StatusCode::NOT_FOUND,
+        "ResourceNotFound",
+        "The object was not found.",
+    ))
+}
+
+async fn one(
+    State(state): State<Arc<SimState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = auth::authorize(&state, &headers) {
+        return tagged(r);
+    }
+    match live(&state, &id) {
+        Some(s) => tagged(axum::Json(s.json())),
+        None => gone(),
+    }
+}
+
+async fn renew(
+    State(state): State<Arc<SimState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = auth::authorize(&state, &headers) {
+        return tagged(r);
+    }
+    if live(&state, &id).is_none() {
+        return gone();
+    }
+    let raw = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["expirationDateTime"].as_str().map(str::to_owned));
+    let expiration = match expiry(&state, raw.as_deref()) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let mut all = subs(&state);
+    let Some(s) = all.get_mut(&id) else {
+        return gone();
+    };
+    s.expiration = expiration;
+    s.reauthorization_sent = false;
+    tagged(axum::Json(s.json()))
+}
+
+async fn remove(
+    State(state): State<Arc<SimState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = auth::authorize(&state, &headers) {
+        return tagged(r);
+    }
+    match subs(&state).remove(&id) {
+        Some(_) => tagged(StatusCode::NO_CONTENT),
+        None => gone(),
+    }
+}
+
+async fn reauthorize(
+    State(state): State<Arc<SimState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = auth::authorize(&state, &headers) {
+        return tagged(r);
+    }
+    match live(&state, &id) {
+        Some(_) => tagged(StatusCode::OK),
+        None => gone(),
+    }
+}
+
+/// One item of a change-notification collection, as documented for call records.
+fn notification_item(s: &Subscription, tenant_id: &str, record_id: &str, change: &str) -> Value {
+    json!({
+        "subscriptionId": s.id,
+        "clientState": s.client_state,
+        "changeType": change,
+        "resource": format!("communications/callRecords/{record_id}"),
+        "subscriptionExpirationDateTime": graph_time(s.expiration),
+        "resourceData": {
+            "@odata.type": "#Microsoft.Graph.callRecord",
+            "@odata.id": format!("communications/callRecords/{record_id}"),
+            "id": record_id,
+        },
+        "tenantId": tenant_id,
+    })
+}
+
+/// Looks for newly issued record versions every tick and delivers their notifications.
+pub(crate) async fn deliver_forever(state: Arc<SimState>) {
+    let mut tick = tokio::time::interval(state.config.delivery.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        deliver_due(&state);
+    }
+}
+
+fn deliver_due(state: &Arc<SimState>) {
+    let now = state.clock.now();
+    let live: Vec<Subscription> = subs(state)
+        .values()
+        .filter(|s| s.expiration > now)
+        .cloned()
+        .collect();
+    if live.is_empty() {
+        return;
+    }
+    let tenant = state.tenant();
+    let mut notified = state.notified.lock().unwrap_or_else(|p| p.into_inner());
+    for s in &live {
+        let mut batch: Vec<(String, String)> = Vec::new();
+        for record in tenant.records.values() {
+            for v in record
+                .versions
+                .iter()
+                .filter(|v| v.issued_at <= now && v.issued_at >= s.created_at)
+            {
+                let change = if v.version == 1 { "created" } else { "updated" };
+                if !s.wants(change)
+                    || !notified.insert((s.id.clone(), record.id.clone(), v.version))
+                {
+                    continue;
+                }
+                let lost = |outcome| Notification {
+                    subscription_id: s.id.clone(),
+                    record_id: record.id.clone(),
+                    change_type: change.into(),
+                    outcome,
+                };
+                if state.dice.in_outage(v.issued_at) {
+                    state
+                        .ledger
+                        .notification(lost(Outcome::Lost { attempts: 0 }));
+                    continue;
+                }
+                let (dropped, duplicated) = state.dice.notification();
+                if dropped {
+                    state.ledger.notification(lost(Outcome::Dropped));
+                    continue;
+                }
+                batch.push((record.id.clone(), change.into()));
+                if duplicated {
+                    batch.push((record.id.clone(), change.into()));
+                }
+            }
+        }
+        state.dice.shuffle(&mut batch);
+        for chunk in batch.chunks(state.config.delivery.batch_max.max(1)) {
+            tokio::spawn(post_with_retries(state.clone(), s.clone(), chunk.to_vec()));
+        }
+    }
+    drop(notified);
+    drop(tenant);
+    lifecycle_due(state, now);
+}
+
+fn lifecycle_due(state: &Arc<SimState>, now: OffsetDateTime) {
+    let lead = state.config.delivery.reauthorization_lead;
+    let mut all = subs(state);
+    for s in all.values_mut() {
+        if s.reauthorization_sent || s.expiration <= now || s.expiration - now > lead {
+            continue;
+        }
+        s.reauthorization_sent = true;
+        if let Some(url) = s.lifecycle_url.clone() {
+            let body = json!({"value": [{
+                "lifecycleEvent": "reauthorizationRequired",
+                "subscriptionId": s.id,
+                "subscriptionExpirationDateTime": graph_time(s.expiration),
+                "clientState": s.client_state,
+                "tenantId": state.tenant().tenant_id,
+            }]});
+            let state = state.clone();
+            tokio::spawn(async move {
+                let _ = post_json(&state, &url, &body).await;
+            });
+        }
+    }
+}
+
+async fn post_json(state: &SimState, url: &str, body: &Value) -> bool {
+    state.ledger.webhook_post();
+    matches!(state.http.post(url).json(body).send().await, Ok(r) if r.status().is_success())
+}
+
+async fn post_with_retries(state: Arc<SimState>, s: Subscription, items: Vec<(String, String)>) {
+    let tenant_id = state.tenant().tenant_id.clone();
+    let body = json!({"value": items.iter().map(|(id, change)| notification_item(&s, &tenant_id, id, change)).collect::<Vec<_>>()});
+    let config = &state.config.delivery;
+    let mut delay = config.backoff_initial;
+    let mut attempts = 0;
+    let delivered = loop {
+        attempts += 1;
+        if post_json(&state, &s.notification_url, &body).await {
+            break true;
+        }
+        if attempts >= config.max_attempts {
+            break false;
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    };
+    for (record_id, change) in items {
+        let outcome = if delivered {
+            Outcome::Delivered { attempts }
+        } else {
+            Outcome::Lost { attempts }
+        };
+        state.ledger.notification(Notification {
+            subscription_id: s.id.clone(),
+            record_id,
+            change_type: change,
+            outcome,
+        });
+    }
+}

@@ -1,0 +1,945 @@
+//! The simulator against Microsoft's documented payloads and rules.
+
+// Helpers in test crates panic on purpose, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode as AxumStatus;
+use axum::routing::post;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use teams_cdr_sim::{
+    DeliveryConfig, Endpoint, Faults, Outcome, RunningSim, SimClock, SimConfig, TenantSpec,
+};
+use time::macros::datetime;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+const NOW: OffsetDateTime = datetime!(2026-11-21 12:00 UTC);
+
+fn fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/../tests/fixtures/graph/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// Properties Graph no longer fills (`organizer`/`participants` stopped on 2026-06-30) and paging
+/// links, which depend on the data: allowed to be absent on either side.
+const OPTIONAL: &[&str] = &[
+    "organizer",
+    "participants",
+    "@odata.nextLink",
+    "sessions@odata.nextLink",
+    "participants_v2@odata.nextLink",
+];
+
+/// Differences in property names, JSON types and nesting (a `null` in the fixture matches anything;
+/// array elements are compared with the fixture's first element).
+fn shape_diff(expected: &Value, actual: &Value, path: &str, out: &mut Vec<String>) {
+    match (expected, actual) {
+        (Value::Null, _) => {}
+        (Value::Object(e), Value::Object(a)) => {
+            for k in e.keys().chain(a.keys()).collect::<BTreeSet<_>>() {
+                match (e.get(k), a.get(k)) {
+                    (Some(ev), Some(av)) => shape_diff(ev, av, &format!("{path}/{k}"), out),
+                    _ if OPTIONAL.contains(&k.as_str()) => {}
+                    (Some(_), None) => out.push(format!("{path}/{k} missing")),
+                    (None, Some(_)) => out.push(format!("{path}/{k} not in the fixture")),
+                    (None, None) => {}
+                }
+            }
+        }
+        (Value::Array(e), Value::Array(a)) => {
+            if let Some(first) = e.first() {
+                for (i, item) in a.iter().enumerate() {
+                    shape_diff(first, item, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        (e, a) if std::mem::discriminant(e) == std::mem::discriminant(a) => {}
+        (e, a) => out.push(format!(
+            "{path}: {} in the fixture, {} served",
+            kind(e),
+            kind(a)
+        )),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn assert_shape(name: &str, expected: &Value, actual: &Value) {
+    let mut diffs = Vec::new();
+    shape_diff(expected, actual, "", &mut diffs);
+    assert!(
+        diffs.is_empty(),
+        "{name} differs from its fixture:\n{}",
+        diffs.join("\n")
+    );
+}
+
+fn config(spec: TenantSpec) -> SimConfig {
+    SimConfig {
+        tenant: spec,
+        clock: SimClock::manual(NOW),
+        delivery: DeliveryConfig {
+            tick: Duration::from_millis(10),
+            backoff_initial: Duration::from_millis(20),
+            ..DeliveryConfig::default()
+        },
+        ..SimConfig::default()
+    }
+}
+
+fn spec() -> TenantSpec {
+    TenantSpec {
+        start: NOW - time::Duration::hours(12),
+        span: time::Duration::hours(6),
+        availability_delay: (time::Duration::minutes(5), time::Duration::minutes(150)),
+        ..TenantSpec::default()
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    token: String,
+    base: String,
+}
+
+impl Client {
+    fn new(sim: &RunningSim) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            token: sim.token(),
+            base: sim.base_url().to_owned(),
+        }
+    }
+
+    fn url(&self, path_or_url: &str) -> String {
+        if path_or_url.starts_with("http") {
+            path_or_url.to_owned()
+        } else {
+            format!("{}{path_or_url}", self.base)
+        }
+    }
+
+    async fn get(&self, path_or_url: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(self.url(path_or_url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Follows `nextLink_key` from `first` until the end; returns every item of `items_key` pages.
+    async fn follow(&self, first: Value, items_key: &str, next_key: &str) -> (Vec<Value>, usize) {
+        let mut items: Vec<Value> = first[items_key].as_array().cloned().unwrap_or_default();
+        let mut next = first[next_key].as_str().map(str::to_owned);
+        let mut requests = 0;
+        while let Some(url) = next {
+            let (status, page) = self.get(&url).await;
+            assert_eq!(status, StatusCode::OK, "{url}");
+            requests += 1;
+            items.extend(page["value"].as_array().cloned().unwrap_or_default());
+            next = page["@odata.nextLink"].as_str().map(str::to_owned);
+        }
+        (items, requests)
+    }
+}
+
+fn time_text(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap()
+}
+
+fn report_path(function: &str, from: OffsetDateTime, to: OffsetDateTime) -> String {
+    format!(
+        "/v1.0/communications/callRecords/{function}(fromDateTime={},toDateTime={})",
+        time_text(from),
+        time_text(to)
+    )
+}
+
+#[tokio::test]
+async fn every_endpoint_answers_in_the_documented_shape() {
+    let sim = teams_cdr_sim::start(config(TenantSpec {
+        big_meetings: vec![(70, 140)],
+        ..spec()
+    }))
+    .await
+    .unwrap();
+    sim.clock().advance(time::Duration::days(1));
+    let client = Client::new(&sim);
+    let tenant = sim.tenant();
+    let big = tenant
+        .records
+        .values()
+        .find(|r| r.versions[0].sessions.len() == 70)
+        .unwrap()
+        .id
+        .clone();
+
+    let (_, basic) = client
+        .get(&format!("/v1.0/communications/callRecords/{big}"))
+        .await;
+    assert_shape("record", &fixture("callrecord-get-basic.json"), &basic);
+    let (_, expanded) = client
+        .get(&format!(
+            "/v1.0/communications/callRecords/{big}?$expand=sessions($expand=segments)"
+        ))
+        .await;
+    assert_shape(
+        "record with sessions",
+        &fixture("callrecord-get-expand-sessions-segments.json"),
+        &expanded,
+    );
+    assert!(
+        expanded["sessions@odata.nextLink"].is_string(),
+        "70 sessions need a second page"
+    );
+    let (_, participants) = client
+        .get(&format!(
+            "/v1.0/communications/callRecords/{big}/participants_v2"
+        ))
+        .await;
+    assert_shape(
+        "participants_v2",
+        &fixture("callrecord-participants_v2-list.json"),
+        &participants,
+    );
+    let (_, sessions) = client
+        .get(&format!(
+            "/v1.0/communications/callRecords/{big}/sessions?$expand=segments"
+        ))
+        .await;
+    // The sessions-list doc example is an older shape (legacy `identity`); sessions must look like
+    // the current expanded ones, in the list envelope.
+    let session_shape = &fixture("callrecord-get-expand-sessions-segments.json")["sessions"];
+    assert_shape(
+        "sessions",
+        &json!({"@odata.context": "", "value": session_shape}),
+        &sessions,
+    );
+    let from = NOW - time::Duration::days(2);
+    let (_, list) = client
+        .get(&format!(
+            "/v1.0/communications/callRecords?$filter=startDateTime ge {} and startDateTime lt {}",
+            time_text(from),
+            time_text(NOW)
+        ))
+        .await;
+    assert_shape(
+        "list",
+        &fixture("callrecords-list-filter-startdatetime.json"),
+        &list,
+    );
+    let (_, pstn) = client.get(&report_path("getPstnCalls", from, NOW)).await;
+    assert_shape(
+        "getPstnCalls",
+        &fixture("getpstncalls-response.json"),
+        &pstn,
+    );
+    let (_, dr) = client
+        .get(&report_path(
+            "microsoft.graph.callRecords.getDirectRoutingCalls",
+            from,
+            NOW,
+        ))
+        .await;
+    assert_shape(
+        "getDirectRoutingCalls",
+        &fixture("getdirectroutingcalls-response.json"),
+        &dr,
+    );
+    let (status, missing) = client
+        .get("/v1.0/communications/callRecords/00000000-0000-0000-0000-000000000000")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_shape(
+        "404",
+        &fixture("error-404-callrecord-notfound-from-issue.json"),
+        &missing,
+    );
+    for (name, body) in [("list", &list), ("pstn", &pstn), ("dr", &dr)] {
+        assert!(
+            !body["value"].as_array().unwrap().is_empty(),
+            "{name} served nothing"
+        );
+    }
+}
+
+#[tokio::test]
+async fn paging_yields_every_item_exactly_once_with_the_minimum_number_of_requests() {
+    let mut config = config(TenantSpec {
+        call_records: 150,
+        big_meetings: vec![(2000, 1000)],
+        pstn_rows: 2500,
+        direct_routing_rows: 1200,
+        ..spec()
+    });
+    // The 42 requests this meeting needs exceed Graph's 40 per record per 20 s: a real client must
+    // wait out a Retry-After half-way. Not the subject here.
+    config.limits.per_record.requests = 100;
+    let sim = teams_cdr_sim::start(config).await.unwrap();
+    sim.clock().advance(time::Duration::days(1));
+    let client = Client::new(&sim);
+    let tenant = sim.tenant();
+    let big = tenant
+        .records
+        .values()
+        .find(|r| r.versions[0].sessions.len() == 2000)
+        .unwrap();
+
+    let (_, first) = client
+        .get(&format!(
+            "/v1.0/communications/callRecords/{}?$expand=sessions($expand=segments)",
+            big.id
+        ))
+        .await;
+    let (sessions, session_pages) = client
+        .follow(first, "sessions", "sessions@odata.nextLink")
+        .await;
+    let (_, first) = client
+        .get(&format!(
+            "/v1.0/communications/callRecords/{}/participants_v2",
+            big.id
+        ))
+        .await;
+    let (participants, participant_pages) = client.follow(first, "value", "@odata.nextLink").await;
+
+    let ids: HashSet<&str> = sessions.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!((sessions.len(), ids.len()), (2000, 2000));
+    assert!(
+        sessions.iter().all(|s| s["segments"].is_array()),
+        "segments expanded on every page"
+    );
+    assert_eq!(participants.len(), 1000);
+    assert_eq!(
+        participants, *big.versions[0].participants,
+        "every participant once, in order"
+    );
+    // 2000 sessions = 1 + 33 further pages of 60; 1000 participants = 8 pages of 130.
+    assert_eq!((session_pages, participant_pages), (33, 7));
+    assert_eq!(sim.ledger().count_for_record(&big.id), 1 + 33 + 1 + 7);
+
+    let from = NOW - time::Duration::days(2);
+    let (_, first) = client
+        .get(&format!(
+            "/v1.0/communications/callRecords?$filter=startDateTime ge {} and startDateTime lt {}",
+            time_text(from),
+            time_text(NOW)
+        ))
+        .await;
+    let (listed, _) = client.follow(first, "value", "@odata.nextLink").await;
+    let listed_ids: BTreeSet<&str> = listed.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(listed.len(), listed_ids.len(), "a record listed twice");
+    assert_eq!(
+        listed_ids,
+        tenant.records.keys().map(String::as_str).collect()
+    );
+
+    let (_, first) = client.get(&report_path("getPstnCalls", from, NOW)).await;
+    assert_eq!(first["value"].as_array().unwrap().len(), 1000);
+    let (rows, pages) = client.follow(first, "value", "@odata.nextLink").await;
+    let row_ids: HashSet<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!((rows.len(), row_ids.len(), pages), (2500, 2500, 2));
+}
+
+#[tokio::test]
+async fn records_are_404_before_they_are_available_and_after_30_days() {
+    let sim = teams_cdr_sim::start(config(TenantSpec {
+        call_records: 1,
+        updated_share: 0.0,
+        availability_delay: (time::Duration::minutes(150), time::Duration::minutes(150)),
+        start: NOW,
+        span: time::Duration::seconds(1),
+        ..spec()
+    }))
+    .await
+    .unwrap();
+    let client = Client::new(&sim);
+    let record = sim.tenant().records.into_values().next().unwrap();
+    let path = format!("/v1.0/communications/callRecords/{}", record.id);
+    let available = record.versions[0].issued_at;
+
+    sim.clock()
+        .advance(available - NOW - time::Duration::seconds(1));
+    let (before, _) = client.get(&path).await;
+    sim.clock().advance(time::Duration::seconds(1));
+    let (at, body) = client.get(&path).await;
+    sim.clock().advance(time::Duration::days(31));
+    let (after, _) = client.get(&path).await;
+
+    assert_eq!(
+        (before, at, after),
+        (StatusCode::NOT_FOUND, StatusCode::OK, StatusCode::NOT_FOUND)
+    );
+    assert_eq!(body["version"], 1);
+}
+
+#[tokio::test]
+async fn new_versions_replace_old_ones_from_their_issue_time() {
+    let sim = teams_cdr_sim::start(config(TenantSpec {
+        call_records: 1,
+        updated_share: 0.0,
+        ..spec()
+    }))
+    .await
+    .unwrap();
+    sim.clock().advance(time::Duration::days(1));
+    let client = Client::new(&sim);
+    let id = sim.tenant().records.into_keys().next().unwrap();
+    let path = format!("/v1.0/communications/callRecords/{id}?$expand=sessions");
+    let (_, v1) = client.get(&path).await;
+
+    let now = sim.clock().now();
+    assert_eq!(
+        sim.reissue(&id, now + time::Duration::minutes(10), 2),
+        Some(2)
+    );
+    let (_, still_v1) = client.get(&path).await;
+    sim.clock().advance(time::Duration::minutes(10));
+    let (_, v2) = client.get(&path).await;
+
+    assert_eq!(
+        (
+            v1["version"].clone(),
+            still_v1["version"].clone(),
+            v2["version"].clone()
+        ),
+        (json!(1), json!(1), json!(2))
+    );
+    assert_eq!(
+        v2["sessions"].as_array().unwrap().len(),
+        v1["sessions"].as_array().unwrap().len() + 2
+    );
+}
+
+#[tokio::test]
+async fn report_windows_follow_graphs_rules() {
+    let sim = teams_cdr_sim::start(config(TenantSpec {
+        pstn_rows: 50,
+        direct_routing_rows: 50,
+        ..spec()
+    }))
+    .await
+    .unwrap();
+    sim.clock().advance(time::Duration::days(1));
+    let client = Client::new(&sim);
+    let tenant = sim.tenant();
+    let from = NOW - time::Duration::days(3);
+
+    let (too_long, _) = client
+        .get(&report_path(
+            "getPstnCalls",
+            from,
+            from + time::Duration::days(91),
+        ))
+        .await;
+    let (reversed, _) = client
+        .get(&report_path("getDirectRoutingCalls", NOW, from))
+        .await;
+    // A window that ends exactly at a row's start: getPstnCalls includes it, getDirectRoutingCalls not.
+    let pstn_edge = tenant.pstn[10].start;
+    let (_, pstn) = client
+        .get(&report_path("getPstnCalls", from, pstn_edge))
+        .await;
+    let dr_edge = tenant.direct_routing[10].start;
+    let (_, dr) = client
+        .get(&report_path("getDirectRoutingCalls", from, dr_edge))
+        .await;
+
+    assert_eq!(
+        (too_long, reversed),
+        (StatusCode::BAD_REQUEST, StatusCode::BAD_REQUEST)
+    );
+    let ids = |body: &Value| {
+        body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect::<HashSet<_>>()
+    };
+    assert!(
+        ids(&pstn).contains(tenant.pstn[10].json["id"].as_str().unwrap()),
+        "toDateTime is inclusive for PSTN"
+    );
+    assert!(
+        !ids(&dr).contains(tenant.direct_routing[10].json["id"].as_str().unwrap()),
+        "toDateTime is exclusive for Direct Routing"
+    );
+    let failed = tenant
+        .direct_routing
+        .iter()
+        .find(|r| r.json["successfulCall"] == false)
+        .unwrap();
+    assert_eq!(failed.json["startDateTime"], "0001-01-01T00:00:00Z");
+    assert!(failed.json["finalSipCode"].as_u64().unwrap() >= 400);
+}
+
+/// A webhook that records what it gets: validation tokens (echoed unless told not to) and
+/// notification collections (failing the first `fail_first` POSTs).
+#[derive(Clone, Default)]
+struct Webhook {
+    validations: Arc<Mutex<Vec<String>>>,
+    posts: Arc<Mutex<Vec<Value>>>,
+    fail_first: Arc<Mutex<usize>>,
+    echo_wrong: bool,
+}
+
+async fn webhook_handler(
+    State(hook): State<Webhook>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> (AxumStatus, String) {
+    if let Some(token) = q.get("validationToken") {
+        hook.validations.lock().unwrap().push(token.clone());
+        return (
+            AxumStatus::OK,
+            if hook.echo_wrong {
+                "nope".into()
+            } else {
+                token.clone()
+            },
+        );
+    }
+    hook.posts
+        .lock()
+        .unwrap()
+        .push(serde_json::from_slice(&body).unwrap());
+    let mut fail = hook.fail_first.lock().unwrap();
+    if *fail > 0 {
+        *fail -= 1;
+        return (AxumStatus::INTERNAL_SERVER_ERROR, String::new());
+    }
+    (AxumStatus::ACCEPTED, String::new())
+}
+
+async fn start_webhook(hook: Webhook) -> String {
+    let app = axum::Router::new()
+        .route("/hook", post(webhook_handler))
+        .route("/life", post(webhook_handler))
+        .with_state(hook);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+fn subscription(base: &str, expiry: OffsetDateTime) -> Value {
+    let mut body = fixture("subscription-create-callrecords-request-created-updated.json");
+    body["notificationUrl"] = json!(format!("{base}/hook"));
+    body["lifecycleNotificationUrl"] = json!(format!("{base}/life"));
+    body["expirationDateTime"] = json!(time_text(expiry));
+    body["clientState"] = json!("sim-client-state");
+    body
+}
+
+#[tokio::test]
+async fn subscription_create_validates_both_urls_and_enforces_graphs_rules() {
+    let sim = teams_cdr_sim::start(config(spec())).await.unwrap();
+    let client = Client::new(&sim);
+    let hook = Webhook::default();
+    let base = start_webhook(hook.clone()).await;
+    let wrong_base = start_webhook(Webhook {
+        echo_wrong: true,
+        ..Webhook::default()
+    })
+    .await;
+
+    let (too_far, _) = client
+        .send(
+            reqwest::Method::POST,
+            "/v1.0/subscriptions",
+            &subscription(&base, NOW + time::Duration::minutes(4231)),
+        )
+        .await;
+    let (wrong_echo, _) = client
+        .send(
+            reqwest::Method::POST,
+            "/v1.0/subscriptions",
+            &subscription(&wrong_base, NOW + time::Duration::hours(2)),
+        )
+        .await;
+    let (created, body) = client
+        .send(
+            reqwest::Method::POST,
+            "/v1.0/subscriptions",
+            &subscription(&base, NOW + time::Duration::minutes(10)),
+        )
+        .await;
+    let (duplicate, _) = client
+        .send(
+            reqwest::Method::POST,
+            "/v1.0/subscriptions",
+            &subscription(&base, NOW + time::Duration::hours(2)),
+        )
+        .await;
+
+    assert_eq!(
+        (too_far, wrong_echo, created, duplicate),
+        (
+            StatusCode::BAD_REQUEST,
+            StatusCode::BAD_REQUEST,
+            StatusCode::CREATED,
+            StatusCode::CONFLICT
+        )
+    );
+    assert_shape(
+        "subscription",
+        &fixture("subscription-object-response.json"),
+        &body,
+    );
+    let expiry =
+        OffsetDateTime::parse(body["expirationDateTime"].as_str().unwrap(), &Rfc3339).unwrap();
+    assert_eq!(
+        expiry,
+        NOW + time::Duration::minutes(45),
+        "short expiries are raised to 45 minutes"
+    );
+    let validations = hook.validations.lock().unwrap().clone();
+    assert_eq!(
+        validations.len(),
+        2,
+        "notificationUrl and lifecycleNotificationUrl are both validated"
+    );
+
+    let id = body["id"].as_str().unwrap();
+    let renew = json!({"expirationDateTime": time_text(NOW + time::Duration::hours(70))});
+    let (renewed, _) = client
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1.0/subscriptions/{id}"),
+            &renew,
+        )
+        .await;
+    let (deleted, _) = client
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1.0/subscriptions/{id}"),
+            &json!({}),
+        )
+        .await;
+    let (renew_gone, _) = client
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1.0/subscriptions/{id}"),
+            &renew,
+        )
+        .await;
+    assert_eq!(
+        (renewed, deleted, renew_gone),
+        (
+            StatusCode::OK,
+            StatusCode::NO_CONTENT,
+            StatusCode::NOT_FOUND
+        )
+    );
+}
+
+#[tokio::test]
+async fn notifications_are_delivered_when_records_become_available_and_retried_on_failure() {
+    let sim = teams_cdr_sim::start(config(TenantSpec {
+        call_records: 12,
+        updated_share: 0.0,
+        start: NOW,
+        ..spec()
+    }))
+    .await
+    .unwrap();
+    let client = Client::new(&sim);
+    let hook = Webhook {
+        fail_first: Arc::new(Mutex::new(1)),
+        ..Webhook::default()
+    };
+    let base = start_webhook(hook.clone()).await;
+    let (created, _) = client
+        .send(
+            reqwest::Method::POST,
+            "/v1.0/subscriptions",
+            &subscription(&base, NOW + time::Duration::hours(70)),
+        )
+        .await;
+    assert_eq!(created, StatusCode::CREATED);
+
+    sim.clock().advance(time::Duration::days(1));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sim.ledger().notifications().len() < 12 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let notifications = sim.ledger().notifications();
+    assert_eq!(notifications.len(), 12);
+    assert!(
+        notifications
+            .iter()
+            .all(|n| n.outcome == Outcome::Delivered { attempts: 2 }),
+        "{notifications:?}"
+    );
+    let posts = hook.posts.lock().unwrap().clone();
+    assert_eq!(posts.len(), 2, "one failed POST, one retry");
+    assert_eq!(posts[0], posts[1], "the retry carries the same collection");
+    let items = posts[1]["value"].as_array().unwrap();
+    let ids: BTreeSet<&str> = items
+        .iter()
+        .map(|i| i["resourceData"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        sim.tenant().records.keys().map(String::as_str).collect()
+    );
+    assert!(
+        items
+            .iter()
+            .all(|i| i["clientState"] == "sim-client-state" && i["changeType"] == "created")
+    );
+    assert_shape(
+        "notification",
+        &fixture("change-notification-callrecords.json"),
+        &posts[1],
+    );
+    assert_eq!(sim.ledger().webhook_posts(), 2);
+}
+
+#[tokio::test]
+async fn throttling_answers_429_with_retry_after_once_a_limit_is_exceeded() {
+    let sim = teams_cdr_sim::start(config(TenantSpec {
+        call_records: 1,
+        ..spec()
+    }))
+    .await
+    .unwrap();
+    sim.clock().advance(time::Duration::days(1));
+    let client = Client::new(&sim);
+    let id = sim.tenant().records.into_keys().next().unwrap();
+    let path = format!("/v1.0/communications/callRecords/{id}");
+    for i in 0..40 {
+        assert_eq!(client.get(&path).await.0, StatusCode::OK, "request {i}");
+    }
+    let response = client
+        .http
+        .get(client.url(&path))
+        .bearer_auth(&client.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: f64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1.0..=20.0).contains(&retry_after),
+        "Retry-After {retry_after}"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_shape("429", &fixture("throttled-429-response.json"), &body);
+    // Coming back at once ignores Retry-After, and the ledger says so.
+    assert_eq!(client.get(&path).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(sim.ledger().retry_after_violations(), 1);
+}
+
+async fn statuses_with_faults(seed: u64) -> Vec<u16> {
+    let mut config = config(TenantSpec {
+        seed,
+        call_records: 1,
+        ..spec()
+    });
+    config.faults = Faults {
+        throttle_rate: 0.2,
+        unavailable_rate: 0.1,
+        ..Faults::default()
+    };
+    // Not about the real limits here.
+    config.limits.per_record.requests = 10_000;
+    config.limits.per_app.requests = 10_000;
+    let sim = teams_cdr_sim::start(config).await.unwrap();
+    sim.clock().advance(time::Duration::days(1));
+    let client = Client::new(&sim);
+    let id = sim.tenant().records.into_keys().next().unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..1000 {
+        statuses.push(
+            client
+                .get(&format!("/v1.0/communications/callRecords/{id}"))
+                .await
+                .0
+                .as_u16(),
+        );
+    }
+    assert_eq!(
+        sim.ledger().count(Endpoint::CallRecord),
+        1000,
+        "the ledger counts every request"
+    );
+    statuses
+}
+
+#[tokio::test]
+async fn faults_occur_at_the_configured_rates_and_repeat_for_the_same_seed() {
+    let first = statuses_with_faults(42).await;
+    let again = statuses_with_faults(42).await;
+    let other = statuses_with_faults(43).await;
+
+    let count = |s: &[u16], code: u16| s.iter().filter(|&&c| c == code).count();
+    assert_eq!(first, again, "same seed, same faults");
+    assert_ne!(first, other, "another seed, other faults");
+    let throttled = count(&first, 429);
+    let unavailable = count(&first, 503) + count(&first, 504);
+    assert!(
+        (150..=250).contains(&throttled),
+        "429 rate 0.2 of 1000: {throttled}"
+    );
+    // 10% of the 80% not throttled.
+    assert!(
+        (50..=110).contains(&unavailable),
+        "503/504 rate: {unavailable}"
+    );
+    assert_eq!(count(&first, 200) + throttled + unavailable, 1000);
+}
+
+#[tokio::test]
+async fn graph_requires_a_valid_token_from_either_token_endpoint() {
+    let sim = teams_cdr_sim::start(config(TenantSpec {
+        call_records: 1,
+        ..spec()
+    }))
+    .await
+    .unwrap();
+    sim.clock().advance(time::Duration::days(1));
+    let http = reqwest::Client::new();
+    let c = sim.config().clone();
+    let path = format!(
+        "{}/v1.0/communications/callRecords/{}",
+        sim.base_url(),
+        sim.tenant().records.into_keys().next().unwrap()
+    );
+
+    let anonymous = http.get(&path).send().await.unwrap().status();
+    let forged = http
+        .get(&path)
+        .bearer_auth("forged")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", c.client_id.as_str()),
+        ("client_secret", c.client_secret.as_str()),
+        ("scope", "https://graph.microsoft.com/.default"),
+    ];
+    let token: Value = http
+        .post(format!(
+            "{}/{}/oauth2/v2.0/token",
+            sim.base_url(),
+            c.tenant.tenant_id
+        ))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let with_secret = http
+        .get(&path)
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    let bad_secret = http
+        .post(format!(
+            "{}/{}/oauth2/v2.0/token",
+            sim.base_url(),
+            c.tenant.tenant_id
+        ))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", c.client_id.as_str()),
+            ("client_secret", "wrong"),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .status();
+    let msi: Value = http
+        .get(format!(
+            "{}?resource=https://graph.microsoft.com&api-version=2019-08-01&client_id=abc",
+            sim.identity_endpoint()
+        ))
+        .header("X-IDENTITY-HEADER", &c.identity_header)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let with_identity = http
+        .get(&path)
+        .bearer_auth(msi["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    let msi_without_header = http
+        .get(format!(
+            "{}?resource=https://graph.microsoft.com&api-version=2019-08-01",
+            sim.identity_endpoint()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .status();
+
+    assert_eq!(
+        (anonymous, forged),
+        (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED)
+    );
+    assert_eq!(
+        (with_secret, bad_secret),
+        (StatusCode::OK, StatusCode::UNAUTHORIZED)
+    );
+    assert_eq!(
+        (with_identity, msi_without_header),
+        (StatusCode::OK, StatusCode::UNAUTHORIZED)
+    );
+    assert!(
+        msi["expires_on"].is_string(),
+        "App Service sends expires_on as a string"
+    );
+    assert_eq!(sim.ledger().count(Endpoint::Token), 2);
+}
