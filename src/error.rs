@@ -43,7 +43,7 @@ impl IntoResponse for ApiError {
             ),
         };
         match &self {
-            Self::Storage(StoreError::Unauthorized(_) | StoreError::Fatal(_)) => {
+            Self::Storage(StoreError::Unauthorized { .. } | StoreError::Fatal(_)) => {
                 tracing::error!(error = %error_chain(&self), "request failed");
             }
             Self::Storage(_) | Self::StorageTimeout => {

@@ -12,6 +12,7 @@
 //! - `domain`: pure logic without IO (which notification items are accepted, what a queue job says).
 //! - `store`: Azure Storage behind our own types; the only module that knows the storage SDK.
 //! - `error`: the one place where errors become HTTP status codes.
+//! - [`http`]: the outgoing HTTP client every Azure pipeline uses (TLS roots, time limits).
 //! - [`telemetry`]: `tracing` set-up, one JSON line per event on stdout for the Functions host.
 
 pub mod app;
@@ -20,6 +21,7 @@ mod domain;
 mod error;
 mod functions;
 mod host;
+pub mod http;
 mod store;
 pub mod telemetry;
 
@@ -27,6 +29,6 @@ pub use app::App;
 pub use app::AppOptions;
 pub use domain::job::CallRecordJob;
 pub use functions::HttpFunction;
-pub use store::auth::http_client;
+pub use http::http_client;
 pub use store::queue::{QueueStore, ReceivedMessage, StorageRetry};
 pub use store::{StorageAuth, StoreError};

@@ -43,6 +43,8 @@ fn http_functions_in_handlers_dir() -> BTreeSet<(String, String, Vec<String>)> {
             trigger["type"], "httpTrigger",
             "{name}: only HTTP functions exist so far; extend this check for invocation routes"
         );
+        // Graph cannot send a function key: the webhooks authenticate items by clientState instead.
+        assert_eq!(trigger["authLevel"], "anonymous", "{name}: authLevel");
         // Proxying only applies to functions whose only bindings are HTTP in and HTTP out.
         assert_eq!(
             bindings.len(),
@@ -106,6 +108,27 @@ async fn router_serves_exactly_the_functions_under_handlers() {
         .forward(reqwest::Method::POST, "/api/nothing-here", None, "")
         .await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+
+    // Each route runs its own function: only Notifications enqueues a call-record notification.
+    let notification = support::callrecord_notification(
+        "7b1f0c7e-1d2a-4e5f-9a8b-0c1d2e3f4a5b",
+        CLIENT_STATE,
+        support::TENANT_ID,
+    );
+    for (name, route, _) in &described {
+        let response = app
+            .host
+            .forward(
+                reqwest::Method::POST,
+                &format!("/api/{route}"),
+                Some("application/json"),
+                notification.clone(),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "{name}");
+        let expected = usize::from(name == "Notifications");
+        assert_eq!(app.drain_queue().await.len(), expected, "{name} enqueued");
+    }
 }
 
 #[test]

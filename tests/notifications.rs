@@ -88,6 +88,23 @@ async fn documented_call_record_notification_is_enqueued_once_as_base64_json() {
 }
 
 #[tokio::test]
+async fn notification_is_enqueued_with_a_sas_connection_string() {
+    let mut setup = Setup::azurite();
+    setup.connection_string = support::azurite().sas_connection_string();
+    let app = spawn_app_with(setup).await;
+    // The SAS may add messages but not create queues: as in Azure, the queue exists beforehand.
+    app.reader.ensure_exists().await.unwrap();
+
+    let response = app
+        .post_notification(callrecord_notification(CALL_ID, CLIENT_STATE, TENANT_ID))
+        .await;
+
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let ids: Vec<String> = app.drain_queue().await.into_iter().map(|j| j.id).collect();
+    assert_eq!(ids, vec![CALL_ID.to_owned()]);
+}
+
+#[tokio::test]
 async fn every_item_of_a_100_item_collection_is_enqueued_exactly_once() {
     let app = spawn_app().await;
     let ids: Vec<String> = (0..100)
@@ -243,8 +260,8 @@ async fn unknown_extra_fields_are_ignored() {
     assert_eq!(ids, vec![CALL_ID.to_owned()]);
 }
 
-#[tokio::test]
-async fn notification_gets_503_while_storage_is_down_and_the_same_post_succeeds_once_it_is_back() {
+/// The app with its queue endpoint behind a switchable proxy.
+async fn spawn_app_behind_proxy() -> (support::TestApp, support::proxy::ToggleProxy) {
     let azurite = support::azurite();
     let target = azurite.queue_endpoint.socket_addrs(|| None).unwrap()[0];
     let proxy = support::proxy::ToggleProxy::start(target).await;
@@ -257,7 +274,12 @@ async fn notification_gets_503_while_storage_is_down_and_the_same_post_succeeds_
         azurite.queue_endpoint.as_str(),
         setup.queue_endpoint.as_str(),
     );
-    let app = spawn_app_with(setup).await;
+    (spawn_app_with(setup).await, proxy)
+}
+
+#[tokio::test]
+async fn notification_gets_503_while_storage_is_down_and_the_same_post_succeeds_once_it_is_back() {
+    let (app, proxy) = spawn_app_behind_proxy().await;
     let body = callrecord_notification(CALL_ID, CLIENT_STATE, TENANT_ID);
 
     proxy.set_up(false);
@@ -299,7 +321,27 @@ async fn notification_gets_503_while_storage_is_down_and_the_same_post_succeeds_
 }
 
 #[tokio::test]
-async fn lifecycle_events_are_accepted_and_never_enqueued() {
+async fn notification_gets_503_within_graphs_3_seconds_when_storage_hangs() {
+    let (app, proxy) = spawn_app_behind_proxy().await;
+    proxy.set(support::proxy::Mode::BlackHole);
+
+    let started = std::time::Instant::now();
+    let response = app
+        .post_notification(callrecord_notification(CALL_ID, CLIENT_STATE, TENANT_ID))
+        .await;
+    let waited = started.elapsed();
+
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        waited < std::time::Duration::from_secs(3),
+        "Graph waits 3 s; we took {waited:?}"
+    );
+    proxy.set_up(true);
+    assert_eq!(app.drain_queue().await, vec![]);
+}
+
+#[tokio::test]
+async fn lifecycle_events_are_acknowledged_and_malformed_ones_rejected() {
     let app = spawn_app().await;
     let body = support::fixture("graph/lifecycle-reauthorizationrequired.json")
         .replace("{secret client state}", CLIENT_STATE);
@@ -325,6 +367,7 @@ async fn lifecycle_events_are_accepted_and_never_enqueued() {
 
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    // Lifecycle events are not call records: the fetch queue stays empty.
     assert_eq!(app.drain_queue().await, vec![]);
 }
 

@@ -92,7 +92,7 @@ async fn handler_binary_uses_the_user_assigned_managed_identity_for_identity_bas
         ("AzureWebJobsStorage__clientId", USER_ASSIGNED_CLIENT_ID),
         ("IDENTITY_ENDPOINT", &identity.endpoint),
         ("IDENTITY_HEADER", &identity.header_secret),
-        ("SSL_CERT_FILE", tls.ca.ca_pem.to_str().unwrap()),
+        ("EXTRA_CA_CERTS_FILE", tls.ca.ca_pem.to_str().unwrap()),
         ("RUST_LOG", "trace"),
     ])
     .await;

@@ -200,12 +200,14 @@ fn call_record_id(item: &ChangeNotification) -> Result<String, Rejection> {
         None if typed.is_none() => return Err(Rejection::NotCallRecord),
         None => None,
     };
-    let id = item
-        .resource_data
-        .as_ref()
-        .and_then(|d| d.id.as_deref())
-        .or(from_resource)
-        .ok_or(Rejection::BadId)?;
+    let data_id = item.resource_data.as_ref().and_then(|d| d.id.as_deref());
+    // Both name the record: an item whose two ids disagree is not one we can trust.
+    if let (Some(a), Some(b)) = (data_id, from_resource)
+        && a != b
+    {
+        return Err(Rejection::BadId);
+    }
+    let id = data_id.or(from_resource).ok_or(Rejection::BadId)?;
     if !is_valid_id(id) {
         return Err(Rejection::BadId);
     }

@@ -10,13 +10,11 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures::{StreamExt as _, TryStreamExt as _, stream};
 use time::OffsetDateTime;
 
 use super::webhook::{collection, expectations, log_rejections, validation_response};
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::store::StoreError;
 
 /// At most this many queue writes of one collection are in flight at once.
 const ENQUEUE_CONCURRENCY: usize = 32;
@@ -37,20 +35,12 @@ pub(crate) async fn handle(
     log_rejections("notification", &triage.rejected);
 
     let jobs = &triage.accepted;
-    // Owned futures: each write holds its own job and queue handle (both cheap to clone).
-    let enqueue = stream::iter(jobs.iter().cloned().map(|job| {
-        let queue = state.queue.clone();
-        async move {
-            queue.send_json(&job, 0).await?;
-            tracing::debug!(call_record_id = %job.id, change_type = %job.change_type, "enqueued");
-            Ok::<(), StoreError>(())
-        }
-    }))
-    .buffer_unordered(ENQUEUE_CONCURRENCY)
-    .try_collect::<Vec<()>>();
-    tokio::time::timeout(state.enqueue_budget, enqueue)
-        .await
-        .map_err(|_| ApiError::StorageTimeout)??;
+    tokio::time::timeout(
+        state.enqueue_budget,
+        state.queue.send_all_json(jobs, ENQUEUE_CONCURRENCY),
+    )
+    .await
+    .map_err(|_| ApiError::StorageTimeout)??;
 
     tracing::info!(
         enqueued = jobs.len(),

@@ -7,7 +7,6 @@
 //! allow-list, and we never log URLs ourselves.
 //! Format: <https://learn.microsoft.com/rest/api/storageservices/create-account-sas>.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use azure_core::http::policies::{Policy, PolicyResult};
@@ -33,44 +32,18 @@ const SAS_SKEW: Duration = Duration::minutes(5);
 
 /// Why the storage credential could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum AuthSetupError {
-    #[error("cannot read the CA bundle named by SSL_CERT_FILE")]
-    CaFile(#[source] std::io::Error),
-    #[error("the CA bundle named by SSL_CERT_FILE holds no usable PEM certificate")]
-    CaPem(#[source] reqwest::Error),
-    #[error("cannot build the HTTPS client")]
-    Client(#[source] reqwest::Error),
-    #[error("cannot set up the managed identity credential")]
-    Identity(#[source] azure_core::Error),
-}
-
-/// The HTTP client every Azure SDK pipeline of ours uses: rustls with the platform's roots plus the
-/// certificates in `extra_ca` (PEM bundle), bounded connect and request times.
-///
-/// # Errors
-/// [`AuthSetupError`] when the CA bundle cannot be read or parsed.
-pub fn http_client(extra_ca: Option<&Path>) -> Result<reqwest::Client, AuthSetupError> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(30))
-        .pool_idle_timeout(std::time::Duration::from_secs(50));
-    if let Some(path) = extra_ca {
-        let pem = std::fs::read(path).map_err(AuthSetupError::CaFile)?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(AuthSetupError::CaPem)?;
-        builder = builder.tls_certs_merge(certs);
-    }
-    builder.build().map_err(AuthSetupError::Client)
-}
+#[error("cannot set up the managed identity credential")]
+pub(crate) struct IdentitySetupError(#[source] azure_core::Error);
 
 /// Turns the configured credential into the running one. A managed identity is built here, with our
 /// transport, so its token requests get the same TLS settings and time limits.
 ///
 /// # Errors
-/// [`AuthSetupError::Identity`] when the managed-identity credential cannot be created.
+/// [`IdentitySetupError`] when the managed-identity credential cannot be created.
 pub(crate) fn storage_auth(
     credential: &StorageCredential,
     client: &reqwest::Client,
-) -> Result<StorageAuth, AuthSetupError> {
+) -> Result<StorageAuth, IdentitySetupError> {
     Ok(match credential {
         StorageCredential::SharedKey { account, key } => StorageAuth::SharedKey {
             account: account.clone(),
@@ -84,7 +57,7 @@ pub(crate) fn storage_auth(
             };
             options.client_options.transport = Some(Transport::new(Arc::new(client.clone())));
             StorageAuth::Token(
-                ManagedIdentityCredential::new(Some(options)).map_err(AuthSetupError::Identity)?,
+                ManagedIdentityCredential::new(Some(options)).map_err(IdentitySetupError)?,
             )
         }
     })

@@ -23,9 +23,14 @@ pub enum StoreError {
     /// The resource does not exist (and was not created for us).
     #[error("not found in storage")]
     NotFound,
-    /// Storage refused our credential (401/403): a configuration or role-assignment problem.
-    #[error("storage refused the credential (HTTP {0})")]
-    Unauthorized(u16),
+    /// Storage refused our credential (401/403): a configuration or role-assignment problem. The
+    /// detail holds storage's error code (`AuthorizationPermissionMismatch`, …), which says which.
+    #[error("storage refused the credential (HTTP {status})")]
+    Unauthorized {
+        status: u16,
+        #[source]
+        detail: SdkFailure,
+    },
     /// Storage is unreachable, slow, throttling or failing: worth trying again later.
     #[error("storage is unavailable")]
     Transient(#[source] SdkFailure),
@@ -92,9 +97,10 @@ impl StoreError {
     pub(crate) fn from_sdk(err: azure_core::Error) -> Self {
         match err.http_status() {
             Some(StatusCode::NotFound) => Self::NotFound,
-            Some(s @ (StatusCode::Unauthorized | StatusCode::Forbidden)) => {
-                Self::Unauthorized(u16::from(s))
-            }
+            Some(s @ (StatusCode::Unauthorized | StatusCode::Forbidden)) => Self::Unauthorized {
+                status: u16::from(s),
+                detail: SdkFailure::new(&err),
+            },
             Some(s) if is_transient_status(u16::from(s)) => Self::Transient(SdkFailure::new(&err)),
             Some(_) => Self::Fatal(SdkFailure::new(&err)),
             // No HTTP status. Connection refused, timeouts, resets and a token endpoint that is down

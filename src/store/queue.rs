@@ -14,6 +14,7 @@ use azure_storage_queue::models::{
 };
 use azure_storage_queue::{QueueClient, QueueClientOptions};
 use base64::Engine as _;
+use futures::{StreamExt as _, TryStreamExt as _, stream};
 use serde::Serialize;
 use tracing::instrument;
 
@@ -74,7 +75,7 @@ impl QueueStore {
         name: &str,
         auth: &StorageAuth,
         http: reqwest::Client,
-        transport: StorageRetry,
+        retry: StorageRetry,
     ) -> Result<Self, StoreError> {
         let url = endpoint
             .join(name)
@@ -82,10 +83,11 @@ impl QueueStore {
         let mut client_options = ClientOptions {
             transport: Some(Transport::new(Arc::new(http))),
             retry: RetryOptions::exponential(ExponentialRetryOptions {
-                initial_delay: to_time(transport.initial_delay),
-                max_retries: transport.max_retries,
-                max_total_elapsed: to_time(transport.max_elapsed),
-                max_delay: to_time(transport.max_elapsed),
+                initial_delay: to_time(retry.initial_delay),
+                max_retries: retry.max_retries,
+                max_total_elapsed: to_time(retry.max_elapsed),
+                // Never wait longer between two tries than the whole call may take.
+                max_delay: to_time(retry.max_elapsed),
             }),
             ..Default::default()
         };
@@ -144,13 +146,7 @@ impl QueueStore {
         message: &T,
         delay_secs: u32,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(message)
-            .map_err(|e| StoreError::fatal(format!("serialising a queue message: {e}")))?;
-        self.send_text(
-            base64::engine::general_purpose::STANDARD.encode(json),
-            delay_secs,
-        )
-        .await
+        self.send_text(encode(message)?, delay_secs).await
     }
 
     async fn send_text(&self, text: String, delay_secs: u32) -> Result<(), StoreError> {
@@ -162,6 +158,28 @@ impl QueueStore {
             }
             other => other,
         }
+    }
+
+    /// Enqueues every message (visible at once), at most `concurrency` writes in flight. Stops at
+    /// the first failure; messages already written stay (consumers are idempotent).
+    ///
+    /// # Errors
+    /// The first [`StoreError`].
+    pub async fn send_all_json<T: Serialize>(
+        &self,
+        messages: &[T],
+        concurrency: usize,
+    ) -> Result<(), StoreError> {
+        let texts = messages.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+        // Owned futures (text and a cheap clone of the handle), so the stream is `Send + 'static`-friendly.
+        stream::iter(texts.into_iter().map(|text| {
+            let queue = self.clone();
+            async move { queue.send_text(text, 0).await }
+        }))
+        .buffer_unordered(concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+        Ok(())
     }
 
     async fn send_once(&self, text: String, delay_secs: u32) -> Result<(), StoreError> {
@@ -228,6 +246,13 @@ impl QueueStore {
             .map_err(StoreError::from_sdk)?;
         Ok(())
     }
+}
+
+/// The wire form of a message: base64 of its JSON.
+fn encode<T: Serialize>(message: &T) -> Result<String, StoreError> {
+    let json = serde_json::to_vec(message)
+        .map_err(|e| StoreError::fatal(format!("serialising a queue message: {e}")))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(json))
 }
 
 fn to_time(d: std::time::Duration) -> time::Duration {

@@ -17,7 +17,7 @@ pub const ACCOUNT_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 const HOW_TO_INSTALL: &str = "Azurite is needed for these tests. Install the pinned version with `npm ci` in the \
-repository root (Node.js 18+ required), or run the README's test command, which does it for you.";
+repository root (Node.js 20 or later), or run the README's test command, which does it for you.";
 
 /// A running Azurite. Dropping the test binary closes the guard's stdin, which stops Azurite.
 pub struct Azurite {
@@ -122,6 +122,38 @@ impl Azurite {
             _guard_stdin: Mutex::new(stdin),
             _child: Mutex::new(child),
         }
+    }
+
+    /// A connection string with an account SAS instead of the key (queue and table, 1 hour), signed
+    /// here independently of the app's own signer.
+    pub fn sas_connection_string(&self) -> String {
+        use base64::Engine as _;
+        use hmac::Mac as _;
+        let expiry = (time::OffsetDateTime::now_utc() + time::Duration::hours(1))
+            .replace_nanosecond(0)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let (sv, ss, srt, sp) = ("2021-08-06", "qt", "sco", "raup");
+        let to_sign = format!("{ACCOUNT}\n{sp}\n{ss}\n{srt}\n\n{expiry}\n\n\n{sv}\n\n");
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(ACCOUNT_KEY)
+            .unwrap();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        mac.update(to_sign.as_bytes());
+        let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let sas = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("sv", sv)
+            .append_pair("ss", ss)
+            .append_pair("srt", srt)
+            .append_pair("sp", sp)
+            .append_pair("se", &expiry)
+            .append_pair("sig", &sig)
+            .finish();
+        format!(
+            "QueueEndpoint={};TableEndpoint={};SharedAccessSignature={sas}",
+            self.queue_endpoint, self.table_endpoint
+        )
     }
 
     /// A connection string with the account key and explicit endpoints, as an admin would write it.

@@ -166,7 +166,7 @@ impl Setup {
     }
 
     /// The app against the HTTPS Azurite, authenticating with `auth` (a token credential), trusting
-    /// the test CA through `SSL_CERT_FILE`.
+    /// the test CA through `EXTRA_CA_CERTS_FILE`.
     pub fn azurite_tls(auth: StorageAuth) -> Self {
         let tls = azurite_tls();
         let mut setup = Self::against(&tls.azurite);
@@ -224,7 +224,7 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
         ),
     ];
     if let Some(ca) = &setup.extra_ca {
-        vars.push(("SSL_CERT_FILE".to_owned(), ca.display().to_string()));
+        vars.push(("EXTRA_CA_CERTS_FILE".to_owned(), ca.display().to_string()));
     }
     let mut config = Config::from_vars(RunMode::CustomHandler, vars).expect("test configuration");
     config.storage.queue_endpoint = setup.queue_endpoint.clone();

@@ -1,43 +1,66 @@
-//! A TCP forwarder in front of Azurite that a test can switch off and on: "storage is down" without
-//! stopping the one Azurite the other tests of the binary share.
+//! A TCP forwarder in front of Azurite that a test can switch between working, refusing and hanging:
+//! "storage is down" without stopping the one Azurite the other tests of the binary share.
 
 use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Forwards to the target.
+    Up,
+    /// Closes new connections at once and cuts open ones.
+    Refuse,
+    /// Accepts connections and never answers (a storage endpoint that hangs).
+    BlackHole,
+}
+
 pub struct ToggleProxy {
     pub addr: SocketAddr,
-    up: watch::Sender<bool>,
+    mode: watch::Sender<Mode>,
 }
 
 impl ToggleProxy {
     pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (up, watcher) = watch::channel(true);
+        let (mode, watcher) = watch::channel(Mode::Up);
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                if !*watcher.borrow() {
-                    drop(inbound); // refused: the client sees the connection closed at once
-                    continue;
-                }
+                let now = *watcher.borrow();
                 let mut watcher = watcher.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = watcher.wait_for(|up| !*up) => {} // cut connections that were open
+                match now {
+                    Mode::Refuse => drop(inbound),
+                    Mode::BlackHole => {
+                        // Hold the connection open, reading nothing, until the mode changes.
+                        tokio::spawn(async move {
+                            let _ = watcher.wait_for(|m| *m != Mode::BlackHole).await;
+                            drop(inbound);
+                        });
                     }
-                });
+                    Mode::Up => {
+                        tokio::spawn(async move {
+                            let Ok(mut outbound) = TcpStream::connect(target).await else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                _ = watcher.wait_for(|m| *m != Mode::Up) => {} // cut connections that were open
+                            }
+                        });
+                    }
+                }
             }
         });
-        Self { addr, up }
+        Self { addr, mode }
+    }
+
+    pub fn set(&self, mode: Mode) {
+        self.mode.send_replace(mode);
     }
 
     pub fn set_up(&self, up: bool) {
-        self.up.send_replace(up);
+        self.set(if up { Mode::Up } else { Mode::Refuse });
     }
 }

@@ -12,7 +12,7 @@ use rcgen::{
 /// PEM files on disk, deleted with the directory when the value is dropped.
 pub struct TestCa {
     _dir: tempfile::TempDir,
-    /// The CA certificate: what clients trust (`SSL_CERT_FILE`).
+    /// The CA certificate: what clients trust (`EXTRA_CA_CERTS_FILE`).
     pub ca_pem: PathBuf,
     /// The server certificate and its key: what a test server presents.
     pub cert_pem: PathBuf,
