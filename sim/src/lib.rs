@@ -27,6 +27,7 @@ mod rng;
 mod subscriptions;
 pub mod tenant;
 pub mod throttle;
+mod tls;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -89,6 +90,15 @@ pub struct SimConfig {
     /// Graph requires HTTPS webhooks; the simulator also accepts `http://` on loopback addresses.
     pub allow_loopback_http_webhooks: bool,
     pub port: u16,
+    /// Serve HTTPS with this certificate chain and key (PEM files) instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for HTTPS serving.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_chain: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 impl Default for SimConfig {
@@ -104,6 +114,7 @@ impl Default for SimConfig {
             identity_header: "sim-identity-header".into(),
             allow_loopback_http_webhooks: true,
             port: 0,
+            tls: None,
         }
     }
 }
@@ -144,7 +155,7 @@ pub struct RunningSim {
 }
 
 impl RunningSim {
-    /// `http://127.0.0.1:PORT`: Graph is at `{base}/v1.0`, the authority host is `{base}`.
+    /// `http(s)://127.0.0.1:PORT`: Graph is at `{base}/v1.0`, the authority host is `{base}`.
     pub fn base_url(&self) -> &str {
         &self.state.base_url
     }
@@ -212,17 +223,19 @@ impl RunningSim {
 /// Starts a simulator on `127.0.0.1:{config.port}`.
 ///
 /// # Errors
-/// When the port cannot be bound.
+/// When the port cannot be bound, or the TLS files cannot be read.
 pub async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port)).await?;
     let addr = listener.local_addr()?;
+    let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
     let seed = config.tenant.seed;
     let http = reqwest::Client::builder()
         .timeout(config.delivery.timeout)
         .build()
         .map_err(std::io::Error::other)?;
     let state = Arc::new(SimState {
-        base_url: format!("http://{addr}"),
+        base_url: format!("{scheme}://{addr}"),
         tenant: RwLock::new(Tenant::generate(&config.tenant)),
         clock: config.clock.clone(),
         ledger: Ledger::default(),
@@ -247,11 +260,17 @@ pub async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let delivery = tokio::spawn(subscriptions::deliver_forever(state.clone()));
     tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await;
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        match acceptor {
+            None => {
+                let _ = axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped)
+                    .await;
+            }
+            Some(acceptor) => tls::serve(listener, acceptor, router, stopped).await,
+        }
         delivery.abort();
     });
     Ok(RunningSim {

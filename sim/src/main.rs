@@ -3,7 +3,7 @@
 //! ```text
 //! graph-sim [--port 0] [--seed 1] [--users 20] [--calls 20] [--pstn 20] [--direct-routing 20]
 //!           [--throttle-rate 0] [--unavailable-rate 0] [--drop-rate 0] [--duplicate-rate 0]
-//!           [--clock-factor 1] [--available-after-minutes 5]
+//!           [--clock-factor 1] [--available-after-minutes 5] [--tls-cert chain.pem --tls-key key.pem]
 //! ```
 //! It prints `GRAPH_BASE_URL=…`, `GRAPH_AUTHORITY_HOST=…`, `IDENTITY_ENDPOINT=…` and the credentials
 //! to use, then serves until Ctrl-C.
@@ -57,6 +57,14 @@ fn main() -> Result<(), String> {
     config.faults.unavailable_rate = num("unavailable-rate", 0.0)?;
     config.faults.drop_rate = num("drop-rate", 0.0)?;
     config.faults.duplicate_rate = num("duplicate-rate", 0.0)?;
+    config.tls = match (flags.get("tls-cert"), flags.get("tls-key")) {
+        (Some(cert), Some(key)) => Some(teams_cdr_sim::TlsFiles {
+            cert_chain: cert.into(),
+            key: key.into(),
+        }),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
     let factor = num("clock-factor", 1.0)?;
     config.clock = if (factor - 1.0).abs() < f64::EPSILON {
         SimClock::real()

@@ -943,3 +943,204 @@ async fn graph_requires_a_valid_token_from_either_token_endpoint() {
     );
     assert_eq!(sim.ledger().count(Endpoint::Token), 2);
 }
+
+#[tokio::test]
+async fn dropped_and_duplicated_notifications_follow_their_rates_and_the_ledger_adds_up() {
+    let mut config = config(TenantSpec {
+        call_records: 300,
+        updated_share: 0.0,
+        start: NOW,
+        ..spec()
+    });
+    config.faults = Faults {
+        drop_rate: 0.2,
+        duplicate_rate: 0.1,
+        reorder: true,
+        ..Faults::default()
+    };
+    let sim = teams_cdr_sim::start(config).await.unwrap();
+    let client = Client::new(&sim);
+    let hook = Webhook::default();
+    let base = start_webhook(hook.clone()).await;
+    let (created, _) = client
+        .send(
+            reqwest::Method::POST,
+            "/v1.0/subscriptions",
+            &subscription(&base, NOW + time::Duration::hours(70)),
+        )
+        .await;
+    assert_eq!(created, StatusCode::CREATED);
+
+    sim.clock().advance(time::Duration::days(1));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let settled = |n: &[teams_cdr_sim::ledger::Notification]| {
+        n.iter().filter(|n| n.outcome != Outcome::Dropped).count()
+    };
+    loop {
+        let n = sim.ledger().notifications();
+        let dropped = n.len() - settled(&n);
+        // Every record is either dropped or delivered (duplicates counted as their own items).
+        if dropped > 0
+            && n.len() >= 300
+            && hook
+                .posts
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|p| p["value"].as_array().unwrap().len())
+                .sum::<usize>()
+                == settled(&n)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "delivery did not settle"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let notifications = sim.ledger().notifications();
+    let dropped: BTreeSet<&str> = notifications
+        .iter()
+        .filter(|n| n.outcome == Outcome::Dropped)
+        .map(|n| n.record_id.as_str())
+        .collect();
+    let delivered_items: Vec<String> = hook
+        .posts
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            p["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["resourceData"]["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let delivered: BTreeSet<&str> = delivered_items.iter().map(String::as_str).collect();
+    let duplicates = delivered_items.len() - delivered.len();
+    assert!(
+        (30..=90).contains(&dropped.len()),
+        "drop rate 0.2 of 300: {}",
+        dropped.len()
+    );
+    assert!(
+        (10..=45).contains(&duplicates),
+        "duplicate rate 0.1 of the rest: {duplicates}"
+    );
+    assert!(
+        dropped.is_disjoint(&delivered),
+        "a dropped notification was delivered"
+    );
+    assert_eq!(
+        dropped.len() + delivered.len(),
+        300,
+        "every record is accounted for"
+    );
+    assert_eq!(
+        sim.ledger().webhook_posts() as usize,
+        hook.posts.lock().unwrap().len()
+    );
+}
+
+#[tokio::test]
+async fn slow_responses_cut_connections_and_token_failures_are_injected_when_asked() {
+    let mut config = config(TenantSpec {
+        call_records: 1,
+        ..spec()
+    });
+    config.faults = Faults {
+        slow_rate: 1.0,
+        slow_by: Duration::from_millis(300),
+        reset_rate: 1.0,
+        token_failure_rate: 1.0,
+        ..Faults::default()
+    };
+    let sim = teams_cdr_sim::start(config).await.unwrap();
+    sim.clock().advance(time::Duration::days(1));
+    let client = Client::new(&sim);
+    let id = sim.tenant().records.into_keys().next().unwrap();
+
+    let started = std::time::Instant::now();
+    let cut = async {
+        let response = client
+            .http
+            .get(client.url(&format!("/v1.0/communications/callRecords/{id}")))
+            .bearer_auth(&client.token)
+            .send()
+            .await?;
+        response.bytes().await
+    }
+    .await;
+    let waited = started.elapsed();
+    let token = client
+        .http
+        .get(format!(
+            "{}?resource=https://graph.microsoft.com&api-version=2019-08-01",
+            sim.identity_endpoint()
+        ))
+        .header("X-IDENTITY-HEADER", &sim.config().identity_header)
+        .send()
+        .await
+        .unwrap()
+        .status();
+
+    assert!(cut.is_err(), "the connection should have been cut: {cut:?}");
+    assert!(
+        waited >= Duration::from_millis(300),
+        "not slowed: {waited:?}"
+    );
+    assert_eq!(token, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        sim.ledger().count_status(0),
+        1,
+        "a cut connection is recorded with status 0"
+    );
+}
+
+#[tokio::test]
+async fn reauthorization_required_is_sent_to_the_lifecycle_url_before_expiry() {
+    let sim = teams_cdr_sim::start(config(TenantSpec {
+        call_records: 0,
+        ..spec()
+    }))
+    .await
+    .unwrap();
+    let client = Client::new(&sim);
+    let hook = Webhook::default();
+    let base = start_webhook(hook.clone()).await;
+    let (created, body) = client
+        .send(
+            reqwest::Method::POST,
+            "/v1.0/subscriptions",
+            &subscription(&base, NOW + time::Duration::hours(3)),
+        )
+        .await;
+    assert_eq!(created, StatusCode::CREATED);
+
+    sim.clock().advance(time::Duration::minutes(125)); // 55 minutes left, inside the 60-minute lead
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while hook.posts.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no lifecycle notification"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let posts = hook.posts.lock().unwrap().clone();
+    assert_eq!(posts.len(), 1, "sent once");
+    let item = &posts[0]["value"][0];
+    assert_eq!(item["lifecycleEvent"], "reauthorizationRequired");
+    assert_eq!(item["subscriptionId"], body["id"]);
+    assert_eq!(item["clientState"], "sim-client-state");
+    assert_shape(
+        "lifecycle",
+        &fixture("lifecycle-reauthorizationrequired.json"),
+        &posts[0],
+    );
+}
