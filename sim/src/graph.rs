@@ -14,6 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
@@ -578,31 +579,40 @@ async fn report(
     };
     // getPstnCalls includes toDateTime, getDirectRoutingCalls does not.
     let inclusive = endpoint == Endpoint::PstnCalls;
-    let items: Vec<Value> = rows
+    let items: Vec<&RawValue> = rows
         .iter()
         .filter(|r| {
             r.start >= from && (r.start < to || (inclusive && r.start == to)) && r.visible_at <= now
         })
-        .map(|r| r.json.clone())
+        .map(|r| &*r.json)
         .collect();
     let end = (offset + REPORT_PAGE).min(items.len());
-    let page_items = items.get(offset..end).unwrap_or_default().to_vec();
-    let mut body = Map::new();
-    body.insert("@odata.context".into(), json!(format!("https://graph.microsoft.com/v1.0/$metadata#Collection(microsoft.graph.callRecords.{row_type})")));
-    body.insert("@odata.count".into(), json!(page_items.len()));
-    body.insert("value".into(), Value::Array(page_items));
-    if end < items.len() {
-        body.insert(
-            "@odata.nextLink".into(),
-            json!(format!(
-                "{}/v1.0/communications/callRecords/{function}?$skip={end}",
-                state.base_url
-            )),
-        );
-    }
-    tag(
-        axum::Json(Value::Object(body)).into_response(),
-        endpoint,
-        None,
-    )
+    let page_items = items.get(offset..end).unwrap_or_default();
+    let next = (end < items.len()).then(|| {
+        format!(
+            "{}/v1.0/communications/callRecords/{function}?$skip={end}",
+            state.base_url
+        )
+    });
+    let page = ReportPage {
+        context: format!(
+            "https://graph.microsoft.com/v1.0/$metadata#Collection(microsoft.graph.callRecords.{row_type})"
+        ),
+        count: page_items.len(),
+        value: page_items,
+        next,
+    };
+    tag(axum::Json(page).into_response(), endpoint, None)
+}
+
+/// A report page, written straight from the stored row JSON.
+#[derive(serde::Serialize)]
+struct ReportPage<'a> {
+    #[serde(rename = "@odata.context")]
+    context: String,
+    #[serde(rename = "@odata.count")]
+    count: usize,
+    value: &'a [&'a RawValue],
+    #[serde(rename = "@odata.nextLink", skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
 }
