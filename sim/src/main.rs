@@ -1,7 +1,7 @@
 //! `graph-sim`: a simulated Teams tenant on a local port, for local runs and benchmarks.
 //!
 //! ```text
-//! graph-sim [--port 0] [--seed 1] [--users 20] [--calls 20] [--pstn 20] [--direct-routing 20]
+//! graph-sim [--port 0] [--seed 1] [--users 20] [--calls 20] [--big-meetings 1] [--pstn 20] [--direct-routing 20]
 //!           [--throttle-rate 0] [--unavailable-rate 0] [--drop-rate 0] [--duplicate-rate 0]
 //!           [--clock-factor 1] [--available-after-minutes 5] [--tls-cert chain.pem --tls-key key.pem]
 //! ```
@@ -20,7 +20,7 @@ fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "usage: graph-sim [--port N] [--seed N] [--users N] [--calls N] [--pstn N] [--direct-routing N] [--throttle-rate P] [--unavailable-rate P] [--drop-rate P] [--duplicate-rate P] [--clock-factor F] [--available-after-minutes M]"
+            "usage: graph-sim [--port N] [--seed N] [--users N] [--calls N] [--big-meetings N] [--pstn N] [--direct-routing N] [--throttle-rate P] [--unavailable-rate P] [--drop-rate P] [--duplicate-rate P] [--clock-factor F] [--available-after-minutes M]"
         );
         return Ok(());
     }
@@ -47,6 +47,8 @@ fn main() -> Result<(), String> {
     config.tenant.call_records = num("calls", 20.0)? as usize;
     config.tenant.pstn_rows = num("pstn", 20.0)? as usize;
     config.tenant.direct_routing_rows = num("direct-routing", 20.0)? as usize;
+    // Meetings of 2,000 sessions and 1,000 participants: the size that exercises every page limit.
+    config.tenant.big_meetings = vec![(2000, 1000); num("big-meetings", 1.0)? as usize];
     let after = Duration::minutes(num("available-after-minutes", 5.0)? as i64);
     config.tenant.availability_delay = (after, after);
     // Calls from the last hours, becoming available from now on.

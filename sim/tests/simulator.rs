@@ -13,7 +13,7 @@ use axum::routing::post;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use teams_cdr_sim::{
-    DeliveryConfig, Endpoint, Faults, Outcome, RunningSim, SimClock, SimConfig, TenantSpec,
+    DeliveryConfig, Endpoint, Faults, Outcome, RunningSim, SimClock, SimConfig, Tenant, TenantSpec,
 };
 use time::macros::datetime;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
@@ -1144,4 +1144,64 @@ async fn reauthorization_required_is_sent_to_the_lifecycle_url_before_expiry() {
         &fixture("lifecycle-reauthorizationrequired.json"),
         &posts[0],
     );
+}
+
+#[tokio::test]
+async fn notifications_issued_during_a_delivery_outage_are_never_delivered() {
+    let mut config = config(TenantSpec {
+        call_records: 40,
+        updated_share: 0.0,
+        start: NOW,
+        ..spec()
+    });
+    let tenant = Tenant::generate(&config.tenant);
+    let mut issued: Vec<OffsetDateTime> = tenant
+        .records
+        .values()
+        .map(|r| r.versions[0].issued_at)
+        .collect();
+    issued.sort();
+    // An outage covering the first half of the issue times.
+    let outage = (issued[0], issued[20]);
+    config.faults = Faults {
+        delivery_outages: vec![outage],
+        ..Faults::default()
+    };
+    let sim = teams_cdr_sim::start(config).await.unwrap();
+    let client = Client::new(&sim);
+    let hook = Webhook::default();
+    let base = start_webhook(hook.clone()).await;
+    let (created, _) = client
+        .send(
+            reqwest::Method::POST,
+            "/v1.0/subscriptions",
+            &subscription(&base, NOW + time::Duration::hours(70)),
+        )
+        .await;
+    assert_eq!(created, StatusCode::CREATED);
+
+    sim.clock().advance(time::Duration::days(1));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sim.ledger().notifications().len() < 40 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "delivery did not settle"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let notifications = sim.ledger().notifications();
+    let lost: Vec<_> = notifications
+        .iter()
+        .filter(|n| n.outcome == Outcome::Lost { attempts: 0 })
+        .collect();
+    assert_eq!(lost.len(), 20, "issued inside [first, 21st) issue time");
+    let delivered: usize = hook
+        .posts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p["value"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(delivered, 20);
 }
