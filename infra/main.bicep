@@ -1,0 +1,145 @@
+// Teams CDR Functions: everything the app needs in one resource group, with no secret anywhere.
+//
+//   az deployment group create -g <rg> -f infra/main.bicep -p infra/main.bicepparam
+//
+// Creates a user-assigned managed identity; a storage account with shared-key access off and only
+// that identity's data-plane roles; workspace-based Application Insights; a Flex Consumption Linux
+// function app (runtime `custom`) with identity-based storage; and, unless `grantGraphPermission` is
+// false, the Graph application permission CallRecords.Read.All for the identity (which needs an Entra
+// role: Privileged Role Administrator, or an app with AppRoleAssignment.ReadWrite.All).
+
+extension microsoftGraphV1
+
+@description('Azure region for every resource.')
+param location string = resourceGroup().location
+
+@description('Short name used to derive resource names (lower-case letters and digits).')
+@minLength(3)
+@maxLength(11)
+param baseName string = 'teamscdr'
+
+@description('Function app name; must be globally unique.')
+param functionAppName string = 'func-${baseName}-${uniqueString(resourceGroup().id)}'
+
+@description('Storage account name; must be globally unique, 3-24 lower-case letters and digits.')
+param storageAccountName string = 'st${baseName}${uniqueString(resourceGroup().id)}'
+
+@description('Grant the Graph application permission CallRecords.Read.All to the app\'s identity here. Set false when the deployer has no Entra role for it; an Entra admin then runs the command in the README once.')
+param grantGraphPermission bool = true
+
+@description('Secret Graph echoes in every notification. Generated on first deployment: pass the current value (app setting NOTIFICATION_CLIENT_STATE) when you redeploy, or the running subscription\'s notifications are rejected until it is recreated.')
+@secure()
+param notificationClientState string = newGuid()
+
+@description('Days stored call data is kept.')
+@minValue(1)
+@maxValue(3650)
+param retentionDays int = 90
+
+@description('Most instances the app may scale out to. Webhooks and fetches are short; 40 keeps Graph throttling and storage costs bounded.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Memory per instance (MB). The handler idles under 30 MiB; the largest meetings need a few MB.')
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int = 512
+
+@description('Microsoft Graph endpoint.')
+param graphBaseUrl string = 'https://graph.microsoft.com'
+
+@description('Entra ID authority host.')
+param graphAuthorityHost string = environment().authentication.loginEndpoint
+
+@description('Protect the read API with App Service Authentication (Entra ID) and an app role.')
+param enableReadApiAuth bool = false
+
+@description('Client id of the app registration that protects the read API (when enableReadApiAuth).')
+param readApiAppId string = ''
+
+@description('App role callers of the read API must hold (when enableReadApiAuth).')
+param readApiRequiredRole string = 'CallData.Read'
+
+@description('Log retention in the Log Analytics workspace (days).')
+@minValue(30)
+@maxValue(730)
+param logRetentionDays int = 30
+
+param tags object = {
+  app: 'teams-cdr-functions'
+}
+
+var deploymentContainerName = 'app-package'
+// Microsoft Graph's well-known application id, the same in every tenant.
+var graphAppId = '00000003-0000-0000-c000-000000000000'
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-${baseName}'
+  location: location
+  tags: tags
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    location: location
+    name: storageAccountName
+    appPrincipalId: identity.properties.principalId
+    deploymentContainerName: deploymentContainerName
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    location: location
+    baseName: baseName
+    publisherPrincipalId: identity.properties.principalId
+    retentionDays: logRetentionDays
+    tags: tags
+  }
+}
+
+module app 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  params: {
+    location: location
+    name: functionAppName
+    identityId: identity.id
+    identityClientId: identity.properties.clientId
+    storageAccountName: storage.outputs.name
+    blobEndpoint: storage.outputs.blobEndpoint
+    deploymentContainerName: deploymentContainerName
+    appInsightsConnectionString: monitoring.outputs.connectionString
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    notificationClientState: notificationClientState
+    retentionDays: retentionDays
+    graphBaseUrl: graphBaseUrl
+    graphAuthorityHost: graphAuthorityHost
+    enableReadApiAuth: enableReadApiAuth
+    readApiAppId: readApiAppId
+    readApiRequiredRole: readApiRequiredRole
+    tags: tags
+  }
+}
+
+// The Graph permission, granted to the identity's service principal by the Graph Bicep extension:
+// no app registration and no client secret exist anywhere.
+resource graph 'Microsoft.Graph/servicePrincipals@v1.0' existing = if (grantGraphPermission) {
+  appId: graphAppId
+}
+
+resource callRecordsReadAll 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (grantGraphPermission) {
+  appRoleId: filter(graph.appRoles, role => role.value == 'CallRecords.Read.All')[0].id
+  principalId: identity.properties.principalId
+  resourceId: graph.id
+}
+
+output functionAppName string = app.outputs.name
+output hostName string = app.outputs.hostName
+output notificationUrl string = 'https://${app.outputs.hostName}/api/notifications'
+output healthUrl string = 'https://${app.outputs.hostName}/api/health'
+output identityPrincipalId string = identity.properties.principalId
+output identityClientId string = identity.properties.clientId

@@ -1,0 +1,203 @@
+// The Flex Consumption (FC1) Linux function app running the custom handler: user-assigned identity
+// only, identity-based AzureWebJobsStorage, HTTPS only, TLS 1.2, FTP off, and every app setting of
+// DESIGN.md section 3.3. Optionally App Service Authentication in front of the read API.
+
+@description('Azure region.')
+param location string
+
+@description('Function app name (globally unique host name).')
+param name string
+
+@description('Resource id of the user-assigned managed identity.')
+param identityId string
+
+@description('Client id of the user-assigned managed identity.')
+param identityClientId string
+
+@description('Storage account name (identity-based AzureWebJobsStorage).')
+param storageAccountName string
+
+@description('Blob endpoint of the storage account.')
+param blobEndpoint string
+
+@description('Deployment container of the Flex Consumption package.')
+param deploymentContainerName string
+
+@description('Application Insights connection string (not a secret: local auth is off).')
+param appInsightsConnectionString string
+
+@description('Most instances the app may scale out to.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int
+
+@description('Memory per instance (MB): 512, 2048 or 4096.')
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int
+
+@description('Secret Graph echoes in every notification (at most 128 characters).')
+@secure()
+param notificationClientState string
+
+@description('Days stored rows are kept.')
+param retentionDays int
+
+@description('Microsoft Graph endpoint (other clouds: https://graph.microsoft.us, https://dod-graph.microsoft.us).')
+param graphBaseUrl string
+
+@description('Entra ID authority (other clouds: https://login.microsoftonline.us).')
+param graphAuthorityHost string
+
+@description('Put App Service Authentication (Entra ID) in front of the app; webhooks stay anonymous.')
+param enableReadApiAuth bool
+
+@description('Client (application) id of the app registration that protects the read API; required when enableReadApiAuth.')
+param readApiAppId string
+
+@description('App role a caller of the read API must hold when enableReadApiAuth.')
+param readApiRequiredRole string
+
+param tags object = {}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: 'plan-${name}'
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  tags: tags
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    clientCertEnabled: false
+    publicNetworkAccess: 'Enabled'
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${blobEndpoint}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'custom'
+        version: '1.0'
+      }
+    }
+  }
+}
+
+// Basic publishing credentials (FTP and SCM with a password) off: deployment uses Entra ID.
+resource ftp 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scm 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+var hostName = site.properties.defaultHostName
+
+// Settings that name the app's own host name are set once the site exists.
+resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: site
+  name: 'appsettings'
+  properties: {
+    AzureWebJobsStorage__accountName: storageAccountName
+    AzureWebJobsStorage__credential: 'managedidentity'
+    AzureWebJobsStorage__clientId: identityClientId
+    APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+    GRAPH_TENANT_ID: tenant().tenantId
+    GRAPH_AUTH: 'managed-identity'
+    AZURE_CLIENT_ID: identityClientId
+    GRAPH_BASE_URL: graphBaseUrl
+    GRAPH_AUTHORITY_HOST: graphAuthorityHost
+    NOTIFICATION_URL: 'https://${hostName}/api/notifications'
+    LIFECYCLE_NOTIFICATION_URL: 'https://${hostName}/api/lifecycle'
+    NOTIFICATION_CLIENT_STATE: notificationClientState
+    RETENTION_DAYS: string(retentionDays)
+    READ_API_REQUIRED_ROLE: enableReadApiAuth ? readApiRequiredRole : ''
+  }
+}
+
+// Entra ID in front of the app, without forcing it: Graph cannot sign in, so the webhooks stay
+// anonymous (they check clientState), and the read API refuses callers without the app role.
+resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (enableReadApiAuth) {
+  parent: site
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: false
+      unauthenticatedClientAction: 'AllowAnonymous'
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: readApiAppId
+          openIdIssuer: '${graphAuthorityHost}/${tenant().tenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            'api://${readApiAppId}'
+            readApiAppId
+          ]
+          defaultAuthorizationPolicy: {
+            allowedPrincipals: {}
+          }
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
+  }
+}
+
+output name string = site.name
+output hostName string = hostName
