@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs the pinned Azurite (npm) and infrastructure checkers
-# (pip, in .venv-infra), then format check, lints, Bicep parse and scan, and every test (unit,
+# (pip, in .venv-infra), then format check, lints, Bicep parse and scan, the deployment package and
+# its layout check, and every test (unit,
 # integration against Azurite and the Graph simulator, host-protocol checks). Ends with one total line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,8 @@ scripts/ensure-node-deps.sh
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 scripts/check-infra.sh
+scripts/package.sh
+python3 tools/check_package.py
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
