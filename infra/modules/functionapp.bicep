@@ -136,6 +136,8 @@ resource scm 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01'
 }
 
 var hostName = site.properties.defaultHostName
+// environment().authentication.loginEndpoint ends in '/'; the issuer must not get a double slash.
+var authority = endsWith(graphAuthorityHost, '/') ? substring(graphAuthorityHost, 0, length(graphAuthorityHost) - 1) : graphAuthorityHost
 
 // Settings that name the app's own host name are set once the site exists.
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
@@ -151,7 +153,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     GRAPH_AUTH: 'managed-identity'
     AZURE_CLIENT_ID: identityClientId
     GRAPH_BASE_URL: graphBaseUrl
-    GRAPH_AUTHORITY_HOST: graphAuthorityHost
+    GRAPH_AUTHORITY_HOST: authority
     NOTIFICATION_URL: 'https://${hostName}/api/notifications'
     LIFECYCLE_NOTIFICATION_URL: 'https://${hostName}/api/lifecycle'
     NOTIFICATION_CLIENT_STATE: notificationClientState
@@ -178,7 +180,7 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (enableReadApiAuth) {
         enabled: true
         registration: {
           clientId: readApiAppId
-          openIdIssuer: '${graphAuthorityHost}/${tenant().tenantId}/v2.0'
+          openIdIssuer: '${authority}/${tenant().tenantId}/v2.0'
         }
         validation: {
           allowedAudiences: [
