@@ -301,24 +301,37 @@ async fn record_or_report(
 }
 
 /// One page of `items` from `offset`, in Graph's collection envelope.
+/// One page of `items` from `offset`, in Graph's collection envelope; `view` shapes each item of
+/// the page (only those are copied).
 fn page(
     context: String,
     items: &[Value],
     offset: usize,
     size: usize,
+    view: impl Fn(&Value) -> Value,
     next: impl FnOnce(usize) -> String,
 ) -> Value {
     let mut body = Map::new();
     body.insert("@odata.context".into(), json!(context));
     let end = (offset + size).min(items.len());
-    body.insert(
-        "value".into(),
-        Value::Array(items.get(offset..end).unwrap_or_default().to_vec()),
-    );
+    let value = items
+        .get(offset..end)
+        .unwrap_or_default()
+        .iter()
+        .map(view)
+        .collect();
+    body.insert("value".into(), Value::Array(value));
     if end < items.len() {
         body.insert("@odata.nextLink".into(), json!(next(end)));
     }
     Value::Object(body)
+}
+
+/// The two paged sub-collections of a call record.
+#[derive(Clone, Copy, PartialEq)]
+enum Child {
+    Sessions,
+    Participants,
 }
 
 async fn sessions(
@@ -327,59 +340,7 @@ async fn sessions(
     Query(query): Query_,
     headers: HeaderMap,
 ) -> Response {
-    let endpoint = Endpoint::Sessions;
-    if let Err(r) = gate(
-        &state,
-        &headers,
-        endpoint,
-        Some(&id),
-        per_record(&state, &id),
-    )
-    .await
-    {
-        return r;
-    }
-    let offset = match skip(&query, "$skiptoken") {
-        Ok(o) => o,
-        Err(r) => return tag(r, endpoint, Some(&id)),
-    };
-    let tenant = state.tenant();
-    let Some(version) = tenant
-        .records
-        .get(&id)
-        .and_then(|r| r.visible_at(state.clock.now()))
-    else {
-        return tag(not_found(), endpoint, Some(&id));
-    };
-    let with_segments = expands_segments(
-        query
-            .get("$expand")
-            .map(|e| format!("$expand={e}"))
-            .as_ref(),
-    );
-    let items: Vec<Value> = version
-        .sessions
-        .iter()
-        .map(|s| session_view(s, with_segments))
-        .collect();
-    let base = &state.base_url;
-    let seg = if with_segments {
-        "$expand=segments&"
-    } else {
-        ""
-    };
-    let body = page(
-        format!(
-            "https://graph.microsoft.com/v1.0/$metadata#communications/callRecords('{id}')/sessions"
-        ),
-        &items,
-        offset,
-        SESSION_PAGE,
-        |next| {
-            format!("{base}/v1.0/communications/callRecords/{id}/sessions?{seg}$skiptoken={next}")
-        },
-    );
-    tag(axum::Json(body).into_response(), endpoint, Some(&id))
+    child_page(&state, &id, &query, &headers, Child::Sessions).await
 }
 
 async fn participants(
@@ -388,43 +349,71 @@ async fn participants(
     Query(query): Query_,
     headers: HeaderMap,
 ) -> Response {
-    let endpoint = Endpoint::Participants;
-    if let Err(r) = gate(
-        &state,
-        &headers,
-        endpoint,
-        Some(&id),
-        per_record(&state, &id),
-    )
-    .await
-    {
+    child_page(&state, &id, &query, &headers, Child::Participants).await
+}
+
+/// One page of `…/{id}/sessions` (60, segments if expanded) or `…/{id}/participants_v2` (130).
+async fn child_page(
+    state: &SimState,
+    id: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    child: Child,
+) -> Response {
+    let endpoint = match child {
+        Child::Sessions => Endpoint::Sessions,
+        Child::Participants => Endpoint::Participants,
+    };
+    if let Err(r) = gate(state, headers, endpoint, Some(id), per_record(state, id)).await {
         return r;
     }
-    let offset = match skip(&query, "$skiptoken") {
+    let offset = match skip(query, "$skiptoken") {
         Ok(o) => o,
-        Err(r) => return tag(r, endpoint, Some(&id)),
+        Err(r) => return tag(r, endpoint, Some(id)),
     };
     let tenant = state.tenant();
     let Some(version) = tenant
         .records
-        .get(&id)
+        .get(id)
         .and_then(|r| r.visible_at(state.clock.now()))
     else {
-        return tag(not_found(), endpoint, Some(&id));
+        return tag(not_found(), endpoint, Some(id));
+    };
+    let with_segments = child == Child::Sessions
+        && expands_segments(
+            query
+                .get("$expand")
+                .map(|e| format!("$expand={e}"))
+                .as_ref(),
+        );
+    let (segment, size, items) = match child {
+        Child::Sessions => ("sessions", SESSION_PAGE, &version.sessions),
+        Child::Participants => ("participants_v2", PARTICIPANT_PAGE, &version.participants),
     };
     let base = &state.base_url;
+    let expand = if with_segments {
+        "$expand=segments&"
+    } else {
+        ""
+    };
     let body = page(
         format!(
-            "https://graph.microsoft.com/v1.0/$metadata#communications/callRecords('{id}')/participants_v2"
+            "https://graph.microsoft.com/v1.0/$metadata#communications/callRecords('{id}')/{segment}"
         ),
-        &version.participants,
+        items,
         offset,
-        PARTICIPANT_PAGE,
+        size,
+        |item| match child {
+            Child::Sessions => session_view(item, with_segments),
+            Child::Participants => item.clone(),
+        },
         |next| {
-            format!("{base}/v1.0/communications/callRecords/{id}/participants_v2?$skiptoken={next}")
+            format!(
+                "{base}/v1.0/communications/callRecords/{id}/{segment}?{expand}$skiptoken={next}"
+            )
         },
     );
-    tag(axum::Json(body).into_response(), endpoint, Some(&id))
+    tag(axum::Json(body).into_response(), endpoint, Some(id))
 }
 
 /// `startDateTime ge X and startDateTime lt Y` (also `gt`, `le`; either bound may be missing).
@@ -504,6 +493,7 @@ async fn list(
         &items,
         offset,
         LIST_PAGE,
+        Value::clone,
         |next| format!("{base}/v1.0/communications/callRecords?{filter}$skiptoken={next}"),
     );
     tag(axum::Json(body).into_response(), endpoint, None)

@@ -409,6 +409,13 @@ fn session(
     s
 }
 
+/// The user columns every report row has.
+fn set_user(row: &mut Value, user: &User) {
+    row["userId"] = json!(user.id);
+    row["userPrincipalName"] = json!(user.upn);
+    row["userDisplayName"] = json!(user.display_name);
+}
+
 /// Money as an exact decimal JSON number (4 places), never a computed float.
 fn money(ten_thousandths: u64) -> Value {
     let text = format!(
@@ -442,9 +449,7 @@ fn pstn_row(
         rng.range(1_000_000_000, 2_000_000_000),
         rng.range(100_000_000, 200_000_000)
     ));
-    row["userId"] = json!(user.id);
-    row["userPrincipalName"] = json!(user.upn);
-    row["userDisplayName"] = json!(user.display_name);
+    set_user(&mut row, &user);
     row["startDateTime"] = json!(graph_time(start));
     row["endDateTime"] = json!(graph_time(end));
     row["duration"] = json!(duration);
@@ -474,9 +479,7 @@ fn direct_routing_row(
     let mut row = template.clone();
     row["id"] = json!(rng.guid());
     row["correlationId"] = json!(rng.guid());
-    row["userId"] = json!(user.id);
-    row["userPrincipalName"] = json!(user.upn);
-    row["userDisplayName"] = json!(user.display_name);
+    set_user(&mut row, &user);
     row["inviteDateTime"] = json!(graph_time(invite));
     row["callerNumber"] = json!(format!("{}***", &phone(rng)[..9]));
     row["calleeNumber"] = json!(format!("{}***", &phone(rng)[..9]));

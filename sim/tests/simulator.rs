@@ -566,6 +566,29 @@ fn subscription(base: &str, expiry: OffsetDateTime) -> Value {
     body
 }
 
+/// Creates a subscription whose webhooks are `hook`, expiring at `expiry`; returns Graph's answer.
+async fn subscribe(client: &Client, hook: &Webhook, expiry: OffsetDateTime) -> Value {
+    let base = start_webhook(hook.clone()).await;
+    let (created, body) = client
+        .send(
+            reqwest::Method::POST,
+            "/v1.0/subscriptions",
+            &subscription(&base, expiry),
+        )
+        .await;
+    assert_eq!(created, StatusCode::CREATED, "{body}");
+    body
+}
+
+/// Polls `done` until it holds, failing with `what` after `limit`.
+async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn subscription_create_validates_both_urls_and_enforces_graphs_rules() {
     let sim = teams_cdr_sim::start(config(spec())).await.unwrap();
@@ -683,15 +706,7 @@ async fn notifications_are_delivered_when_records_become_available_and_retried_o
         fail_first: Arc::new(Mutex::new(1)),
         ..Webhook::default()
     };
-    let base = start_webhook(hook.clone()).await;
-    let (created, _) = client
-        .send(
-            reqwest::Method::POST,
-            "/v1.0/subscriptions",
-            &subscription(&base, NOW + time::Duration::hours(70)),
-        )
-        .await;
-    assert_eq!(created, StatusCode::CREATED);
+    let _ = subscribe(&client, &hook, NOW + time::Duration::hours(70)).await;
 
     sim.clock().advance(time::Duration::days(1));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -962,15 +977,7 @@ async fn dropped_and_duplicated_notifications_follow_their_rates_and_the_ledger_
     let sim = teams_cdr_sim::start(config).await.unwrap();
     let client = Client::new(&sim);
     let hook = Webhook::default();
-    let base = start_webhook(hook.clone()).await;
-    let (created, _) = client
-        .send(
-            reqwest::Method::POST,
-            "/v1.0/subscriptions",
-            &subscription(&base, NOW + time::Duration::hours(70)),
-        )
-        .await;
-    assert_eq!(created, StatusCode::CREATED);
+    let _ = subscribe(&client, &hook, NOW + time::Duration::hours(70)).await;
 
     sim.clock().advance(time::Duration::days(1));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -1112,25 +1119,13 @@ async fn reauthorization_required_is_sent_to_the_lifecycle_url_before_expiry() {
     .unwrap();
     let client = Client::new(&sim);
     let hook = Webhook::default();
-    let base = start_webhook(hook.clone()).await;
-    let (created, body) = client
-        .send(
-            reqwest::Method::POST,
-            "/v1.0/subscriptions",
-            &subscription(&base, NOW + time::Duration::hours(3)),
-        )
-        .await;
-    assert_eq!(created, StatusCode::CREATED);
+    let body = subscribe(&client, &hook, NOW + time::Duration::hours(3)).await;
 
     sim.clock().advance(time::Duration::minutes(125)); // 55 minutes left, inside the 60-minute lead
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while hook.posts.lock().unwrap().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no lifecycle notification"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("no lifecycle notification", Duration::from_secs(5), || {
+        !hook.posts.lock().unwrap().is_empty()
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let posts = hook.posts.lock().unwrap().clone();
@@ -1170,25 +1165,13 @@ async fn notifications_issued_during_a_delivery_outage_are_never_delivered() {
     let sim = teams_cdr_sim::start(config).await.unwrap();
     let client = Client::new(&sim);
     let hook = Webhook::default();
-    let base = start_webhook(hook.clone()).await;
-    let (created, _) = client
-        .send(
-            reqwest::Method::POST,
-            "/v1.0/subscriptions",
-            &subscription(&base, NOW + time::Duration::hours(70)),
-        )
-        .await;
-    assert_eq!(created, StatusCode::CREATED);
+    let _ = subscribe(&client, &hook, NOW + time::Duration::hours(70)).await;
 
     sim.clock().advance(time::Duration::days(1));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while sim.ledger().notifications().len() < 40 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "delivery did not settle"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("delivery did not settle", Duration::from_secs(10), || {
+        sim.ledger().notifications().len() >= 40
+    })
+    .await;
 
     let notifications = sim.ledger().notifications();
     let lost: Vec<_> = notifications
