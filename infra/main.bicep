@@ -8,8 +8,6 @@
 // false, the Graph application permission CallRecords.Read.All for the identity (which needs an Entra
 // role: Privileged Role Administrator, or an app with AppRoleAssignment.ReadWrite.All).
 
-extension microsoftGraphV1
-
 @description('Azure region for every resource.')
 param location string = resourceGroup().location
 
@@ -70,8 +68,6 @@ param tags object = {
 }
 
 var deploymentContainerName = 'app-package'
-// Microsoft Graph's well-known application id, the same in every tenant.
-var graphAppId = '00000003-0000-0000-c000-000000000000'
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: 'id-${baseName}'
@@ -125,16 +121,12 @@ module app 'modules/functionapp.bicep' = {
   }
 }
 
-// The Graph permission, granted to the identity's service principal by the Graph Bicep extension:
-// no app registration and no client secret exist anywhere.
-resource graph 'Microsoft.Graph/servicePrincipals@v1.0' existing = if (grantGraphPermission) {
-  appId: graphAppId
-}
-
-resource callRecordsReadAll 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (grantGraphPermission) {
-  appRoleId: filter(graph.appRoles, role => role.value == 'CallRecords.Read.All')[0].id
-  principalId: identity.properties.principalId
-  resourceId: graph.id
+// The Graph permission for the identity (a module, so that the whole Graph part can be left out).
+module graphPermission 'modules/graph-permission.bicep' = if (grantGraphPermission) {
+  name: 'graph-permission'
+  params: {
+    principalId: identity.properties.principalId
+  }
 }
 
 output functionAppName string = app.outputs.name
