@@ -13,14 +13,14 @@ param location string = resourceGroup().location
 
 @description('Short name used to derive resource names (lower-case letters and digits).')
 @minLength(3)
-@maxLength(11)
+@maxLength(9)
 param baseName string = 'teamscdr'
 
 @description('Function app name; must be globally unique.')
-param functionAppName string = 'func-${baseName}-${uniqueString(resourceGroup().id)}'
+param functionAppName string = 'func-${toLower(baseName)}-${uniqueString(resourceGroup().id)}'
 
 @description('Storage account name; must be globally unique, 3-24 lower-case letters and digits.')
-param storageAccountName string = 'st${baseName}${uniqueString(resourceGroup().id)}'
+param storageAccountName string = take('st${toLower(baseName)}${uniqueString(resourceGroup().id)}', 24)
 
 @description('Grant the Graph application permission CallRecords.Read.All to the app\'s identity here. Set false when the deployer has no Entra role for it; an Entra admin then runs the command in the README once.')
 param grantGraphPermission bool = true
@@ -49,7 +49,7 @@ param graphBaseUrl string = 'https://graph.microsoft.com'
 @description('Entra ID authority host.')
 param graphAuthorityHost string = environment().authentication.loginEndpoint
 
-@description('Protect the read API with App Service Authentication (Entra ID) and an app role.')
+@description('Put App Service Authentication (Entra ID) in front of the app for the read API. The app\'s check of the app role comes with the read API, which is not built yet: until then this only validates tokens that are sent.')
 param enableReadApiAuth bool = false
 
 @description('Client id of the app registration that protects the read API (when enableReadApiAuth).')
@@ -104,8 +104,9 @@ module app 'modules/functionapp.bicep' = {
     name: functionAppName
     identityId: identity.id
     identityClientId: identity.properties.clientId
-    storageAccountName: storage.outputs.name
     blobEndpoint: storage.outputs.blobEndpoint
+    queueEndpoint: storage.outputs.queueEndpoint
+    tableEndpoint: storage.outputs.tableEndpoint
     deploymentContainerName: deploymentContainerName
     appInsightsConnectionString: monitoring.outputs.connectionString
     maximumInstanceCount: maximumInstanceCount

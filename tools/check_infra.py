@@ -100,8 +100,12 @@ def main() -> int:
             assert secure in text, f"storage.bicep no longer contains {secure!r}: update this test"
             text = text.replace(secure, weak)
         storage.write_text(text)
+        app = insecure / "modules" / "functionapp.bicep"
+        app_text = app.read_text()
+        assert "httpsOnly: true" in app_text, "functionapp.bicep no longer contains httpsOnly: true: update this test"
+        app.write_text(app_text.replace("httpsOnly: true", "httpsOnly: false"))
         caught = {c["check_id"] for c in checkov(insecure)["results"].get("failed_checks", [])}
-        step({"CKV_AZURE_44", "CKV_AZURE_3"} <= caught, "insecure storage settings fail checkov (TLS 1.0, HTTP allowed)", f"failed checks: {sorted(caught)}")
+        step({"CKV_AZURE_44", "CKV_AZURE_3", "CKV_AZURE_70"} <= caught, "insecure settings fail checkov (storage TLS 1.0 and HTTP, app over HTTP)", f"failed checks: {sorted(caught)}")
 
     print(f"infra: {passed} passed, {failed} failed")
     return 1 if failed else 0

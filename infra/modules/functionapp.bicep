@@ -14,11 +14,14 @@ param identityId string
 @description('Client id of the user-assigned managed identity.')
 param identityClientId string
 
-@description('Storage account name (identity-based AzureWebJobsStorage).')
-param storageAccountName string
-
-@description('Blob endpoint of the storage account.')
+@description('Blob endpoint of the storage account (identity-based AzureWebJobsStorage; the host keeps its state there).')
 param blobEndpoint string
+
+@description('Queue endpoint of the storage account.')
+param queueEndpoint string
+
+@description('Table endpoint of the storage account.')
+param tableEndpoint string
 
 @description('Deployment container of the Flex Consumption package.')
 param deploymentContainerName string
@@ -144,7 +147,10 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: site
   name: 'appsettings'
   properties: {
-    AzureWebJobsStorage__accountName: storageAccountName
+    // Service URIs rather than the account name, so sovereign clouds' endpoints are used as given.
+    AzureWebJobsStorage__blobServiceUri: blobEndpoint
+    AzureWebJobsStorage__queueServiceUri: queueEndpoint
+    AzureWebJobsStorage__tableServiceUri: tableEndpoint
     AzureWebJobsStorage__credential: 'managedidentity'
     AzureWebJobsStorage__clientId: identityClientId
     APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
@@ -163,7 +169,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
 }
 
 // Entra ID in front of the app, without forcing it: Graph cannot sign in, so the webhooks stay
-// anonymous (they check clientState), and the read API refuses callers without the app role.
+// anonymous (they check clientState). App Service validates the tokens that are sent and passes the
+// caller's claims on; refusing callers without READ_API_REQUIRED_ROLE is the read API's job (not
+// built yet).
 resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (enableReadApiAuth) {
   parent: site
   name: 'authsettingsV2'
