@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Form, Query, State};
@@ -17,7 +17,22 @@ use serde_json::json;
 use crate::graph::graph_error;
 use crate::{Endpoint, LedgerTag, SimState};
 
-const LIFETIME: Duration = Duration::from_secs(3600);
+/// A token the simulator issued.
+#[derive(Debug, Clone)]
+pub(crate) struct Issued {
+    client: String,
+    expiry: Instant,
+    /// Issued for Graph (`https://graph.microsoft.com`, or this simulator's own base URL, which a
+    /// client pointed at it uses as its Graph base): only those are accepted by Graph endpoints.
+    for_graph: bool,
+}
+
+/// Whether a scope or resource names Graph (as a real client would ask), or the simulator itself.
+fn is_graph_audience(state: &SimState, audience: &str) -> bool {
+    let audience = audience.trim_end_matches("/.default").trim_end_matches('/');
+    audience.eq_ignore_ascii_case("https://graph.microsoft.com")
+        || audience.eq_ignore_ascii_case(&state.base_url)
+}
 
 pub(crate) fn routes() -> Router<Arc<SimState>> {
     Router::new()
@@ -26,16 +41,18 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
 }
 
 /// Issues a token for `client` directly.
-pub(crate) fn mint(state: &SimState, client: &str) -> String {
+pub(crate) fn mint(state: &SimState, client: &str, for_graph: bool) -> String {
     let token = format!("sim.{}.{}", state.new_id(), state.new_id());
+    let issued = Issued {
+        client: client.to_owned(),
+        expiry: Instant::now() + state.config.token_lifetime,
+        for_graph,
+    };
     state
         .tokens
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(
-            token.clone(),
-            (client.to_owned(), Instant::now() + LIFETIME),
-        );
+        .insert(token.clone(), issued);
     token
 }
 
@@ -115,11 +132,13 @@ async fn client_credentials(
             oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "AADSTS1002012"),
         );
     }
-    let token = mint(&state, &config.client_id);
+    let scope = form.get("scope").map(String::as_str).unwrap_or_default();
+    let token = mint(&state, &config.client_id, is_graph_audience(&state, scope));
+    let lifetime = config.token_lifetime.as_secs();
     tagged(
         endpoint,
         axum::Json(
-            json!({"token_type": "Bearer", "expires_in": LIFETIME.as_secs(), "ext_expires_in": LIFETIME.as_secs(), "access_token": token}),
+            json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}),
         ),
     )
 }
@@ -163,8 +182,23 @@ async fn managed_identity(
         .get("client_id")
         .cloned()
         .unwrap_or_else(|| "system-assigned".into());
-    let token = mint(&state, &client);
-    let expires_on = time::OffsetDateTime::now_utc().unix_timestamp() + LIFETIME.as_secs() as i64;
+    if query.contains_key("client_id")
+        && !state.config.managed_identity_client_ids.contains(&client)
+    {
+        // App Service: the requested user-assigned identity is not assigned to this app.
+        return tagged(
+            endpoint,
+            (
+                StatusCode::BAD_REQUEST,
+                axum::Json(
+                    json!({"statusCode": 400, "message": "No User Assigned or Delegated Managed Identity found for specified ClientId/ResourceId/PrincipalId."}),
+                ),
+            ),
+        );
+    }
+    let token = mint(&state, &client, is_graph_audience(&state, &resource));
+    let expires_on = time::OffsetDateTime::now_utc().unix_timestamp()
+        + state.config.token_lifetime.as_secs() as i64;
     tagged(
         endpoint,
         axum::Json(
@@ -181,7 +215,12 @@ pub(crate) fn authorize(state: &SimState, headers: &HeaderMap) -> Result<String,
         .and_then(|v| v.strip_prefix("Bearer "));
     let tokens = state.tokens.lock().unwrap_or_else(|p| p.into_inner());
     match token.and_then(|t| tokens.get(t)) {
-        Some((client, expiry)) if Instant::now() < *expiry => Ok(client.clone()),
+        Some(issued) if !issued.for_graph => Err(graph_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Invalid audience.",
+        )),
+        Some(issued) if Instant::now() < issued.expiry => Ok(issued.client.clone()),
         Some(_) => Err(graph_error(
             StatusCode::UNAUTHORIZED,
             "InvalidAuthenticationToken",

@@ -111,7 +111,8 @@ async fn gate(
     match fault {
         RequestFault::None => Ok(()),
         RequestFault::Throttle(after) => {
-            state.throttle.block(&client, after.duration(), now);
+            let key = keyed.as_ref().map(|(k, _)| k.as_str());
+            state.throttle.block(&client, key, after.duration(), now);
             Err(tag(too_many_requests(&after.header()), endpoint, record_id))
         }
         RequestFault::Unavailable(status) => {
@@ -162,6 +163,21 @@ fn too_many_requests(retry_after: &str) -> Response {
 fn not_found() -> Response {
     // As observed (`error-404-callrecord-notfound-from-issue.json`): an empty message.
     graph_error(StatusCode::NOT_FOUND, "NotFound", "")
+}
+
+/// The tenant time a paged listing is evaluated at: the first page's, carried in `$snapshot` by the
+/// next links, so that rows becoming visible while a client pages do not shift the offsets.
+fn snapshot(state: &SimState, query: &HashMap<String, String>) -> Result<OffsetDateTime, Response> {
+    match query.get("$snapshot") {
+        None => Ok(state.clock.now()),
+        Some(v) => v
+            .parse::<i128>()
+            .ok()
+            .and_then(|n| OffsetDateTime::from_unix_timestamp_nanos(n).ok())
+            .ok_or_else(|| {
+                graph_error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid skip token.")
+            }),
+    }
 }
 
 fn skip(query: &HashMap<String, String>, key: &str) -> Result<usize, Response> {
@@ -451,7 +467,8 @@ async fn list(
         None => Some((None, None, true, false)),
         Some(f) => parse_start_filter(f),
     };
-    let (Some((from, to, from_inc, to_inc)), Ok(offset)) = (bounds, skip(&query, "$skiptoken"))
+    let (Some((from, to, from_inc, to_inc)), Ok(offset), Ok(now)) =
+        (bounds, skip(&query, "$skiptoken"), snapshot(&state, &query))
     else {
         return tag(
             graph_error(
@@ -463,7 +480,6 @@ async fn list(
             None,
         );
     };
-    let now = state.clock.now();
     let tenant = state.tenant();
     let mut matching: Vec<(&OffsetDateTime, &String, Value)> = tenant
         .records
@@ -494,7 +510,12 @@ async fn list(
         offset,
         LIST_PAGE,
         Value::clone,
-        |next| format!("{base}/v1.0/communications/callRecords?{filter}$skiptoken={next}"),
+        |next| {
+            let at = now.unix_timestamp_nanos();
+            format!(
+                "{base}/v1.0/communications/callRecords?{filter}$skiptoken={next}&$snapshot={at}"
+            )
+        },
     );
     tag(axum::Json(body).into_response(), endpoint, None)
 }
@@ -538,7 +559,11 @@ async fn report(
     if let Err(r) = gate(state, headers, endpoint, None, keyed).await {
         return r;
     }
-    let (Some((from, to)), Ok(offset)) = (report_bounds(args), skip(query, "$skip")) else {
+    let (Some((from, to)), Ok(offset), Ok(now)) = (
+        report_bounds(args),
+        skip(query, "$skip"),
+        snapshot(state, query),
+    ) else {
         return tag(
             graph_error(
                 StatusCode::BAD_REQUEST,
@@ -560,7 +585,6 @@ async fn report(
             None,
         );
     }
-    let now = state.clock.now();
     let tenant = state.tenant();
     let (rows, row_type): (&[ReportRow], &str) = if endpoint == Endpoint::PstnCalls {
         (&tenant.pstn, "pstnCallLogRow")
@@ -580,8 +604,9 @@ async fn report(
     let page_items = items.get(offset..end).unwrap_or_default();
     let next = (end < items.len()).then(|| {
         format!(
-            "{}/v1.0/communications/callRecords/{function}?$skip={end}",
-            state.base_url
+            "{}/v1.0/communications/callRecords/{function}?$skip={end}&$snapshot={}",
+            state.base_url,
+            now.unix_timestamp_nanos()
         )
     });
     let page = ReportPage {

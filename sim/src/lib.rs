@@ -32,7 +32,7 @@ mod tls;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
@@ -92,6 +92,11 @@ pub struct SimConfig {
     pub port: u16,
     /// Serve HTTPS with this certificate chain and key (PEM files) instead of plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// Client ids of the user-assigned identities assigned to the "app"; the managed-identity
+    /// endpoint answers `400` for any other `client_id`, as App Service does.
+    pub managed_identity_client_ids: Vec<String>,
+    /// How long issued tokens are valid (real time).
+    pub token_lifetime: Duration,
 }
 
 /// PEM files for HTTPS serving.
@@ -115,6 +120,8 @@ impl Default for SimConfig {
             allow_loopback_http_webhooks: true,
             port: 0,
             tls: None,
+            managed_identity_client_ids: vec!["5e4d3c2b-1a09-4f8e-b7d6-c5b4a3928170".into()],
+            token_lifetime: Duration::from_secs(3600),
         }
     }
 }
@@ -128,7 +135,7 @@ pub(crate) struct SimState {
     pub(crate) dice: faults::FaultDice,
     pub(crate) throttle: throttle::Throttle,
     /// token → (client, expiry in real time)
-    pub(crate) tokens: Mutex<HashMap<String, (String, Instant)>>,
+    pub(crate) tokens: Mutex<HashMap<String, auth::Issued>>,
     pub(crate) subscriptions: Mutex<BTreeMap<String, subscriptions::Subscription>>,
     /// (subscription, record, version) already turned into notifications.
     pub(crate) notified: Mutex<HashSet<(String, String, u64)>>,
@@ -216,7 +223,7 @@ impl RunningSim {
     /// A valid bearer token, as if the client-credentials flow had run (for tests that are not about
     /// authentication).
     pub fn token(&self) -> String {
-        auth::mint(&self.state, &self.state.config.client_id)
+        auth::mint(&self.state, &self.state.config.client_id, true)
     }
 }
 

@@ -117,6 +117,19 @@ struct CreateBody {
     client_state: Option<String>,
 }
 
+/// `/communications/callRecords` and `communications/callrecords` name the same resource.
+fn normal_resource(resource: &str) -> String {
+    resource.trim_start_matches('/').to_ascii_lowercase()
+}
+
+/// `created,updated` and `updated, created` are the same change types.
+fn change_set(change_type: &str) -> std::collections::BTreeSet<String> {
+    change_type
+        .split(',')
+        .map(|c| c.trim().to_ascii_lowercase())
+        .collect()
+}
+
 fn webhook_url_ok(state: &SimState, raw: &str) -> bool {
     let Ok(url) = url::Url::parse(raw) else {
         return false;
@@ -225,8 +238,8 @@ async fn create(
     }
     let duplicate = subs(&state).values().any(|s| {
         s.expiration > now
-            && s.resource.eq_ignore_ascii_case(&resource)
-            && s.change_type == change_type
+            && normal_resource(&s.resource) == normal_resource(&resource)
+            && change_set(&s.change_type) == change_set(&change_type)
     });
     if duplicate {
         return tagged(graph_error(
@@ -350,10 +363,14 @@ async fn reauthorize(
     if let Err(r) = auth::authorize(&state, &headers) {
         return tagged(r);
     }
-    match live(&state, &id) {
-        Some(_) => tagged(StatusCode::OK),
-        None => gone(),
+    if live(&state, &id).is_none() {
+        return gone();
     }
+    if let Some(s) = subs(&state).get_mut(&id) {
+        // A new reauthorizationRequired is due before the next expiry.
+        s.reauthorization_sent = false;
+    }
+    tagged(StatusCode::NO_CONTENT)
 }
 
 /// One item of a change-notification collection, as documented for call records.

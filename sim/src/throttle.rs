@@ -50,7 +50,7 @@ impl Default for Limits {
 #[derive(Debug, Default)]
 struct State {
     windows: HashMap<String, VecDeque<Instant>>,
-    /// Per client: not before this instant (from the last 429 we sent it).
+    /// Per window key (`app:{client}`, `record:{id}`, …): not before this instant (from a 429).
     blocked_until: HashMap<String, Instant>,
 }
 
@@ -83,14 +83,18 @@ impl Throttle {
     /// Counts a request by `client` against the per-app limit and, if given, one more keyed limit.
     pub fn check(&self, client: &str, keyed: Option<(&str, Limit)>, now: Instant) -> Verdict {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let violated = state
-            .blocked_until
-            .get(client)
-            .is_some_and(|until| now < *until);
         let app_key = format!("app:{client}");
+        let keys: Vec<(String, Limit)> = std::iter::once((app_key.as_str(), self.limits.per_app))
+            .chain(keyed)
+            .map(|(k, l)| (k.to_owned(), l))
+            .collect();
+        // Coming back early only counts for what the 429 was about: this record, or the app-wide
+        // limit; another record is not blocked by one record's 429.
+        let violated = keys
+            .iter()
+            .any(|(k, _)| state.blocked_until.get(k).is_some_and(|until| now < *until));
         let mut wait = Duration::ZERO;
-        let checks = std::iter::once((app_key.as_str(), self.limits.per_app)).chain(keyed);
-        let keys: Vec<(String, Limit)> = checks.map(|(k, l)| (k.to_owned(), l)).collect();
+        let mut full = Vec::new();
         for (key, limit) in &keys {
             let window = state.windows.entry(key.clone()).or_default();
             while window
@@ -102,11 +106,15 @@ impl Throttle {
             if window.len() >= limit.requests
                 && let Some(oldest) = window.front()
             {
-                wait = wait.max(limit.window - now.duration_since(*oldest));
+                let key_wait = limit.window - now.duration_since(*oldest);
+                wait = wait.max(key_wait);
+                full.push((key.clone(), key_wait));
             }
         }
         if wait > Duration::ZERO {
-            state.blocked_until.insert(client.to_owned(), now + wait);
+            for (key, key_wait) in full {
+                state.blocked_until.insert(key, now + key_wait);
+            }
             return Verdict::Throttle {
                 retry_after: wait,
                 violated_retry_after: violated,
@@ -120,10 +128,12 @@ impl Throttle {
         }
     }
 
-    /// Records that `client` was told to wait `for_` (by fault injection, not a limit).
-    pub fn block(&self, client: &str, for_: Duration, now: Instant) {
+    /// Records that `client` was told to wait `for_` about `keyed` (or the whole app), by fault
+    /// injection rather than a limit.
+    pub fn block(&self, client: &str, keyed: Option<&str>, for_: Duration, now: Instant) {
+        let key = keyed.map_or_else(|| format!("app:{client}"), str::to_owned);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.blocked_until.insert(client.to_owned(), now + for_);
+        state.blocked_until.insert(key, now + for_);
     }
 
     pub fn limits(&self) -> Limits {
@@ -160,13 +170,20 @@ mod tests {
         };
         assert_eq!(retry_after, Duration::from_secs(15));
         assert!(!violated_retry_after);
-        // Another record is not affected, but coming back early is counted.
+        // Another record is not affected; coming back early to the same one is counted.
         assert_eq!(
             throttle.check("c", Some(("rec:b", limit)), at + Duration::from_secs(1)),
             Verdict::Allow {
-                violated_retry_after: true
+                violated_retry_after: false
             }
         );
+        assert!(matches!(
+            throttle.check("c", Some(("rec:a", limit)), at + Duration::from_secs(2)),
+            Verdict::Throttle {
+                violated_retry_after: true,
+                ..
+            }
+        ));
         assert!(matches!(
             throttle.check("c", Some(("rec:a", limit)), t0 + Duration::from_secs(21)),
             Verdict::Allow { .. }

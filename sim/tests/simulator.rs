@@ -692,6 +692,46 @@ async fn subscription_create_validates_both_urls_and_enforces_graphs_rules() {
 }
 
 #[tokio::test]
+async fn an_expired_subscription_cannot_be_renewed_and_reauthorize_answers_204() {
+    let sim = teams_cdr_sim::start(config(TenantSpec {
+        call_records: 0,
+        ..spec()
+    }))
+    .await
+    .unwrap();
+    let client = Client::new(&sim);
+    let hook = Webhook::default();
+    let body = subscribe(&client, &hook, NOW + time::Duration::hours(2)).await;
+    let id = body["id"].as_str().unwrap();
+    let path = format!("/v1.0/subscriptions/{id}");
+    let renew = json!({"expirationDateTime": time_text(NOW + time::Duration::hours(30))});
+
+    let (reauthorized, _) = client
+        .send(
+            reqwest::Method::POST,
+            &format!("{path}/reauthorize"),
+            &json!({}),
+        )
+        .await;
+    sim.clock().advance(time::Duration::hours(3));
+    let (renew_expired, _) = client.send(reqwest::Method::PATCH, &path, &renew).await;
+    let (listed, list) = client.get("/v1.0/subscriptions").await;
+
+    assert_eq!(reauthorized, StatusCode::NO_CONTENT);
+    assert_eq!(
+        renew_expired,
+        StatusCode::NOT_FOUND,
+        "Graph: renewing an expired subscription is a 404"
+    );
+    assert_eq!(listed, StatusCode::OK);
+    assert_eq!(
+        list["value"],
+        json!([]),
+        "expired subscriptions are not listed"
+    );
+}
+
+#[tokio::test]
 async fn notifications_are_delivered_when_records_become_available_and_retried_on_failure() {
     let sim = teams_cdr_sim::start(config(TenantSpec {
         call_records: 12,
@@ -912,18 +952,38 @@ async fn graph_requires_a_valid_token_from_either_token_endpoint() {
         .await
         .unwrap()
         .status();
-    let msi: Value = http
-        .get(format!(
-            "{}?resource=https://graph.microsoft.com&api-version=2019-08-01&client_id=abc",
+    let identity_token = |resource: &'static str, client_id: String| {
+        let http = http.clone();
+        let url = format!(
+            "{}?resource={resource}&api-version=2019-08-01&client_id={client_id}",
             sim.identity_endpoint()
-        ))
-        .header("X-IDENTITY-HEADER", &c.identity_header)
+        );
+        let header = c.identity_header.clone();
+        async move {
+            let response = http
+                .get(url)
+                .header("X-IDENTITY-HEADER", header)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let assigned = c.managed_identity_client_ids[0].clone();
+    let (_, msi) = identity_token("https://graph.microsoft.com", assigned.clone()).await;
+    let (unassigned, _) = identity_token("https://graph.microsoft.com", "abc".into()).await;
+    let (_, storage_token) = identity_token("https://storage.azure.com", assigned).await;
+    let wrong_audience = http
+        .get(&path)
+        .bearer_auth(storage_token["access_token"].as_str().unwrap())
         .send()
         .await
         .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .status();
     let with_identity = http
         .get(&path)
         .bearer_auth(msi["access_token"].as_str().unwrap())
@@ -952,6 +1012,16 @@ async fn graph_requires_a_valid_token_from_either_token_endpoint() {
     assert_eq!(
         (with_identity, msi_without_header),
         (StatusCode::OK, StatusCode::UNAUTHORIZED)
+    );
+    assert_eq!(
+        unassigned,
+        StatusCode::BAD_REQUEST,
+        "a client_id not assigned to the app"
+    );
+    assert_eq!(
+        wrong_audience,
+        StatusCode::UNAUTHORIZED,
+        "a storage token is no Graph token"
     );
     assert!(
         msi["expires_on"].is_string(),
@@ -1187,4 +1257,74 @@ async fn notifications_issued_during_a_delivery_outage_are_never_delivered() {
         .map(|p| p["value"].as_array().unwrap().len())
         .sum();
     assert_eq!(delivered, 20);
+}
+
+#[tokio::test]
+async fn expired_tokens_are_refused() {
+    let mut config = config(TenantSpec {
+        call_records: 1,
+        ..spec()
+    });
+    config.token_lifetime = Duration::from_millis(200);
+    let sim = teams_cdr_sim::start(config).await.unwrap();
+    sim.clock().advance(time::Duration::days(1));
+    let client = Client::new(&sim);
+    let id = sim.tenant().records.into_keys().next().unwrap();
+    let path = format!("/v1.0/communications/callRecords/{id}");
+
+    let fresh = client.get(&path).await.0;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (expired, body) = client.get(&path).await;
+
+    assert_eq!((fresh, expired), (StatusCode::OK, StatusCode::UNAUTHORIZED));
+    assert_eq!(body["error"]["code"], "InvalidAuthenticationToken");
+}
+
+#[tokio::test]
+async fn list_paging_is_not_shifted_by_records_becoming_visible_meanwhile() {
+    let sim = teams_cdr_sim::start(config(TenantSpec {
+        call_records: 400,
+        updated_share: 0.0,
+        start: NOW - time::Duration::hours(4),
+        span: time::Duration::hours(4),
+        ..spec()
+    }))
+    .await
+    .unwrap();
+    let client = Client::new(&sim);
+    let from = NOW - time::Duration::days(1);
+    let list = format!(
+        "/v1.0/communications/callRecords?$filter=startDateTime ge {} and startDateTime lt {}",
+        time_text(from),
+        time_text(NOW + time::Duration::days(1))
+    );
+    let visible_now = |at: OffsetDateTime| {
+        sim.tenant()
+            .records
+            .values()
+            .filter(|r| r.versions[0].issued_at <= at)
+            .count()
+    };
+    let first_at = sim.clock().now();
+    let (_, first) = client.get(&list).await;
+    assert!(
+        first["@odata.nextLink"].is_string(),
+        "needs more than one page"
+    );
+
+    // Records become available while the client is still paging.
+    sim.clock().advance(time::Duration::hours(6));
+    let (items, _) = client.follow(first, "value", "@odata.nextLink").await;
+
+    let ids: BTreeSet<&str> = items.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), items.len(), "a record listed twice");
+    assert_eq!(
+        items.len(),
+        visible_now(first_at),
+        "the listing is the first page's snapshot"
+    );
+    assert!(
+        visible_now(sim.clock().now()) > items.len(),
+        "the test needs records to appear meanwhile"
+    );
 }
