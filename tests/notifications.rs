@@ -100,7 +100,7 @@ async fn notification_is_enqueued_with_a_sas_connection_string() {
         .await;
 
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let ids: Vec<String> = app.drain_queue().await.into_iter().map(|j| j.id).collect();
+    let ids = app.enqueued_ids().await;
     assert_eq!(ids, vec![CALL_ID.to_owned()]);
 }
 
@@ -164,7 +164,7 @@ async fn only_the_valid_items_of_a_mixed_collection_are_enqueued() {
     let response = app.post_notification(body.to_string()).await;
 
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let ids: Vec<String> = app.drain_queue().await.into_iter().map(|j| j.id).collect();
+    let ids = app.enqueued_ids().await;
     assert_eq!(ids, vec![CALL_ID.to_owned()]);
 }
 
@@ -256,7 +256,7 @@ async fn unknown_extra_fields_are_ignored() {
     let response = app.post_notification(body.to_string()).await;
 
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let ids: Vec<String> = app.drain_queue().await.into_iter().map(|j| j.id).collect();
+    let ids = app.enqueued_ids().await;
     assert_eq!(ids, vec![CALL_ID.to_owned()]);
 }
 
@@ -316,7 +316,7 @@ async fn notification_gets_503_while_storage_is_down_and_the_same_post_succeeds_
         );
     }
     assert_eq!(back.status(), StatusCode::ACCEPTED);
-    let ids: Vec<String> = app.drain_queue().await.into_iter().map(|j| j.id).collect();
+    let ids = app.enqueued_ids().await;
     assert_eq!(ids, vec![CALL_ID.to_owned()]);
 }
 

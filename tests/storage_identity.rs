@@ -28,7 +28,7 @@ async fn notification_is_enqueued_with_a_bearer_token_over_https() {
         .await;
 
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let ids: Vec<String> = app.drain_queue().await.into_iter().map(|j| j.id).collect();
+    let ids = app.enqueued_ids().await;
     assert_eq!(ids, vec![CALL_ID.to_owned()]);
     let scopes = credential.calls.lock().unwrap().clone();
     assert!(

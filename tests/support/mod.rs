@@ -273,6 +273,11 @@ impl TestApp {
             .await
     }
 
+    /// The call-record ids of every message on the app's queue (see [`TestApp::drain_queue`]).
+    pub async fn enqueued_ids(&self) -> Vec<String> {
+        self.drain_queue().await.into_iter().map(|j| j.id).collect()
+    }
+
     /// Every message on the app's queue, decoded as the Functions queue trigger would (base64, then
     /// JSON). Messages stay invisible for five minutes, so each is returned once.
     pub async fn drain_queue(&self) -> Vec<CallRecordJob> {
