@@ -15,6 +15,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use azure_core::credentials::TokenCredential;
 use tokio::net::TcpListener;
 use tracing::Instrument as _;
 
@@ -43,6 +44,9 @@ pub struct AppOptions {
     pub storage_auth: Option<StorageAuth>,
     pub storage_retry: StorageRetry,
     pub enqueue_budget: Duration,
+    /// Use this Graph credential instead of the one the configuration describes (tests inject one
+    /// for the simulator this way).
+    pub graph_credential: Option<Arc<dyn TokenCredential>>,
 }
 
 impl Default for AppOptions {
@@ -51,6 +55,7 @@ impl Default for AppOptions {
             storage_auth: None,
             storage_retry: StorageRetry::default(),
             enqueue_budget: Duration::from_millis(2500),
+            graph_credential: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
@@ -60,6 +61,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub storage: StorageConfig,
     pub notifications: NotificationConfig,
+    pub graph: GraphConfig,
     /// Extra CA certificates (PEM) trusted for outgoing HTTPS on top of the platform's, from
     /// `EXTRA_CA_CERTS_FILE`: networks with TLS inspection, and the tests' throw-away CA.
     pub extra_ca_file: Option<PathBuf>,
@@ -74,6 +76,63 @@ pub struct NotificationConfig {
     pub client_state: SecretString,
     /// Queue the accepted call-record ids go to.
     pub queue: String,
+}
+
+/// How the app reaches Microsoft Graph: where, as whom, and how patiently.
+///
+/// Defaults are Graph's public cloud and the in-process retry budget below; the national clouds
+/// (and the simulator) set `GRAPH_BASE_URL` and `GRAPH_AUTHORITY_HOST`.
+#[derive(Debug, Clone)]
+pub struct GraphConfig {
+    pub auth: GraphAuth,
+    /// The customer's tenant (`GRAPH_TENANT_ID`, lower-case): the tenant the credential signs in to.
+    pub tenant_id: String,
+    /// `GRAPH_BASE_URL`, ending in `/` (default `https://graph.microsoft.com/`). The client appends
+    /// `v1.0/`; tokens are requested for [`GraphConfig::scope`].
+    pub base_url: Url,
+    /// `GRAPH_AUTHORITY_HOST` (default `https://login.microsoftonline.com/`), for `client-secret`.
+    pub authority_host: Url,
+    /// `GRAPH_MAX_RETRIES` (default 4): retries after the first try of one request.
+    pub max_retries: u32,
+    /// `GRAPH_MAX_RETRY_ELAPSED_SECONDS` (default 60): no retry starts after this long.
+    pub max_retry_elapsed: Duration,
+    /// `GRAPH_REQUEST_TIMEOUT_SECONDS` (default 30): one try, from connecting to the last body byte.
+    pub request_timeout: Duration,
+    /// `GRAPH_MAX_INLINE_RETRY_AFTER_SECONDS` (default 30): a `Retry-After` up to this long is slept
+    /// in-process; a longer one is handed back to the caller (re-enqueue with that delay).
+    pub max_inline_retry_after: Duration,
+}
+
+/// How the app authenticates to Graph (`GRAPH_AUTH`).
+#[derive(Debug, Clone)]
+pub enum GraphAuth {
+    /// `managed-identity` (default): the Function App's identity; user-assigned when `AZURE_CLIENT_ID`
+    /// names one, else system-assigned.
+    ManagedIdentity { client_id: Option<String> },
+    /// `client-secret` (local development): an app registration's `GRAPH_CLIENT_ID` and
+    /// `GRAPH_CLIENT_SECRET`.
+    ClientSecret {
+        client_id: String,
+        secret: SecretString,
+    },
+}
+
+impl GraphAuth {
+    /// A short description for the start-up log line.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ManagedIdentity { client_id: Some(_) } => "user-assigned managed identity",
+            Self::ManagedIdentity { client_id: None } => "system-assigned managed identity",
+            Self::ClientSecret { .. } => "client secret",
+        }
+    }
+}
+
+impl GraphConfig {
+    /// The token scope: `{GRAPH_BASE_URL}/.default` (`https://graph.microsoft.com/.default`).
+    pub fn scope(&self) -> String {
+        format!("{}/.default", self.base_url.as_str().trim_end_matches('/'))
+    }
 }
 
 /// Where Azure Storage is and how to authenticate to it.
@@ -174,6 +233,7 @@ impl Config {
         let listen = listen_address(mode, &settings)?;
         let storage = storage_config(&settings)?;
         let notifications = notification_config(&settings)?;
+        let graph = graph_config(&settings, &notifications.tenant_id)?;
         let extra_ca_file = settings.get("EXTRA_CA_CERTS_FILE").map(PathBuf::from);
         if let Some(path) = &extra_ca_file
             && !path.is_file()
@@ -188,6 +248,7 @@ impl Config {
             listen,
             storage,
             notifications,
+            graph,
             extra_ca_file,
         })
     }
@@ -233,6 +294,133 @@ fn notification_config(settings: &Settings) -> Result<NotificationConfig, Config
         client_state: SecretString::from(client_state.to_owned()),
         queue: CALLRECORD_QUEUE.to_owned(),
     })
+}
+
+fn graph_config(settings: &Settings, tenant_id: &str) -> Result<GraphConfig, ConfigError> {
+    const AUTH: &str = "GRAPH_AUTH";
+    const CLIENT_ID: &str = "GRAPH_CLIENT_ID";
+    const SECRET: &str = "GRAPH_CLIENT_SECRET";
+    const MI_CLIENT_ID: &str = "AZURE_CLIENT_ID";
+    const BASE_URL: &str = "GRAPH_BASE_URL";
+    const AUTHORITY: &str = "GRAPH_AUTHORITY_HOST";
+
+    let auth = match settings.get(AUTH) {
+        None => managed_identity(settings, MI_CLIENT_ID)?,
+        Some(v) if v.eq_ignore_ascii_case("managed-identity") => {
+            managed_identity(settings, MI_CLIENT_ID)?
+        }
+        Some(v) if v.eq_ignore_ascii_case("client-secret") => {
+            let client_id = settings.require(CLIENT_ID)?;
+            if !is_guid(client_id) {
+                return Err(ConfigError::malformed(
+                    CLIENT_ID,
+                    "expected the application (client) id, a GUID",
+                ));
+            }
+            GraphAuth::ClientSecret {
+                client_id: client_id.to_ascii_lowercase(),
+                secret: SecretString::from(settings.require(SECRET)?.to_owned()),
+            }
+        }
+        Some(_) => {
+            return Err(ConfigError::malformed(
+                AUTH,
+                "expected `managed-identity` or `client-secret`",
+            ));
+        }
+    };
+    let base_url = graph_url(
+        BASE_URL,
+        settings
+            .get(BASE_URL)
+            .unwrap_or("https://graph.microsoft.com"),
+    )?;
+    let authority_host = graph_url(
+        AUTHORITY,
+        settings
+            .get(AUTHORITY)
+            .unwrap_or("https://login.microsoftonline.com"),
+    )?;
+    // azure_identity refuses a non-HTTPS authority host; say so at start-up, naming the setting.
+    if matches!(auth, GraphAuth::ClientSecret { .. }) && authority_host.scheme() != "https" {
+        return Err(ConfigError::malformed(
+            AUTHORITY,
+            "the client-secret credential needs an https:// authority host",
+        ));
+    }
+    Ok(GraphConfig {
+        auth,
+        tenant_id: tenant_id.to_owned(),
+        base_url,
+        authority_host,
+        max_retries: number(settings, "GRAPH_MAX_RETRIES", 4, 0..=20)?,
+        max_retry_elapsed: seconds(settings, "GRAPH_MAX_RETRY_ELAPSED_SECONDS", 60, 0..=3600)?,
+        request_timeout: seconds(settings, "GRAPH_REQUEST_TIMEOUT_SECONDS", 30, 1..=600)?,
+        max_inline_retry_after: seconds(
+            settings,
+            "GRAPH_MAX_INLINE_RETRY_AFTER_SECONDS",
+            30,
+            0..=600,
+        )?,
+    })
+}
+
+/// An absolute `http(s)://` base URL without query or fragment, ending in `/`.
+fn graph_url(setting: &'static str, raw: &str) -> Result<Url, ConfigError> {
+    if raw.contains(['?', '#']) {
+        return Err(ConfigError::malformed(
+            setting,
+            "a base URL has no query string or fragment",
+        ));
+    }
+    endpoint(setting, raw)
+}
+
+fn managed_identity(settings: &Settings, setting: &'static str) -> Result<GraphAuth, ConfigError> {
+    let client_id = settings.get(setting).map(str::to_ascii_lowercase);
+    if let Some(id) = &client_id
+        && !is_guid(id)
+    {
+        return Err(ConfigError::malformed(
+            setting,
+            "expected the client id (GUID) of the user-assigned identity",
+        ));
+    }
+    Ok(GraphAuth::ManagedIdentity { client_id })
+}
+
+/// A whole number setting within `range`, or `default` when unset.
+fn number(
+    settings: &Settings,
+    name: &'static str,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<u32, ConfigError> {
+    let Some(raw) = settings.get(name) else {
+        return Ok(default);
+    };
+    raw.parse::<u32>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            ConfigError::malformed(
+                name,
+                format!(
+                    "expected a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        })
+}
+
+fn seconds(
+    settings: &Settings,
+    name: &'static str,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<Duration, ConfigError> {
+    number(settings, name, default, range).map(|s| Duration::from_secs(u64::from(s)))
 }
 
 /// True for the `8-4-4-4-12` hex form of a GUID.
@@ -662,5 +850,141 @@ mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains("Eby8vdM02"), "{printed}");
         assert!(!printed.contains("s3cr3t-state"), "{printed}");
+    }
+
+    const DEV: (&str, &str) = ("AzureWebJobsStorage", "UseDevelopmentStorage=true");
+
+    #[test]
+    fn graph_defaults_to_the_public_cloud_and_the_system_assigned_identity() {
+        let graph = load(&[DEV]).unwrap().graph;
+        assert!(matches!(
+            graph.auth,
+            GraphAuth::ManagedIdentity { client_id: None }
+        ));
+        assert_eq!(graph.tenant_id, TENANT);
+        assert_eq!(graph.base_url.as_str(), "https://graph.microsoft.com/");
+        assert_eq!(
+            graph.authority_host.as_str(),
+            "https://login.microsoftonline.com/"
+        );
+        assert_eq!(graph.scope(), "https://graph.microsoft.com/.default");
+        assert_eq!(graph.max_retries, 4);
+        assert_eq!(graph.max_retry_elapsed, Duration::from_secs(60));
+        assert_eq!(graph.request_timeout, Duration::from_secs(30));
+        assert_eq!(graph.max_inline_retry_after, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn graph_client_secret_settings_are_read_case_insensitively() {
+        let graph = load(&[
+            DEV,
+            ("graph_auth", "Client-Secret"),
+            ("GRAPH_CLIENT_ID", "11111111-2222-3333-4444-555555555555"),
+            ("Graph_Client_Secret", "app-secret-value"),
+            ("GRAPH_BASE_URL", "https://graph.microsoft.us/"),
+            ("GRAPH_AUTHORITY_HOST", "https://login.microsoftonline.us"),
+            ("GRAPH_MAX_RETRIES", "0"),
+            ("GRAPH_MAX_INLINE_RETRY_AFTER_SECONDS", "5"),
+        ])
+        .unwrap()
+        .graph;
+        let GraphAuth::ClientSecret { client_id, secret } = &graph.auth else {
+            panic!("expected client-secret auth: {:?}", graph.auth);
+        };
+        assert_eq!(client_id, "11111111-2222-3333-4444-555555555555");
+        assert_eq!(secret.expose_secret(), "app-secret-value");
+        assert_eq!(graph.scope(), "https://graph.microsoft.us/.default");
+        assert_eq!(graph.max_retries, 0);
+        assert_eq!(graph.max_inline_retry_after, Duration::from_secs(5));
+        assert!(!format!("{graph:?}").contains("app-secret-value"));
+    }
+
+    #[test]
+    fn user_assigned_identity_comes_from_azure_client_id() {
+        let graph = load(&[
+            DEV,
+            ("GRAPH_AUTH", "managed-identity"),
+            ("AZURE_CLIENT_ID", "5E4D3C2B-1A09-4F8E-B7D6-C5B4A3928170"),
+        ])
+        .unwrap()
+        .graph;
+        assert!(matches!(
+            graph.auth,
+            GraphAuth::ManagedIdentity { client_id: Some(ref id) } if id == "5e4d3c2b-1a09-4f8e-b7d6-c5b4a3928170"
+        ));
+    }
+
+    #[test]
+    fn malformed_graph_settings_are_named_without_their_values() {
+        let secret = "c2VjcmV0LWtleS1kby1ub3QtcHJpbnQ=";
+        let client_id = ("GRAPH_CLIENT_ID", "11111111-2222-3333-4444-555555555555");
+        let with_secret = ("GRAPH_CLIENT_SECRET", secret);
+        let client_secret = ("GRAPH_AUTH", "client-secret");
+        let bad_url = format!("ftp://{secret}/");
+        let query_url = format!("https://graph.microsoft.com/?k={secret}");
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case<'_>> = vec![
+            ("unknown auth", vec![("GRAPH_AUTH", secret)], "GRAPH_AUTH"),
+            (
+                "secret missing",
+                vec![client_secret, client_id],
+                "GRAPH_CLIENT_SECRET",
+            ),
+            (
+                "client id missing",
+                vec![client_secret, with_secret],
+                "GRAPH_CLIENT_ID",
+            ),
+            (
+                "client id not a GUID",
+                vec![client_secret, with_secret, ("GRAPH_CLIENT_ID", secret)],
+                "GRAPH_CLIENT_ID",
+            ),
+            (
+                "identity not a GUID",
+                vec![("AZURE_CLIENT_ID", secret)],
+                "AZURE_CLIENT_ID",
+            ),
+            (
+                "base URL not http(s)",
+                vec![("GRAPH_BASE_URL", &bad_url)],
+                "GRAPH_BASE_URL",
+            ),
+            (
+                "base URL with a query",
+                vec![("GRAPH_BASE_URL", &query_url)],
+                "GRAPH_BASE_URL",
+            ),
+            (
+                "http authority for a client secret",
+                vec![
+                    client_secret,
+                    client_id,
+                    with_secret,
+                    ("GRAPH_AUTHORITY_HOST", "http://127.0.0.1:1"),
+                ],
+                "GRAPH_AUTHORITY_HOST",
+            ),
+            (
+                "retries not a number",
+                vec![("GRAPH_MAX_RETRIES", secret)],
+                "GRAPH_MAX_RETRIES",
+            ),
+            (
+                "timeout zero",
+                vec![("GRAPH_REQUEST_TIMEOUT_SECONDS", "0")],
+                "GRAPH_REQUEST_TIMEOUT_SECONDS",
+            ),
+        ];
+        for (case, mut extra, setting) in cases {
+            extra.push(DEV);
+            let err = load(&extra).expect_err(case);
+            let text = err.to_string();
+            assert!(
+                text.contains(setting),
+                "{case}: `{text}` should name {setting}"
+            );
+            assert!(!text.contains("c2VjcmV0"), "{case}: `{text}` leaks a value");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The one outgoing HTTP client configuration, shared by every Azure SDK pipeline of ours (storage,
-//! managed identity) and, later, the Graph client: rustls with the platform's trusted roots plus the
-//! certificates of `EXTRA_CA_CERTS_FILE`, and bounded connect and request times.
+//! managed identity) and the Graph client (its calls and its token requests): rustls with the
+//! platform's trusted roots plus the certificates of `EXTRA_CA_CERTS_FILE`, and bounded connect and
+//! request times.
 //!
 //! Why not `SSL_CERT_FILE`: on Linux the platform verifier reads that standard variable itself and
 //! then trusts *only* the file's certificates, so an admin who names a bundle holding just the
@@ -35,4 +36,35 @@ pub fn http_client(extra_ca: Option<&Path>) -> Result<reqwest::Client, HttpSetup
         builder = builder.tls_certs_merge(certs);
     }
     builder.build().map_err(HttpSetupError::Client)
+}
+
+/// Replaces the query string of every `http(s)://` URL in `text` with `?REDACTED`: HTTP client errors
+/// quote the request URL, and a query can hold a SAS or other credentials. (The storage module has
+/// its own copy from before this one; they can be merged.)
+pub(crate) fn redact_url_queries(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let next_url = |s: &str| {
+        [s.find("http://"), s.find("https://")]
+            .into_iter()
+            .flatten()
+            .min()
+    };
+    while let Some(start) = next_url(rest) {
+        out.push_str(&rest[..start]);
+        let url = &rest[start..];
+        let end = url
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ')' | '>' | ','))
+            .unwrap_or(url.len());
+        match url[..end].find('?') {
+            Some(q) => {
+                out.push_str(&url[..q]);
+                out.push_str("?REDACTED");
+            }
+            None => out.push_str(&url[..end]),
+        }
+        rest = &url[end..];
+    }
+    out.push_str(rest);
+    out
 }

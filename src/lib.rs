@@ -10,6 +10,9 @@
 //! - `functions`: one file per Azure Function: decode the request, call the domain, encode the answer.
 //!   No storage or Graph details live there.
 //! - `domain`: pure logic without IO (which notification items are accepted, what a queue job says).
+//! - `graph`: Microsoft Graph behind [`GraphClient`]: the credential (managed identity or client
+//!   secret), the one retry policy, the client-side rate limiter; the only module that knows Graph's
+//!   authentication and throttling rules.
 //! - `store`: Azure Storage behind our own types; the only module that knows the storage SDK.
 //! - `error`: the one place where errors become HTTP status codes.
 //! - [`http`]: the outgoing HTTP client every Azure pipeline uses (TLS roots, time limits).
@@ -20,6 +23,7 @@ pub mod config;
 mod domain;
 mod error;
 mod functions;
+mod graph;
 mod host;
 pub mod http;
 mod store;
@@ -29,6 +33,10 @@ pub use app::App;
 pub use app::AppOptions;
 pub use domain::job::CallRecordJob;
 pub use functions::HttpFunction;
+pub use graph::{
+    GraphClient, GraphError, GraphOptions, GraphResponse, RateKey, RateLimit, RateLimits,
+    RetryPolicy,
+};
 pub use http::http_client;
 pub use store::queue::{QueueStore, ReceivedMessage, StorageRetry};
 pub use store::{StorageAuth, StoreError};

@@ -1,0 +1,358 @@
+//! The client-side rate limiter: the Graph client never knowingly sends a request over one of Graph's
+//! documented call-record limits, and never sends one for a key whose `429` `Retry-After` has not
+//! passed yet. A request over a limit waits (a tokio sleep) for a slot instead of being sent.
+//!
+//! Limits (<https://learn.microsoft.com/graph/throttling-limits#call-records-limits> and
+//! `#pstn-call-records-limits`), each a sliding window:
+//! - per call record: 40 requests / 20 s (the record, its session and participant pages);
+//! - listing call records: 40 / 20 s;
+//! - per app per tenant, all call-record requests together: 1,500 / 20 s;
+//! - per PSTN / Direct Routing report collection: 50 / 60 s (one window for both reports here).
+//!
+//! Windows of idle keys are forgotten, so memory stays bounded by the keys of the last window.
+//! This module knows nothing of HTTP; the time is passed in, so the window math is tested with
+//! made-up instants.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// What a request counts against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RateKey {
+    /// One call record by id (the record and its session and participant pages): 40 / 20 s.
+    CallRecord(String),
+    /// The call-record list: 40 / 20 s.
+    CallRecordList,
+    /// `getPstnCalls` / `getDirectRoutingCalls`: 50 / 60 s.
+    Report,
+    /// Anything else (subscriptions): no client-side limit, but a `429` still blocks it.
+    Other,
+}
+
+/// At most `requests` in any `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: usize,
+    pub window: Duration,
+}
+
+/// The limits the client keeps to. [`RateLimits::default`] are Graph's documented ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    pub per_record: RateLimit,
+    pub list: RateLimit,
+    pub report: RateLimit,
+    /// All call-record requests (records and list) of the app in the tenant.
+    pub call_records_app: RateLimit,
+    /// Added to every window: our clock starts a window when the request leaves, Graph's when it
+    /// arrives, a little later; without a margin the 41st request could arrive just too early.
+    pub margin: Duration,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        let limit = |requests, seconds| RateLimit {
+            requests,
+            window: Duration::from_secs(seconds),
+        };
+        Self {
+            per_record: limit(40, 20),
+            list: limit(40, 20),
+            report: limit(50, 60),
+            call_records_app: limit(1500, 20),
+            margin: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A window or block is kept per one of these.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Bucket {
+    Record(String),
+    List,
+    Report,
+    CallRecordsApp,
+    Other,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Send times within the window, oldest first.
+    windows: HashMap<Bucket, VecDeque<Instant>>,
+    /// Not before this instant (from a `429`'s `Retry-After`).
+    blocked_until: HashMap<Bucket, Instant>,
+    /// Prune idle buckets when there are more than this many.
+    prune_at: usize,
+}
+
+/// Sliding-window limiter shared by all clones of one Graph client.
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    limits: RateLimits,
+    state: Mutex<State>,
+}
+
+const MIN_PRUNE_AT: usize = 256;
+
+impl RateLimiter {
+    pub(crate) fn new(limits: RateLimits) -> Self {
+        Self {
+            limits,
+            state: Mutex::new(State {
+                prune_at: MIN_PRUNE_AT,
+                ..State::default()
+            }),
+        }
+    }
+
+    /// Waits until `key` may send, and takes the slot.
+    pub(crate) async fn acquire(&self, key: &RateKey) {
+        loop {
+            match self.try_acquire(key, Instant::now()) {
+                Ok(()) => return,
+                Err(wait) => {
+                    tracing::debug!(?key, wait_ms = wait.as_millis(), "waiting for a Graph slot");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Takes a slot for `key` at `now`, or says how long until one may be free.
+    pub(crate) fn try_acquire(&self, key: &RateKey, now: Instant) -> Result<(), Duration> {
+        let mut state = self.lock();
+        let mut wait = state
+            .blocked_until
+            .get(&block_bucket(key))
+            .map_or(Duration::ZERO, |until| until.saturating_duration_since(now));
+        let windows = self.windows_for(key);
+        for (bucket, limit) in &windows {
+            let span = limit.window + self.limits.margin;
+            let sent = state.windows.entry(bucket.clone()).or_default();
+            while sent.front().is_some_and(|t| now.duration_since(*t) >= span) {
+                sent.pop_front();
+            }
+            if sent.len() >= limit.requests {
+                // The slot frees when the oldest of the last `requests` sends leaves the window.
+                let oldest = sent[sent.len() - limit.requests];
+                wait = wait.max((oldest + span).saturating_duration_since(now));
+            }
+        }
+        if !wait.is_zero() {
+            return Err(wait);
+        }
+        for (bucket, _) in &windows {
+            state
+                .windows
+                .entry(bucket.clone())
+                .or_default()
+                .push_back(now);
+        }
+        if state.windows.len() + state.blocked_until.len() > state.prune_at {
+            self.prune(&mut state, now);
+        }
+        Ok(())
+    }
+
+    /// How long `key` is still blocked by an earlier `429` (zero when it is not).
+    pub(crate) fn blocked_for(&self, key: &RateKey, now: Instant) -> Duration {
+        self.lock()
+            .blocked_until
+            .get(&block_bucket(key))
+            .map_or(Duration::ZERO, |until| until.saturating_duration_since(now))
+    }
+
+    /// After a `429`: nothing for `key` is sent before `until`.
+    pub(crate) fn block(&self, key: &RateKey, until: Instant) {
+        let mut state = self.lock();
+        let entry = state
+            .blocked_until
+            .entry(block_bucket(key))
+            .or_insert(until);
+        *entry = (*entry).max(until);
+    }
+
+    /// How many buckets are remembered (for the memory-bound test).
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
+        let state = self.lock();
+        state.windows.len() + state.blocked_until.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Only whole values are written under the lock; a panic elsewhere cannot leave it torn.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn windows_for(&self, key: &RateKey) -> Vec<(Bucket, RateLimit)> {
+        let l = &self.limits;
+        match key {
+            RateKey::CallRecord(id) => vec![
+                (Bucket::Record(id.clone()), l.per_record),
+                (Bucket::CallRecordsApp, l.call_records_app),
+            ],
+            RateKey::CallRecordList => vec![
+                (Bucket::List, l.list),
+                (Bucket::CallRecordsApp, l.call_records_app),
+            ],
+            RateKey::Report => vec![(Bucket::Report, l.report)],
+            RateKey::Other => Vec::new(),
+        }
+    }
+
+    /// Forgets windows with no send inside them and blocks that have passed.
+    fn prune(&self, state: &mut State, now: Instant) {
+        state.windows.retain(|bucket, sent| {
+            let span = self.window_of(bucket) + self.limits.margin;
+            sent.back().is_some_and(|t| now.duration_since(*t) < span)
+        });
+        state.blocked_until.retain(|_, until| *until > now);
+        state.prune_at = MIN_PRUNE_AT.max(2 * (state.windows.len() + state.blocked_until.len()));
+    }
+
+    fn window_of(&self, bucket: &Bucket) -> Duration {
+        let l = &self.limits;
+        match bucket {
+            Bucket::Record(_) => l.per_record.window,
+            Bucket::List => l.list.window,
+            Bucket::Report => l.report.window,
+            Bucket::CallRecordsApp => l.call_records_app.window,
+            Bucket::Other => Duration::ZERO,
+        }
+    }
+}
+
+/// A `429` is about the request's own key: one record's throttling does not hold up the others.
+fn block_bucket(key: &RateKey) -> Bucket {
+    match key {
+        RateKey::CallRecord(id) => Bucket::Record(id.clone()),
+        RateKey::CallRecordList => Bucket::List,
+        RateKey::Report => Bucket::Report,
+        RateKey::Other => Bucket::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn s(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn limiter(margin: Duration) -> RateLimiter {
+        RateLimiter::new(RateLimits {
+            margin,
+            ..RateLimits::default()
+        })
+    }
+
+    fn record(id: &str) -> RateKey {
+        RateKey::CallRecord(id.to_owned())
+    }
+
+    #[test]
+    fn the_41st_request_for_one_record_waits_until_the_first_leaves_the_window() {
+        let limiter = limiter(Duration::ZERO);
+        let t0 = Instant::now();
+        for i in 0..40 {
+            let at = t0 + Duration::from_millis(i * 100);
+            assert_eq!(limiter.try_acquire(&record("a"), at), Ok(()), "request {i}");
+        }
+        let at = t0 + s(5);
+        assert_eq!(limiter.try_acquire(&record("a"), at), Err(s(15)));
+        // Another record has its own window.
+        assert_eq!(limiter.try_acquire(&record("b"), at), Ok(()));
+        // Once the first send is 20 s old there is room for one more, and then the second's turn.
+        assert_eq!(limiter.try_acquire(&record("a"), t0 + s(20)), Ok(()));
+        assert_eq!(
+            limiter.try_acquire(&record("a"), t0 + s(20)),
+            Err(Duration::from_millis(100))
+        );
+    }
+
+    #[test]
+    fn the_margin_lengthens_every_window() {
+        let limiter = limiter(Duration::from_millis(500));
+        let t0 = Instant::now();
+        for _ in 0..40 {
+            limiter.try_acquire(&RateKey::CallRecordList, t0).unwrap();
+        }
+        assert_eq!(
+            limiter.try_acquire(&RateKey::CallRecordList, t0 + s(20)),
+            Err(Duration::from_millis(500))
+        );
+    }
+
+    #[test]
+    fn reports_allow_50_per_minute() {
+        let limiter = limiter(Duration::ZERO);
+        let t0 = Instant::now();
+        for _ in 0..50 {
+            limiter.try_acquire(&RateKey::Report, t0).unwrap();
+        }
+        assert_eq!(limiter.try_acquire(&RateKey::Report, t0 + s(1)), Err(s(59)));
+        // Reports do not count against the call-record limits.
+        assert_eq!(limiter.try_acquire(&RateKey::CallRecordList, t0), Ok(()));
+    }
+
+    #[test]
+    fn the_app_wide_limit_counts_all_call_record_requests_together() {
+        let limiter = RateLimiter::new(RateLimits {
+            call_records_app: RateLimit {
+                requests: 3,
+                window: s(20),
+            },
+            margin: Duration::ZERO,
+            ..RateLimits::default()
+        });
+        let t0 = Instant::now();
+        limiter.try_acquire(&record("a"), t0).unwrap();
+        limiter.try_acquire(&record("b"), t0).unwrap();
+        limiter.try_acquire(&RateKey::CallRecordList, t0).unwrap();
+        assert_eq!(limiter.try_acquire(&record("c"), t0 + s(1)), Err(s(19)));
+        assert_eq!(limiter.try_acquire(&RateKey::Other, t0 + s(1)), Ok(()));
+    }
+
+    #[test]
+    fn a_block_holds_back_only_its_own_key_until_it_passes() {
+        let limiter = limiter(Duration::ZERO);
+        let t0 = Instant::now();
+        limiter.block(&record("a"), t0 + s(3));
+        // A shorter block later does not shorten it.
+        limiter.block(&record("a"), t0 + s(1));
+        assert_eq!(limiter.try_acquire(&record("a"), t0), Err(s(3)));
+        assert_eq!(limiter.blocked_for(&record("a"), t0 + s(1)), s(2));
+        assert_eq!(limiter.blocked_for(&record("b"), t0), Duration::ZERO);
+        assert_eq!(limiter.try_acquire(&record("b"), t0), Ok(()));
+        assert_eq!(limiter.try_acquire(&record("a"), t0 + s(3)), Ok(()));
+        limiter.block(&RateKey::Other, t0 + s(2));
+        assert_eq!(limiter.try_acquire(&RateKey::Other, t0), Err(s(2)));
+    }
+
+    #[test]
+    fn idle_keys_are_forgotten() {
+        let limiter = limiter(Duration::ZERO);
+        let t0 = Instant::now();
+        for i in 0..1000 {
+            limiter
+                .try_acquire(&record(&i.to_string()), t0 + Duration::from_millis(i))
+                .unwrap();
+        }
+        assert!(limiter.remembered() <= 1001, "{}", limiter.remembered());
+        // A minute later, one more request prunes everything that went idle.
+        for i in 0..(MIN_PRUNE_AT as u64 + 1) {
+            limiter
+                .try_acquire(&record(&format!("late{i}")), t0 + s(60))
+                .unwrap();
+        }
+        assert!(
+            limiter.remembered() <= MIN_PRUNE_AT + 10,
+            "{} buckets remembered",
+            limiter.remembered()
+        );
+    }
+}
