@@ -30,5 +30,10 @@ pub use app::AppOptions;
 pub use domain::job::CallRecordJob;
 pub use functions::HttpFunction;
 pub use http::http_client;
-pub use store::queue::{QueueStore, ReceivedMessage, StorageRetry};
-pub use store::{StorageAuth, StoreError};
+pub use store::pipeline::StorageRetry;
+pub use store::queue::{QueueStore, ReceivedMessage};
+pub use store::table::filter as table_filter;
+pub use store::table::{
+    BatchOp, Continuation, ETag, EdmValue, Entity, Page, Query, TableStore, WriteMode,
+};
+pub use store::{BatchFailure, StorageAuth, StoreError};
