@@ -36,6 +36,17 @@ impl IntoResponse for ApiError {
                 "PayloadTooLarge",
                 "the request body is too large",
             ),
+            // Refusals of a well-formed request are our bug, not an outage: retrying cannot help.
+            Self::Storage(
+                StoreError::Conflict
+                | StoreError::PreconditionFailed
+                | StoreError::InvalidInput(_)
+                | StoreError::BatchFailed { .. },
+            ) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "the request could not be completed",
+            ),
             Self::Storage(_) | Self::StorageTimeout => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Unavailable",
@@ -43,7 +54,14 @@ impl IntoResponse for ApiError {
             ),
         };
         match &self {
-            Self::Storage(StoreError::Unauthorized { .. } | StoreError::Fatal(_)) => {
+            Self::Storage(
+                StoreError::Unauthorized { .. }
+                | StoreError::Fatal(_)
+                | StoreError::Conflict
+                | StoreError::PreconditionFailed
+                | StoreError::InvalidInput(_)
+                | StoreError::BatchFailed { .. },
+            ) => {
                 tracing::error!(error = %error_chain(&self), "request failed");
             }
             Self::Storage(_) | Self::StorageTimeout => {
@@ -63,5 +81,37 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_refusals_are_500_and_outages_503() {
+        let status = |e: StoreError| ApiError::Storage(e).into_response().status();
+        assert_eq!(
+            status(StoreError::Conflict),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            status(StoreError::PreconditionFailed),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            status(StoreError::InvalidInput("key".into())),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            status(StoreError::Transient(crate::store::SdkFailure::text(
+                "down"
+            ))),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(StoreError::NotFound),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

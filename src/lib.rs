@@ -38,5 +38,10 @@ pub use graph::{
     RetryPolicy,
 };
 pub use http::http_client;
-pub use store::queue::{QueueStore, ReceivedMessage, StorageRetry};
-pub use store::{StorageAuth, StoreError};
+pub use store::pipeline::StorageRetry;
+pub use store::queue::{QueueStore, ReceivedMessage};
+pub use store::table::filter as table_filter;
+pub use store::table::{
+    BatchOp, Continuation, ETag, EdmValue, Entity, Page, Query, TableStore, WriteMode,
+};
+pub use store::{BatchFailure, StorageAuth, StoreError};

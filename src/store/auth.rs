@@ -218,6 +218,28 @@ mod tests {
     }
 
     #[test]
+    fn signed_sas_grants_every_table_operation() {
+        // Account SAS rules: create table needs c (or w) on containers, query l/r, insert a,
+        // update and merge u, delete d, all on the table service.
+        // https://learn.microsoft.com/rest/api/storageservices/create-account-sas
+        let sas = sign_account_sas(
+            "acct",
+            b"key",
+            datetime!(2026-01-01 00:00 UTC),
+            datetime!(2026-01-01 01:00 UTC),
+        );
+        let pairs: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(sas.expose_secret().as_bytes())
+                .into_owned()
+                .collect();
+        assert!(pairs["ss"].contains('t'), "{}", pairs["ss"]);
+        assert!(pairs["srt"].contains('c') && pairs["srt"].contains('o'));
+        for p in ['r', 'w', 'd', 'l', 'a', 'c', 'u'] {
+            assert!(pairs["sp"].contains(p), "missing {p} in {}", pairs["sp"]);
+        }
+    }
+
+    #[test]
     fn signed_sas_is_reused_until_close_to_expiry() {
         let policy = SasPolicy::signed("acct".into(), SecretSlice::from(b"key".to_vec()));
         let t0 = datetime!(2026-01-01 00:00 UTC);

@@ -2,19 +2,23 @@
 //!
 //! - [`queue`]: the call-record queue (send, receive, delete), with the message encoding the Functions
 //!   queue trigger expects.
+//! - [`table`]: one Azure Table (entities, queries, entity-group transactions), our own small client
+//!   on the SDK's HTTP pipeline, since the 1.x SDK has no table crate.
 //! - [`auth`]: how requests are authenticated: a SAS signed from an account key (connection strings,
 //!   Azurite), a SAS given in the connection string, or a bearer token from a managed identity.
+//! - [`pipeline`]: the transport, retry options and authentication every storage client shares.
 //!
 //! Callers branch on [`StoreError`], never on SDK errors.
 
 pub(crate) mod auth;
+pub(crate) mod pipeline;
 pub(crate) mod queue;
+pub(crate) mod table;
 
 use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
 use azure_core::error::ErrorKind;
-use azure_core::http::StatusCode;
 use secrecy::{SecretSlice, SecretString};
 
 /// A storage operation that failed, coarse enough for callers to decide what to do.
@@ -31,12 +35,55 @@ pub enum StoreError {
         #[source]
         detail: SdkFailure,
     },
+    /// The entity (or table) already exists, or the request conflicts with its state (HTTP 409).
+    #[error("the entity already exists in storage")]
+    Conflict,
+    /// The entity changed since it was read: its ETag no longer matches `If-Match` (HTTP 412).
+    #[error("the entity changed since it was read (ETag mismatch)")]
+    PreconditionFailed,
+    /// Rejected before anything was sent: a key, property, entity or batch breaks a Table service
+    /// rule. The text says which rule, and never holds property values or credentials.
+    #[error("invalid storage request: {0}")]
+    InvalidInput(String),
+    /// Operation `index` (0-based, in the order given) of an entity-group transaction failed, so
+    /// none of the batch was written.
+    #[error("operation {index} of the batch failed ({kind})")]
+    BatchFailed {
+        index: usize,
+        kind: BatchFailure,
+        #[source]
+        detail: SdkFailure,
+    },
     /// Storage is unreachable, slow, throttling or failing: worth trying again later.
     #[error("storage is unavailable")]
     Transient(#[source] SdkFailure),
     /// Anything else: a bug or a request storage will never accept.
     #[error("storage request failed")]
     Fatal(#[source] SdkFailure),
+}
+
+/// Why one operation of an entity-group transaction failed, for callers that branch on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchFailure {
+    /// 409: an inserted entity already exists.
+    Conflict,
+    /// 412: an `If-Match` ETag did not match.
+    PreconditionFailed,
+    /// 404: an updated (or deleted, with an ETag) entity does not exist.
+    NotFound,
+    /// Any other 4xx (e.g. 400 for a property the service refused), with its status.
+    Rejected(u16),
+}
+
+impl std::fmt::Display for BatchFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Conflict => f.write_str("conflict"),
+            Self::PreconditionFailed => f.write_str("precondition failed"),
+            Self::NotFound => f.write_str("not found"),
+            Self::Rejected(status) => write!(f, "rejected with HTTP {status}"),
+        }
+    }
 }
 
 /// What the SDK said went wrong, with every URL's query string removed: transport errors quote the
@@ -48,6 +95,11 @@ pub struct SdkFailure(String);
 impl SdkFailure {
     pub(crate) fn new(err: &(dyn std::error::Error + 'static)) -> Self {
         Self(redact_url_queries(&error_chain(err)))
+    }
+
+    /// A failure described in our own words (still redacted, in case the text quotes a URL).
+    pub(crate) fn text(what: impl std::fmt::Display) -> Self {
+        Self(redact_url_queries(&what.to_string()))
     }
 }
 
@@ -76,18 +128,25 @@ fn redact_url_queries(text: &str) -> String {
     while let Some(start) = next_url(rest) {
         out.push_str(&rest[..start]);
         let url_and_more = &rest[start..];
-        let end = url_and_more
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ')' | '>' | ','))
+        // A path may hold `'`, `(`, `)` and `,` (table entity URLs do), so only a space or a quote
+        // ends it; the query string, form-encoded, cannot hold those and ends at the first of them.
+        let path_end = url_and_more
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '<' | '>' | '?'))
             .unwrap_or(url_and_more.len());
-        let url = &url_and_more[..end];
-        match url.find('?') {
-            Some(q) => {
-                out.push_str(&url[..q]);
+        out.push_str(&url_and_more[..path_end]);
+        let after_path = &url_and_more[path_end..];
+        rest = match after_path.strip_prefix('?') {
+            Some(query_and_more) => {
                 out.push_str("?REDACTED");
+                let query_end = query_and_more
+                    .find(|c: char| {
+                        c.is_whitespace() || matches!(c, '"' | '\'' | ')' | '<' | '>' | ',')
+                    })
+                    .unwrap_or(query_and_more.len());
+                &query_and_more[query_end..]
             }
-            None => out.push_str(url),
-        }
-        rest = &url_and_more[end..];
+            None => after_path,
+        };
     }
     out.push_str(rest);
     out
@@ -96,13 +155,7 @@ fn redact_url_queries(text: &str) -> String {
 impl StoreError {
     pub(crate) fn from_sdk(err: azure_core::Error) -> Self {
         match err.http_status() {
-            Some(StatusCode::NotFound) => Self::NotFound,
-            Some(s @ (StatusCode::Unauthorized | StatusCode::Forbidden)) => Self::Unauthorized {
-                status: u16::from(s),
-                detail: SdkFailure::new(&err),
-            },
-            Some(s) if is_transient_status(u16::from(s)) => Self::Transient(SdkFailure::new(&err)),
-            Some(_) => Self::Fatal(SdkFailure::new(&err)),
+            Some(status) => Self::from_status(u16::from(status), SdkFailure::new(&err)),
             // No HTTP status. Connection refused, timeouts, resets and a token endpoint that is down
             // pass; a request the SDK refuses to build (e.g. a token over http://) never will.
             None => match err.kind() {
@@ -114,8 +167,24 @@ impl StoreError {
         }
     }
 
+    /// The error for an HTTP error status, described by `detail`.
+    pub(crate) fn from_status(status: u16, detail: SdkFailure) -> Self {
+        match status {
+            401 | 403 => Self::Unauthorized { status, detail },
+            404 => Self::NotFound,
+            409 => Self::Conflict,
+            412 => Self::PreconditionFailed,
+            s if is_transient_status(s) => Self::Transient(detail),
+            _ => Self::Fatal(detail),
+        }
+    }
+
     pub(crate) fn fatal(what: impl std::fmt::Display) -> Self {
-        Self::Fatal(SdkFailure(redact_url_queries(&what.to_string())))
+        Self::Fatal(SdkFailure::text(what))
+    }
+
+    pub(crate) fn invalid(what: impl Into<String>) -> Self {
+        Self::InvalidInput(what.into())
     }
 }
 
@@ -160,6 +229,20 @@ mod tests {
             redacted,
             "error sending request for url (http://127.0.0.1:1/acct/q/messages?REDACTED): \
              connection refused; see https://learn.microsoft.com/x and https://h/p?REDACTED"
+        );
+    }
+
+    #[test]
+    fn url_queries_are_redacted_after_table_entity_paths() {
+        let text = "error sending request for url (http://127.0.0.1:1/acct/T(PartitionKey='p',RowKey='a''b')?sv=1&sig=abc%3D): refused";
+        assert_eq!(
+            redact_url_queries(text),
+            "error sending request for url (http://127.0.0.1:1/acct/T(PartitionKey='p',RowKey='a''b')?REDACTED): refused"
+        );
+        let text = "url (http://h/a/T()?$filter=x%20eq%201&sig=s) and http://h/$batch?sig=s";
+        assert_eq!(
+            redact_url_queries(text),
+            "url (http://h/a/T()?REDACTED) and http://h/$batch?REDACTED"
         );
     }
 }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions, Transport, Url};
+use azure_core::http::Url;
 use azure_storage_queue::models::{
     QueueClientReceiveMessagesOptions, QueueClientSendMessageOptions, QueueMessage,
 };
@@ -18,27 +18,11 @@ use futures::{StreamExt as _, TryStreamExt as _, stream};
 use serde::Serialize;
 use tracing::instrument;
 
-use super::auth::SasPolicy;
+use super::pipeline::client_parts;
 use super::{StorageAuth, StoreError};
 
-/// How a queue client retries within one call. The webhook must answer Graph within 3 s, so
-/// in-process retries only cover blips; longer outages are covered by Graph's own redelivery.
-#[derive(Debug, Clone, Copy)]
-pub struct StorageRetry {
-    pub max_retries: u32,
-    pub initial_delay: std::time::Duration,
-    pub max_elapsed: std::time::Duration,
-}
-
-impl Default for StorageRetry {
-    fn default() -> Self {
-        Self {
-            max_retries: 2,
-            initial_delay: std::time::Duration::from_millis(100),
-            max_elapsed: std::time::Duration::from_secs(2),
-        }
-    }
-}
+// Defined with the shared pipeline; re-exported here, where callers have always found it.
+pub(crate) use super::pipeline::StorageRetry;
 
 /// A message as received, for consumers (the standalone queue runner, tests).
 #[derive(Debug, Clone)]
@@ -80,38 +64,13 @@ impl QueueStore {
         let url = endpoint
             .join(name)
             .map_err(|e| StoreError::fatal(format!("queue URL: {e}")))?;
-        let mut client_options = ClientOptions {
-            transport: Some(Transport::new(Arc::new(http))),
-            retry: RetryOptions::exponential(ExponentialRetryOptions {
-                initial_delay: to_time(retry.initial_delay),
-                max_retries: retry.max_retries,
-                max_total_elapsed: to_time(retry.max_elapsed),
-                // Never wait longer between two tries than the whole call may take.
-                max_delay: to_time(retry.max_elapsed),
-            }),
-            ..Default::default()
-        };
-        let credential = match auth {
-            StorageAuth::SharedKey { account, key } => {
-                client_options
-                    .per_call_policies
-                    .push(Arc::new(SasPolicy::signed(account.clone(), key.clone())));
-                None
-            }
-            StorageAuth::Sas(sas) => {
-                client_options
-                    .per_call_policies
-                    .push(Arc::new(SasPolicy::fixed(sas.clone())));
-                None
-            }
-            StorageAuth::Token(credential) => Some(credential.clone()),
-        };
+        let parts = client_parts(auth, http, retry);
         let options = QueueClientOptions {
-            client_options,
+            client_options: parts.options,
             ..Default::default()
         };
         let client =
-            QueueClient::new(url, credential, Some(options)).map_err(StoreError::from_sdk)?;
+            QueueClient::new(url, parts.credential, Some(options)).map_err(StoreError::from_sdk)?;
         Ok(Self {
             client: Arc::new(client),
             name: Arc::from(name),
@@ -253,8 +212,4 @@ fn encode<T: Serialize>(message: &T) -> Result<String, StoreError> {
     let json = serde_json::to_vec(message)
         .map_err(|e| StoreError::fatal(format!("serialising a queue message: {e}")))?;
     Ok(base64::engine::general_purpose::STANDARD.encode(json))
-}
-
-fn to_time(d: std::time::Duration) -> time::Duration {
-    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
 }

@@ -116,6 +116,21 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}-{n}", std::process::id())
 }
 
+/// A table name no other test uses: table names allow only letters and digits (3–63, starting with
+/// a letter), so not [`unique_name`]'s dashes.
+pub fn unique_table_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    assert!(
+        prefix.starts_with(|c: char| c.is_ascii_alphabetic())
+            && prefix.chars().all(|c| c.is_ascii_alphanumeric()),
+        "table name prefix {prefix:?} must be letters and digits"
+    );
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{prefix}{}x{n}", std::process::id());
+    assert!(name.len() <= 63, "table name {name} is too long");
+    name
+}
+
 /// A fixture from `tests/fixtures/`.
 pub fn fixture(path: &str) -> String {
     let full = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
