@@ -187,6 +187,7 @@ async fn run() {
         subscription_id: "s".into(),
         received_at: time::OffsetDateTime::now_utc(),
         attempt: 0,
+        not_before: None,
     };
     let write_batch = |n: usize| {
         let direct = direct.clone();

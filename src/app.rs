@@ -19,13 +19,20 @@ use azure_core::credentials::TokenCredential;
 use tokio::net::TcpListener;
 use tracing::Instrument as _;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, NotificationConfig, RunMode};
-use crate::functions::{self, HTTP_FUNCTIONS, HttpFunction};
+use crate::domain::fetch::FetchPolicy;
+use crate::functions::{
+    self, HTTP_FUNCTIONS, HttpFunction, INVOCATION_FUNCTIONS, InvocationFunction,
+};
+use crate::graph::GraphClient;
 use crate::host;
 use crate::http::http_client;
 use crate::store::StorageAuth;
 use crate::store::auth::storage_auth;
+use crate::store::callrecords::CallRecordStore;
 use crate::store::queue::{QueueStore, StorageRetry};
+use crate::store::table::TableStore;
 
 /// What every handler can reach. Cheap to clone (all shared).
 #[derive(Clone)]
@@ -34,6 +41,13 @@ pub(crate) struct AppState {
     pub(crate) queue: QueueStore,
     /// How long the webhook waits for the queue before answering `503` (Graph gives us 3 s in all).
     pub(crate) enqueue_budget: Duration,
+    pub(crate) graph: GraphClient,
+    pub(crate) records: CallRecordStore,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) fetch_policy: Arc<FetchPolicy>,
+    /// The longest visibility delay a message is given; a message due later comes back early and is
+    /// put back.
+    pub(crate) max_queue_delay: Duration,
 }
 
 /// Knobs tests and benchmarks turn; production uses [`AppOptions::default`].
@@ -47,6 +61,13 @@ pub struct AppOptions {
     /// Use this Graph credential instead of the one the configuration describes (tests inject one
     /// for the simulator this way).
     pub graph_credential: Option<Arc<dyn TokenCredential>>,
+    /// Where the app reads the time (tests: the Graph simulator's clock).
+    pub clock: Arc<dyn Clock>,
+    /// When a fetch is tried again and when it is given up.
+    pub fetch_policy: FetchPolicy,
+    /// Longest queue visibility delay: Azure Storage queues allow 7 days; tests use 0, so that a
+    /// message due later comes straight back and they never wait for the queue.
+    pub max_queue_delay: Duration,
 }
 
 impl Default for AppOptions {
@@ -56,6 +77,9 @@ impl Default for AppOptions {
             storage_retry: StorageRetry::default(),
             enqueue_budget: Duration::from_millis(2500),
             graph_credential: None,
+            clock: Arc::new(SystemClock),
+            fetch_policy: FetchPolicy::default(),
+            max_queue_delay: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -91,22 +115,48 @@ impl App {
             &config.storage.queue_endpoint,
             &config.notifications.queue,
             &auth,
-            http,
+            http.clone(),
             options.storage_retry,
         )
         .context("creating the queue client")?;
+        let table = |name: &str| {
+            TableStore::new(
+                &config.storage.table_endpoint,
+                name,
+                &auth,
+                http.clone(),
+                options.storage_retry,
+            )
+            .with_context(|| format!("creating the client of table {name}"))
+        };
+        let records = CallRecordStore::new(
+            table(&config.tables.call_records)?,
+            table(&config.tables.sessions)?,
+            table(&config.tables.bodies)?,
+            table(&config.tables.app_state)?,
+            config.write_lease,
+        );
+        let graph = GraphClient::new(&config.graph, http.clone(), options.graph_credential)
+            .context("setting up the Graph client")?;
         tracing::info!(
             mode = ?config.mode,
             queue_endpoint = %config.storage.queue_endpoint,
             table_endpoint = %config.storage.table_endpoint,
             storage_auth = config.storage.credential.kind(),
             queue = %config.notifications.queue,
+            graph = %config.graph.base_url,
+            graph_auth = config.graph.auth.kind(),
             "configured"
         );
         let state = AppState {
             notifications: Arc::new(config.notifications),
             queue,
             enqueue_budget: options.enqueue_budget,
+            graph,
+            records,
+            clock: options.clock,
+            fetch_policy: Arc::new(options.fetch_policy),
+            max_queue_delay: options.max_queue_delay,
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -129,6 +179,12 @@ impl App {
     /// The HTTP functions this build serves (what `handlers/*/function.json` must describe).
     pub fn http_functions() -> &'static [HttpFunction] {
         HTTP_FUNCTIONS
+    }
+
+    /// The functions the host invokes at `POST /{name}` (what `handlers/*/function.json` must
+    /// describe with their trigger bindings).
+    pub fn invocation_functions() -> &'static [InvocationFunction] {
+        INVOCATION_FUNCTIONS
     }
 
     /// Serves until SIGTERM or Ctrl-C, finishing requests in flight.
@@ -163,6 +219,11 @@ fn router(state: AppState) -> Router {
         .route("/", get(|| async { "ok" }))
         .route("/api/notifications", post(functions::notifications::handle))
         .route("/api/lifecycle", post(functions::lifecycle::handle))
+        // Invocations of non-HTTP triggers: `POST /{FunctionName}`.
+        .route(
+            "/FetchCallRecord",
+            post(functions::fetch_call_record::handle),
+        )
         .layer(DefaultBodyLimit::max(functions::MAX_BODY_BYTES))
         .layer(middleware::from_fn(request_span))
         .with_state(state)

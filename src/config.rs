@@ -62,9 +62,41 @@ pub struct Config {
     pub storage: StorageConfig,
     pub notifications: NotificationConfig,
     pub graph: GraphConfig,
+    /// Where call records are stored (`FetchCallRecord`).
+    pub tables: TableNames,
+    /// `CALLRECORD_WRITE_LEASE_SECONDS` (default 60): how long a writer of a call record holds it
+    /// against other writers before a crashed writer's work may be taken over.
+    pub write_lease: Duration,
     /// Extra CA certificates (PEM) trusted for outgoing HTTPS on top of the platform's, from
     /// `EXTRA_CA_CERTS_FILE`: networks with TLS inspection, and the tests' throw-away CA.
     pub extra_ca_file: Option<PathBuf>,
+}
+
+/// Names of the tables the app writes (Bicep creates them; the app creates missing ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableNames {
+    pub call_records: String,
+    pub sessions: String,
+    pub bodies: String,
+    pub app_state: String,
+}
+
+impl Default for TableNames {
+    fn default() -> Self {
+        Self::with_prefix("")
+    }
+}
+
+impl TableNames {
+    /// The documented names, each preceded by `prefix` (tests give every test its own tables).
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self {
+            call_records: format!("{prefix}CallRecords"),
+            sessions: format!("{prefix}CallRecordSessions"),
+            bodies: format!("{prefix}CallRecordBodies"),
+            app_state: format!("{prefix}AppState"),
+        }
+    }
 }
 
 /// What the webhook checks on every notification item.
@@ -243,12 +275,15 @@ impl Config {
                 "does not name a readable file",
             ));
         }
+        let write_lease = seconds(&settings, "CALLRECORD_WRITE_LEASE_SECONDS", 60, 2..=3600)?;
         Ok(Self {
             mode,
             listen,
             storage,
             notifications,
             graph,
+            tables: TableNames::default(),
+            write_lease,
             extra_ca_file,
         })
     }

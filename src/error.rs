@@ -84,6 +84,33 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A queue or timer invocation that failed: the host retries the message (and finally moves it to
+/// the poison queue). Only failures a later try can fix end up here.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InvocationError {
+    #[error("storage failed")]
+    Storage(#[from] StoreError),
+}
+
+impl IntoResponse for InvocationError {
+    fn into_response(self) -> Response {
+        match &self {
+            // Outages pass; the host's retries cover them.
+            Self::Storage(StoreError::Transient(_)) => {
+                tracing::warn!(error = %error_chain(&self), "invocation failed; the host retries");
+            }
+            // A refusal or a bug: retries will probably fail the same way, up to the poison queue.
+            Self::Storage(_) => {
+                tracing::error!(error = %error_chain(&self), "invocation failed");
+            }
+        }
+        let body = Json(
+            json!({"Outputs": {}, "Logs": ["invocation failed; see the handler's log"], "ReturnValue": null}),
+        );
+        (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

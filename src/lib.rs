@@ -6,19 +6,25 @@
 //!   [`secrecy::SecretString`] and never reach a log line.
 //! - [`app`]: the axum router (the forwarded HTTP functions), the shared state and the two run modes
 //!   (custom handler behind the Functions host, `standalone` without it).
-//! - `host`: the custom-handler side of the Functions host protocol (readiness, invocation ids).
+//! - [`clock`]: where the app reads the time (tests pass the Graph simulator's clock).
+//! - `host`: the custom-handler side of the Functions host protocol (readiness, invocation ids, the
+//!   invocation payloads of queue triggers).
 //! - `functions`: one file per Azure Function: decode the request, call the domain, encode the answer.
 //!   No storage or Graph details live there.
-//! - `domain`: pure logic without IO (which notification items are accepted, what a queue job says).
+//! - `domain`: pure logic without IO (which notification items are accepted, what a queue job says,
+//!   how a call record's pages merge and flatten into rows, when a failed fetch is retried).
 //! - `graph`: Microsoft Graph behind [`GraphClient`]: the credential (managed identity or client
 //!   secret), the one retry policy, the client-side rate limiter; the only module that knows Graph's
-//!   authentication and throttling rules.
-//! - `store`: Azure Storage behind our own types; the only module that knows the storage SDK.
+//!   authentication and throttling rules; reading a call record completely (every page), and the
+//!   typed models of what we read.
+//! - `store`: Azure Storage behind our own types (the call-record queue, our Table storage client,
+//!   the call-record tables and their write protocol); the only module that knows the storage SDK.
 //! - `error`: the one place where errors become HTTP status codes.
 //! - [`http`]: the outgoing HTTP client every Azure pipeline uses (TLS roots, time limits).
 //! - [`telemetry`]: `tracing` set-up, one JSON line per event on stdout for the Functions host.
 
 pub mod app;
+pub mod clock;
 pub mod config;
 mod domain;
 mod error;
@@ -31,13 +37,15 @@ pub mod telemetry;
 
 pub use app::App;
 pub use app::AppOptions;
+pub use domain::fetch::FetchPolicy;
 pub use domain::job::CallRecordJob;
-pub use functions::HttpFunction;
+pub use functions::{HttpFunction, InvocationFunction};
 pub use graph::{
     GraphClient, GraphError, GraphOptions, GraphResponse, RateKey, RateLimit, RateLimits,
     RetryPolicy,
 };
 pub use http::http_client;
+pub use store::callrecords::CallRecordStore;
 pub use store::pipeline::StorageRetry;
 pub use store::queue::{QueueStore, ReceivedMessage};
 pub use store::table::filter as table_filter;

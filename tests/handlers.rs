@@ -25,9 +25,18 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// `(name, route, methods)` of every HTTP function described under `handlers/`.
-fn http_functions_in_handlers_dir() -> BTreeSet<(String, String, Vec<String>)> {
-    let mut functions = BTreeSet::new();
+/// The functions described under `handlers/`: `(name, route, methods)` of the HTTP ones and
+/// `(name, trigger binding)` of the others.
+struct Described {
+    http: BTreeSet<(String, String, Vec<String>)>,
+    invoked: std::collections::BTreeMap<String, Value>,
+}
+
+fn functions_in_handlers_dir() -> Described {
+    let mut described = Described {
+        http: BTreeSet::new(),
+        invoked: std::collections::BTreeMap::new(),
+    };
     for entry in std::fs::read_dir(manifest_dir().join("handlers")).unwrap() {
         let dir = entry.unwrap().path();
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
@@ -39,10 +48,12 @@ fn http_functions_in_handlers_dir() -> BTreeSet<(String, String, Vec<String>)> {
                 b["direction"] == "in" && b["type"].as_str().is_some_and(|t| t.ends_with("Trigger"))
             })
             .unwrap_or_else(|| panic!("{name}: no trigger binding"));
-        assert_eq!(
-            trigger["type"], "httpTrigger",
-            "{name}: only HTTP functions exist so far; extend this check for invocation routes"
-        );
+        if trigger["type"] != "httpTrigger" {
+            // Invoked functions answer with the response payload; output bindings are not used.
+            assert_eq!(bindings.len(), 1, "{name}: only the trigger binding");
+            described.invoked.insert(name, trigger.clone());
+            continue;
+        }
         // Graph cannot send a function key: the webhooks authenticate items by clientState instead.
         assert_eq!(trigger["authLevel"], "anonymous", "{name}: authLevel");
         // Proxying only applies to functions whose only bindings are HTTP in and HTTP out.
@@ -59,14 +70,53 @@ fn http_functions_in_handlers_dir() -> BTreeSet<(String, String, Vec<String>)> {
             .collect();
         methods.sort();
         let route = trigger["route"].as_str().unwrap_or(&name).to_owned();
-        functions.insert((name, route, methods));
+        described.http.insert((name, route, methods));
     }
-    functions
+    described
+}
+
+#[tokio::test]
+async fn queue_functions_under_handlers_match_the_invocation_routes() {
+    let described = functions_in_handlers_dir().invoked;
+    let names: BTreeSet<&str> = described.keys().map(String::as_str).collect();
+    let served: BTreeSet<&str> = App::invocation_functions().iter().map(|f| f.name).collect();
+    assert_eq!(served, names, "router and handlers/ disagree");
+    for (name, trigger) in &described {
+        let function = App::invocation_functions()
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap();
+        assert_eq!(trigger["type"], function.trigger, "{name}: trigger type");
+        assert_eq!(trigger["name"], function.binding, "{name}: binding name");
+        if function.trigger == "queueTrigger" {
+            assert_eq!(
+                trigger["queueName"],
+                teams_cdr_functions::config::CALLRECORD_QUEUE
+            );
+            // Identity-based connections are configured under this prefix (README, Bicep).
+            assert_eq!(trigger["connection"], "AzureWebJobsStorage");
+        }
+    }
+
+    // The host posts invocations to `/{FunctionName}`: each route exists and answers a payload it
+    // cannot use with 2xx (retrying it would not help), not 404.
+    let app = spawn_app().await;
+    for name in &names {
+        let response = app
+            .host
+            .invoke(name, &serde_json::json!({"Data": {}, "Metadata": {}}))
+            .await;
+        assert!(
+            response.status().is_success(),
+            "{name}: {}",
+            response.status()
+        );
+    }
 }
 
 #[tokio::test]
 async fn router_serves_exactly_the_functions_under_handlers() {
-    let described = http_functions_in_handlers_dir();
+    let described = functions_in_handlers_dir().http;
     let served: BTreeSet<(String, String, Vec<String>)> = App::http_functions()
         .iter()
         .map(|f| {

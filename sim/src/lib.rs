@@ -220,6 +220,13 @@ impl RunningSim {
         Some(version)
     }
 
+    /// Adds (or replaces) a call record, for tests that serve a given payload, such as a documentation
+    /// example, exactly.
+    pub fn insert_record(&self, record: tenant::CallRecord) {
+        let mut tenant = self.state.tenant.write().unwrap_or_else(|p| p.into_inner());
+        tenant.records.insert(record.id.clone(), record);
+    }
+
     /// A valid bearer token, as if the client-credentials flow had run (for tests that are not about
     /// authentication).
     pub fn token(&self) -> String {

@@ -299,12 +299,25 @@ fn build_record(
             s_end,
         ));
     }
+    // Each participant once, as in Graph: the organizer, other users of the tenant, then people from
+    // outside it once the tenant's users are used up.
+    let offset = rng.range(0, users.len() as u64) as usize;
+    let mut others = (0..users.len())
+        .map(|i| &users[(offset + i) % users.len()])
+        .filter(|u| u.id != organizer.id);
     let participants: Vec<Value> = (0..participant_count.max(1))
         .map(|i| {
             let user = if i == 0 {
                 organizer.clone()
+            } else if let Some(user) = others.next() {
+                user.clone()
             } else {
-                rng.pick(users).clone()
+                let id = rng.guid();
+                User {
+                    display_name: format!("External participant {i}"),
+                    upn: format!("participant{i}@fabrikam.example"),
+                    id,
+                }
             };
             let mut p = t.participant.clone();
             p["id"] = json!(user.id);

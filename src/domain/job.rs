@@ -19,7 +19,15 @@ pub struct CallRecordJob {
     /// When the webhook accepted the notification.
     #[serde(with = "time::serde::rfc3339")]
     pub received_at: OffsetDateTime,
-    /// How often the fetch was re-enqueued because the record was not yet available (0 on first try).
+    /// How often the fetch was put back on the queue (0 on the first try).
     #[serde(default)]
     pub attempt: u32,
+    /// Not to be fetched before this time. The queue's visibility delay is capped (7 days in Azure,
+    /// less in tests), so a message that surfaces earlier is put back without calling Graph.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub not_before: Option<OffsetDateTime>,
 }

@@ -1,5 +1,8 @@
-//! Pure logic without IO: which Graph notification items are accepted, and what a queue job says.
-//! Nothing here talks to Graph, storage or the clock: callers pass the time in.
+//! Pure logic without IO: which Graph notification items are accepted, what a queue job says, how a
+//! call record becomes rows, and when a failed fetch is tried again. Nothing here talks to Graph,
+//! storage or the clock: callers pass the time in.
 
+pub(crate) mod callrecord;
+pub(crate) mod fetch;
 pub(crate) mod job;
 pub(crate) mod notification;

@@ -124,6 +124,7 @@ fn check_item(
         subscription_id: item.subscription_id.unwrap_or_default(),
         received_at: now,
         attempt: 0,
+        not_before: None,
     })
 }
 
@@ -215,9 +216,13 @@ fn call_record_id(item: &ChangeNotification) -> Result<String, Rejection> {
 }
 
 /// Ids become table keys later: refuse what Table storage cannot key on (`/ \ # ?`, control characters).
-fn is_valid_id(id: &str) -> bool {
+/// Whether `id` can name a call record in a Graph URL and a Table storage key. Graph's ids are GUIDs;
+/// this only rules out what could change the meaning of a path or a key.
+pub(crate) fn is_valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 256
+        && id != "."
+        && id != ".."
         && !id
             .chars()
             .any(|c| matches!(c, '/' | '\\' | '#' | '?') || c.is_control())
@@ -279,6 +284,7 @@ mod tests {
                 subscription_id: "sub-1".into(),
                 received_at: NOW,
                 attempt: 0,
+                not_before: None,
             }]
         );
     }

@@ -2,6 +2,7 @@
 //! No storage or Graph details live here; [`HTTP_FUNCTIONS`] is the list the router mounts and the
 //! test compares with `handlers/*/function.json`.
 
+pub(crate) mod fetch_call_record;
 pub(crate) mod lifecycle;
 pub(crate) mod notifications;
 mod webhook;
@@ -33,3 +34,21 @@ pub(crate) const HTTP_FUNCTIONS: &[HttpFunction] = &[
         methods: &[Method::POST],
     },
 ];
+
+/// A function the host invokes with an invocation payload (`POST /{name}`): queue and timer triggers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvocationFunction {
+    /// The folder name under `handlers/` (the function name in Azure).
+    pub name: &'static str,
+    /// The trigger binding's `type`.
+    pub trigger: &'static str,
+    /// The trigger binding's `name`: the key of its value in the payload's `Data`.
+    pub binding: &'static str,
+}
+
+/// Every invoked function the handler serves.
+pub(crate) const INVOCATION_FUNCTIONS: &[InvocationFunction] = &[InvocationFunction {
+    name: "FetchCallRecord",
+    trigger: "queueTrigger",
+    binding: fetch_call_record::BINDING,
+}];

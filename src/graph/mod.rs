@@ -17,6 +17,8 @@
 //! [`GraphError::Unauthorized`] (with Graph's code, e.g. `InvalidAuthenticationToken`).
 
 mod auth;
+pub(crate) mod callrecords;
+pub(crate) mod models;
 mod rate;
 mod retry;
 

@@ -2,9 +2,11 @@
 //!
 //! The host starts the handler with `FUNCTIONS_CUSTOMHANDLER_PORT`, probes it until it answers, then
 //! proxies HTTP-only functions as the original request (`enableProxyingHttpRequest`) and sends other
-//! triggers as invocation payloads. Every request carries `X-Azure-Functions-InvocationId`, which
-//! goes into the span of everything logged for it.
+//! triggers as invocation payloads ([`invocation`]). Every request carries
+//! `X-Azure-Functions-InvocationId`, which goes into the span of everything logged for it.
 //! See <https://learn.microsoft.com/azure/azure-functions/functions-custom-handlers>.
+
+pub(crate) mod invocation;
 
 use axum::http::HeaderMap;
 

@@ -11,6 +11,7 @@
 //! Callers branch on [`StoreError`], never on SDK errors.
 
 pub(crate) mod auth;
+pub(crate) mod callrecords;
 pub(crate) mod pipeline;
 pub(crate) mod queue;
 pub(crate) mod table;

@@ -207,6 +207,26 @@ impl QueueStore {
     }
 }
 
+impl QueueStore {
+    /// The queue's approximate number of messages, hidden ones included (the health check, tests).
+    ///
+    /// # Errors
+    /// [`StoreError`]; [`StoreError::NotFound`] when the queue does not exist.
+    pub async fn approximate_count(&self) -> Result<u64, StoreError> {
+        use azure_storage_queue::models::QueueClientGetPropertiesResultHeaders as _;
+        let response = self
+            .client
+            .get_properties(None)
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let count = response
+            .approximate_messages_count()
+            .map_err(StoreError::from_sdk)?
+            .unwrap_or(0);
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+}
+
 /// The wire form of a message: base64 of its JSON.
 fn encode<T: Serialize>(message: &T) -> Result<String, StoreError> {
     let json = serde_json::to_vec(message)

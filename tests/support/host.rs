@@ -151,3 +151,133 @@ pub fn queue_invocation(d: &QueueDelivery<'_>) -> Value {
         "Metadata": metadata,
     })
 }
+
+/// What the emulated queue trigger did while draining a queue.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct QueueRun {
+    /// Invocations sent (deliveries, retries included).
+    pub invocations: usize,
+    /// Invocations the handler failed (non-2xx, or no answer).
+    pub failures: usize,
+    /// Messages moved to the poison queue after `max_dequeue_count` failed deliveries.
+    pub poisoned: usize,
+}
+
+/// The queue trigger's side of the host: receive a message, invoke the function with it, delete it
+/// on 2xx, leave it for redelivery otherwise, and move it to `{queue}-poison` once it has failed
+/// `max_dequeue_count` times (host.json `maxDequeueCount`).
+pub struct QueueTrigger<'a> {
+    pub host: &'a HostEmulator,
+    pub function: &'a str,
+    pub binding: &'a str,
+    pub queue: &'a teams_cdr_functions::QueueStore,
+    pub poison: &'a teams_cdr_functions::QueueStore,
+    pub max_dequeue_count: u32,
+    /// How long a failed message stays hidden before redelivery (host.json `visibilityTimeout`;
+    /// short in tests).
+    pub visibility_secs: u32,
+}
+
+impl QueueTrigger<'_> {
+    /// Delivers one batch of visible messages (up to `batch`, concurrently, as the host does with
+    /// `batchSize`). Returns how many messages were received.
+    pub async fn deliver_once(&self, batch: u8, run: &mut QueueRun) -> usize {
+        let messages = self
+            .queue
+            .receive(batch, self.visibility_secs.max(1))
+            .await
+            .expect("receive from the queue");
+        let received = messages.len();
+        let results = futures::future::join_all(messages.iter().map(|m| self.deliver(m))).await;
+        for (message, ok) in messages.iter().zip(results) {
+            run.invocations += 1;
+            if ok {
+                self.queue.delete(message).await.expect("delete message");
+            } else {
+                run.failures += 1;
+                if message.dequeue_count >= self.max_dequeue_count {
+                    let text = decode_text(&message.text);
+                    let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
+                    self.poison.send_json(&body, 0).await.expect("poison queue");
+                    self.queue.delete(message).await.expect("delete message");
+                    run.poisoned += 1;
+                }
+            }
+        }
+        received
+    }
+
+    async fn deliver(&self, message: &teams_cdr_functions::ReceivedMessage) -> bool {
+        let text = decode_text(&message.text);
+        let now = time::OffsetDateTime::now_utc();
+        let fmt = |t: time::OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        };
+        let payload = queue_invocation(&QueueDelivery {
+            function: self.function,
+            binding: self.binding,
+            text: &text,
+            id: &message.id,
+            pop_receipt: &message.pop_receipt,
+            dequeue_count: message.dequeue_count,
+            insertion_time: &fmt(now),
+            expiration_time: &fmt(now + time::Duration::days(7)),
+            next_visible_time: &fmt(now + time::Duration::seconds(30)),
+            utc_now: &fmt(now),
+            rand_guid: &new_invocation_id(),
+        });
+        match tokio::time::timeout(
+            Duration::from_secs(120),
+            self.host
+                .client
+                .post(format!("{}/{}", self.host.base, self.function))
+                .header("X-Azure-Functions-InvocationId", new_invocation_id())
+                .header("X-Azure-Functions-HostVersion", HOST_VERSION)
+                .json(&payload)
+                .send(),
+        )
+        .await
+        {
+            Ok(Ok(response)) => response.status().is_success(),
+            _ => false,
+        }
+    }
+
+    /// Delivers until the queue has been empty (no visible and no hidden message) twice in a row,
+    /// calling `between` before each round (tests advance a simulated clock there). Gives up after
+    /// `limit`.
+    pub async fn drain(&self, limit: Duration, mut between: impl FnMut()) -> QueueRun {
+        let mut run = QueueRun::default();
+        let started = Instant::now();
+        let mut empty_rounds = 0;
+        while empty_rounds < 2 {
+            assert!(
+                started.elapsed() < limit,
+                "queue not drained after {limit:?}: {run:?}"
+            );
+            between();
+            if self.deliver_once(16, &mut run).await == 0 {
+                if self.queue.approximate_count().await.expect("queue count") == 0 {
+                    empty_rounds += 1;
+                } else {
+                    empty_rounds = 0;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            } else {
+                empty_rounds = 0;
+            }
+        }
+        run
+    }
+}
+
+/// The message text as the host hands it to the function: base64-decoded (host.json
+/// `messageEncoding: base64`).
+pub fn decode_text(stored: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(stored)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|_| stored.to_owned())
+}

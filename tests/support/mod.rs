@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod azurite;
+pub mod fetch;
+pub mod graph;
 pub mod host;
 pub mod identity;
 pub mod proxy;
@@ -85,6 +87,11 @@ impl HandlerProcess {
         Self { child, host }
     }
 
+    /// The process id (for reading its memory from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
     /// Stops the handler and returns everything it printed.
     pub async fn stop(mut self) -> String {
         use tokio::io::AsyncReadExt as _;
@@ -106,6 +113,17 @@ impl HandlerProcess {
             .unwrap();
         self.child.wait().await.unwrap();
         printed
+    }
+}
+
+/// The Azurite account key, as the tests' own readers authenticate.
+pub fn shared_key() -> StorageAuth {
+    StorageAuth::SharedKey {
+        account: azurite::ACCOUNT.to_owned(),
+        key: base64::engine::general_purpose::STANDARD
+            .decode(azurite::ACCOUNT_KEY)
+            .unwrap()
+            .into(),
     }
 }
 

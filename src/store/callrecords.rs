@@ -1,0 +1,940 @@
+//! Call records in Table storage: the `CallRecords` summary rows, the `CallRecordSessions` rows and
+//! the compressed documents with their write state in `CallRecordBodies`. Owns the entity layout
+//! (README "Tables") and the write protocol that keeps them consistent.
+//!
+//! Write protocol for version V of record R (every step idempotent, so a crash between any two and a
+//! redelivery end in the same state as a clean run):
+//! 1. Read R's state row (`CallRecordBodies`, `R`/`state`): the committed version, its partition and
+//!    body parts, and any writer's lease. Skip when the committed version is V or newer; come back
+//!    after the lease when a writer holds one (it may be this message's own crashed delivery).
+//! 2. Claim: write the state row with our lease (`If-Match`, or insert if new), in the same entity
+//!    group transaction as the first body parts of V (row keys carry the version, so parts of two
+//!    versions never overwrite each other).
+//! 3. The remaining body parts, then the session rows (transactions of 100), then the sessions of
+//!    an older version that V no longer has are deleted.
+//! 4. The `CallRecords` row; if the start day changed, the row under the old day is deleted.
+//! 5. Commit: the state row says V, `If-Match` our claim. Then the older body parts are deleted.
+//!
+//! Readers of `CallRecords` see a row only once its sessions and body are in place. The lease stops a
+//! writer of an older version from overwriting a newer one's rows while both run; it is renewed when
+//! half has passed, and a writer that loses it stops before its next write.
+
+use std::collections::BTreeSet;
+use std::io::{Read as _, Write as _};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use time::OffsetDateTime;
+use tokio::sync::OnceCell;
+
+use super::BatchFailure;
+use super::StoreError;
+use super::table::{BatchOp, ETag, EdmValue, Entity, Query, TableStore, WriteMode, filter};
+use crate::domain::callrecord::{EndpointInfo, Party, SessionRow, Summary};
+use crate::domain::fetch::GiveUp;
+use crate::domain::job::CallRecordJob;
+
+/// Row key of a record's state row in `CallRecordBodies`.
+const STATE_ROW: &str = "state";
+/// Largest Binary property Table storage accepts.
+const PART_BYTES: usize = 64 * 1024;
+/// Binary properties per body entity: 12 × 64 KiB stays well under the 1 MiB entity limit, and three
+/// such entities (base64 in the request) under the 4 MiB transaction limit.
+const PARTS_PER_ENTITY: usize = 12;
+const BODY_ENTITIES_PER_BATCH: usize = 3;
+/// Entity group transactions take at most 100 operations.
+const BATCH_MAX: usize = 100;
+/// Partition of the `AppState` rows that record call records given up on.
+pub(crate) const FAILURE_PARTITION: &str = "FetchFailure";
+/// Partition of the `AppState` row that records Graph's last refusal of our token.
+pub(crate) const GRAPH_STATUS_PARTITION: &str = "GraphStatus";
+/// Partition of the `AppState` rows that record queue messages dropped as unreadable.
+pub(crate) const DROPPED_PARTITION: &str = "DroppedMessage";
+
+/// The tables the fetch writes to.
+#[derive(Clone)]
+pub struct CallRecordStore {
+    records: TableStore,
+    sessions: TableStore,
+    bodies: TableStore,
+    app_state: TableStore,
+    lease: Duration,
+    /// Set once the tables are known to exist in this process.
+    ready: Arc<OnceCell<()>>,
+}
+
+/// What is stored for a record, from its state row.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StoredState {
+    /// The committed version and where its rows are.
+    pub(crate) committed: Option<Committed>,
+    /// A writer at work (or one that crashed): the version it writes and when its lease ends.
+    pub(crate) writing: Option<(i64, OffsetDateTime)>,
+    /// The `CallRecords` partition that writer writes to (it may have written its row there).
+    pub(crate) writing_day: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Committed {
+    pub(crate) version: i64,
+    pub(crate) day: String,
+    pub(crate) body_entities: u32,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Saved {
+    Written,
+    /// The same or a newer version is stored, or is being stored by a live writer.
+    Unchanged {
+        stored: i64,
+    },
+    /// Another writer's lease runs for this long: try again after it.
+    Busy {
+        retry_in: Duration,
+    },
+    /// Our lease was taken over (we were too slow): the new holder writes the record.
+    Superseded,
+}
+
+/// What to do given the state row and the version we hold. Pure, so it is tested on its own.
+pub(crate) fn decide(stored: Option<&StoredState>, version: i64, now: OffsetDateTime) -> Decision {
+    let Some(stored) = stored else {
+        return Decision::Write;
+    };
+    if let Some(c) = &stored.committed
+        && c.version >= version
+    {
+        return Decision::Skip(c.version);
+    }
+    match stored.writing {
+        // Someone holds the record. It may be a live writer, or this very message's previous
+        // delivery that crashed (its lease outlives it): only the lease's end tells them apart, so
+        // come back then rather than skip.
+        Some((_, until)) if until > now => {
+            Decision::Wait(Duration::try_from(until - now).unwrap_or(Duration::ZERO))
+        }
+        _ => Decision::Write,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Decision {
+    Write,
+    Skip(i64),
+    Wait(Duration),
+}
+
+impl CallRecordStore {
+    /// The store over the four tables, with writers holding a record for `lease`.
+    pub fn new(
+        records: TableStore,
+        sessions: TableStore,
+        bodies: TableStore,
+        app_state: TableStore,
+        lease: Duration,
+    ) -> Self {
+        Self {
+            records,
+            sessions,
+            bodies,
+            app_state,
+            lease,
+            ready: Arc::new(OnceCell::new()),
+        }
+    }
+
+    /// Makes sure the tables exist, once per process: Bicep creates them in Azure, a fresh Azurite
+    /// has none. Failures are not remembered, so the next call tries again.
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.ready
+            .get_or_try_init(|| self.ensure_tables())
+            .await
+            .map(|_| ())
+    }
+
+    /// Creates the tables that are missing (Bicep creates them in Azure; Azurite starts empty).
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn ensure_tables(&self) -> Result<(), StoreError> {
+        for table in [&self.records, &self.sessions, &self.bodies, &self.app_state] {
+            table.ensure_exists().await?;
+        }
+        Ok(())
+    }
+
+    /// The state of record `id`, if anything was ever written for it.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn state(&self, id: &str) -> Result<Option<StoredState>, StoreError> {
+        self.ready().await?;
+        Ok(self
+            .bodies
+            .get(id, STATE_ROW)
+            .await?
+            .map(|e| read_state(&e)))
+    }
+
+    /// Stores a version of a record per the protocol in the module docs. `now` is read at each step
+    /// that compares with a lease.
+    ///
+    /// # Errors
+    /// When storage fails or refuses; the record is then in a state a retry completes.
+    #[tracing::instrument(skip_all, fields(version = summary.version, sessions = sessions.len()))]
+    pub(crate) async fn save(
+        &self,
+        document: &[u8],
+        summary: &Summary,
+        sessions: &[SessionRow],
+        now: &(dyn Fn() -> OffsetDateTime + Send + Sync),
+    ) -> Result<Saved, StoreError> {
+        self.ready().await?;
+        let id = summary.id.as_str();
+        let version = summary.version;
+        let body = compress(document)?;
+        let day = partition_day(summary.start);
+        let mut entities = body_entities(id, version, &body).into_iter();
+
+        // 1–2: read, decide, claim together with the first body entities. Another writer can only
+        // win the race a few times before its lease makes us wait.
+        let mut races = 0;
+        let (mut lease, previous) = loop {
+            races += 1;
+            if races > 5 {
+                return Ok(Saved::Busy {
+                    retry_in: Duration::from_secs(1),
+                });
+            }
+            let current = self.bodies.get(id, STATE_ROW).await?;
+            let state = current.as_ref().map(read_state);
+            match decide(state.as_ref(), version, now()) {
+                Decision::Skip(stored) => return Ok(Saved::Unchanged { stored }),
+                Decision::Wait(retry_in) => return Ok(Saved::Busy { retry_in }),
+                Decision::Write => {}
+            }
+            let until = now() + self.lease;
+            let claim = claim_row(id, current.as_ref(), version, &day, until);
+            let mut ops = Vec::with_capacity(BODY_ENTITIES_PER_BATCH + 1);
+            ops.push(match current.as_ref().and_then(|e| e.etag.clone()) {
+                Some(etag) => BatchOp::Update(claim, WriteMode::Replace, etag),
+                None => BatchOp::Insert(claim),
+            });
+            let first: Vec<Entity> = entities.clone().take(BODY_ENTITIES_PER_BATCH).collect();
+            ops.extend(
+                first
+                    .into_iter()
+                    .map(|e| BatchOp::Upsert(e, WriteMode::Replace)),
+            );
+            match self.bodies.batch(id, ops).await {
+                Ok(etags) => {
+                    let etag = etags.into_iter().next().flatten().ok_or_else(|| {
+                        StoreError::InvalidInput("no ETag for the claimed state row".into())
+                    })?;
+                    for _ in 0..BODY_ENTITIES_PER_BATCH {
+                        entities.next();
+                    }
+                    break (Lease { etag, until }, state);
+                }
+                // Someone claimed or committed between our read and our claim: read again.
+                Err(StoreError::BatchFailed {
+                    index: 0,
+                    kind: BatchFailure::Conflict | BatchFailure::PreconditionFailed,
+                    ..
+                }) => continue,
+                Err(e) => return Err(e),
+            }
+        };
+
+        // 3: the rest of the body, then the sessions.
+        let rest: Vec<Entity> = entities.collect();
+        for chunk in rest.chunks(BODY_ENTITIES_PER_BATCH) {
+            if !self.keep_lease(id, version, &mut lease, now).await? {
+                return Ok(Saved::Superseded);
+            }
+            let ops = chunk
+                .iter()
+                .cloned()
+                .map(|e| BatchOp::Upsert(e, WriteMode::Replace))
+                .collect();
+            self.bodies.batch(id, ops).await?;
+        }
+        let rows: Vec<Entity> = sessions
+            .iter()
+            .map(|s| session_entity(summary, s))
+            .collect();
+        for chunk in rows.chunks(BATCH_MAX) {
+            if !self.keep_lease(id, version, &mut lease, now).await? {
+                return Ok(Saved::Superseded);
+            }
+            let ops = chunk
+                .iter()
+                .cloned()
+                .map(|e| BatchOp::Upsert(e, WriteMode::Replace))
+                .collect();
+            self.sessions.batch(id, ops).await?;
+        }
+        if previous.is_some() {
+            // Only a record written before can have sessions this version no longer has.
+            let keep: BTreeSet<&str> = sessions.iter().map(|s| s.key.as_str()).collect();
+            let existing = self
+                .sessions
+                .query_all(
+                    &Query::new()
+                        .filter(filter::eq("PartitionKey", id))
+                        .select(["RowKey"]),
+                )
+                .await?;
+            let stale: Vec<BatchOp> = existing
+                .into_iter()
+                .filter(|e| !keep.contains(e.row_key.as_str()))
+                .map(|e| BatchOp::Delete {
+                    rk: e.row_key,
+                    if_match: None,
+                })
+                .collect();
+            for chunk in stale.chunks(BATCH_MAX) {
+                if !self.keep_lease(id, version, &mut lease, now).await? {
+                    return Ok(Saved::Superseded);
+                }
+                self.sessions.batch(id, chunk.to_vec()).await?;
+            }
+        }
+
+        // 4: the summary row, and any row under another start day (an older version's, or a crashed
+        // writer's) if the day changed.
+        let body_count = u32::try_from(body.chunks(PART_BYTES * PARTS_PER_ENTITY).len().max(1))
+            .unwrap_or(u32::MAX);
+        if !self.keep_lease(id, version, &mut lease, now).await? {
+            return Ok(Saved::Superseded);
+        }
+        let record = record_entity(&day, summary, document.len(), &body, body_count, now());
+        self.records.upsert(&record, WriteMode::Replace).await?;
+        let old_committed = previous.as_ref().and_then(|p| p.committed.clone());
+        let other_days: BTreeSet<&str> = old_committed
+            .iter()
+            .map(|c| c.day.as_str())
+            .chain(previous.iter().filter_map(|p| p.writing_day.as_deref()))
+            .filter(|d| *d != day)
+            .collect();
+        for other in other_days {
+            self.records.delete(other, id, None).await?;
+        }
+
+        // 5: commit, then drop the bodies of other versions.
+        let committed = committed_row(id, version, &day, body_count);
+        match self
+            .bodies
+            .update(&committed, WriteMode::Replace, &lease.etag)
+            .await
+        {
+            Ok(_) => {}
+            Err(StoreError::PreconditionFailed) => return Ok(Saved::Superseded),
+            Err(e) => return Err(e),
+        }
+        let mut stale_versions = Vec::new();
+        if let Some(old) = old_committed.filter(|o| o.version != version) {
+            stale_versions.push((old.version, old.body_entities));
+        }
+        if let Some((writing, _)) = previous.as_ref().and_then(|p| p.writing)
+            && writing != version
+        {
+            // A crashed writer's parts: we don't know how many it wrote, so ask.
+            stale_versions.push((writing, u32::MAX));
+        }
+        for (old_version, count) in stale_versions {
+            if let Err(e) = self.delete_body(id, old_version, count).await {
+                // Harmless leftovers: no row points at them. Logged, not failed.
+                tracing::warn!(error = %e, old_version, "could not delete an old body");
+            }
+        }
+        Ok(Saved::Written)
+    }
+
+    /// Renews the lease when half of it has passed. `false` when another writer has taken it.
+    async fn keep_lease(
+        &self,
+        id: &str,
+        version: i64,
+        lease: &mut Lease,
+        now: &(dyn Fn() -> OffsetDateTime + Send + Sync),
+    ) -> Result<bool, StoreError> {
+        let now = now();
+        if lease.until - now > self.lease / 2 {
+            return Ok(true);
+        }
+        let until = now + self.lease;
+        let row = Entity::new(id, STATE_ROW)
+            .with("WritingVersion", EdmValue::Int64(version))
+            .with("LeaseUntil", EdmValue::DateTime(until));
+        match self
+            .bodies
+            .update(&row, WriteMode::Merge, &lease.etag)
+            .await
+        {
+            Ok(etag) => {
+                *lease = Lease { etag, until };
+                Ok(true)
+            }
+            Err(StoreError::PreconditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete_body(&self, id: &str, version: i64, count: u32) -> Result<(), StoreError> {
+        let keys: Vec<String> = if count == u32::MAX {
+            let prefix = body_prefix(version);
+            self.bodies
+                .query_all(
+                    &Query::new()
+                        .filter(format!(
+                            "{} and {}",
+                            filter::eq("PartitionKey", id),
+                            filter::starts_with("RowKey", &prefix)
+                        ))
+                        .select(["RowKey"]),
+                )
+                .await?
+                .into_iter()
+                .map(|e| e.row_key)
+                .collect()
+        } else {
+            (0..count).map(|n| body_key(version, n)).collect()
+        };
+        for chunk in keys.chunks(BATCH_MAX) {
+            let ops = chunk
+                .iter()
+                .map(|rk| BatchOp::Delete {
+                    rk: rk.clone(),
+                    if_match: None,
+                })
+                .collect();
+            match self.bodies.batch(id, ops).await {
+                Ok(_) => {}
+                // One of them is already gone (a previous attempt): delete one by one instead.
+                Err(StoreError::BatchFailed {
+                    kind: BatchFailure::NotFound,
+                    ..
+                }) => {
+                    for rk in chunk {
+                        self.bodies.delete(id, rk, None).await?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The committed document of record `id`, decompressed: Graph's merged JSON, byte for byte.
+    ///
+    /// # Errors
+    /// When storage fails, or the stored parts are not a complete gzip stream.
+    pub async fn document(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(state) = self.state(id).await? else {
+            return Ok(None);
+        };
+        let Some(committed) = state.committed else {
+            return Ok(None);
+        };
+        let prefix = body_prefix(committed.version);
+        let mut parts = self
+            .bodies
+            .query_all(&Query::new().filter(format!(
+                "{} and {}",
+                filter::eq("PartitionKey", id),
+                filter::starts_with("RowKey", &prefix)
+            )))
+            .await?;
+        parts.sort_by(|a, b| a.row_key.cmp(&b.row_key));
+        let mut compressed = Vec::new();
+        for entity in parts.iter().take(committed.body_entities as usize) {
+            for n in 0..PARTS_PER_ENTITY {
+                match entity.properties.get(&part_name(n)) {
+                    Some(EdmValue::Binary(bytes)) => compressed.extend_from_slice(bytes),
+                    _ => break,
+                }
+            }
+        }
+        let mut document = Vec::with_capacity(compressed.len() * 8);
+        GzDecoder::new(compressed.as_slice())
+            .read_to_end(&mut document)
+            .map_err(|e| {
+                StoreError::InvalidInput(format!("stored body of {id} is damaged: {e}"))
+            })?;
+        Ok(Some(document))
+    }
+
+    /// Records that the fetch of `job` was given up, for the health check. Idempotent.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn record_failure(
+        &self,
+        job: &CallRecordJob,
+        reason: GiveUp,
+        detail: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let row = Entity::new(FAILURE_PARTITION, &job.id)
+            .with("CallRecordId", EdmValue::String(job.id.clone()))
+            .with("Reason", EdmValue::String(reason.as_str().to_owned()))
+            .with("Detail", EdmValue::String(truncate(detail, 1024)))
+            .with(
+                "Attempts",
+                EdmValue::Int32(i32::try_from(job.attempt).unwrap_or(i32::MAX)),
+            )
+            .with("ReceivedAt", EdmValue::DateTime(job.received_at))
+            .with("GaveUpAt", EdmValue::DateTime(now));
+        self.ready().await?;
+        self.app_state.upsert(&row, WriteMode::Replace).await?;
+        Ok(())
+    }
+
+    /// Records that Graph refused the app's token or permission (401/403), for the health check: an
+    /// admin must act. One row, overwritten on every refusal.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn record_graph_refusal(
+        &self,
+        status: u16,
+        code: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let row = Entity::new(GRAPH_STATUS_PARTITION, "refused")
+            .with("Status", EdmValue::Int32(i32::from(status)))
+            .with("Code", EdmValue::String(truncate(code, 256)))
+            .with("At", EdmValue::DateTime(now));
+        self.ready().await?;
+        self.app_state.upsert(&row, WriteMode::Replace).await?;
+        Ok(())
+    }
+
+    /// Forgets a recorded failure of `id` once it has been stored after all.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn clear_failure(&self, id: &str) -> Result<(), StoreError> {
+        self.app_state.delete(FAILURE_PARTITION, id, None).await?;
+        Ok(())
+    }
+
+    /// Records a queue message that could not be read (it is then deleted), for the health check.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn record_dropped(
+        &self,
+        message_id: &str,
+        reason: &str,
+        message: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let row = Entity::new(DROPPED_PARTITION, sanitize_key(message_id))
+            .with("Reason", EdmValue::String(reason.to_owned()))
+            .with("Sample", EdmValue::String(truncate(message, 1024)))
+            .with(
+                "Length",
+                EdmValue::Int32(i32::try_from(message.len()).unwrap_or(i32::MAX)),
+            )
+            .with("DroppedAt", EdmValue::DateTime(now));
+        self.ready().await?;
+        self.app_state.upsert(&row, WriteMode::Replace).await?;
+        Ok(())
+    }
+
+    /// Rows of `CallRecordSessions` for record `id` (tests and the read API).
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub async fn session_rows(&self, id: &str) -> Result<Vec<Entity>, StoreError> {
+        self.sessions
+            .query_all(&Query::new().filter(filter::eq("PartitionKey", id)))
+            .await
+    }
+}
+
+struct Lease {
+    etag: ETag,
+    until: OffsetDateTime,
+}
+
+fn read_state(entity: &Entity) -> StoredState {
+    let committed = entity.get_i64("Version").map(|version| Committed {
+        version,
+        day: entity.get_str("Day").unwrap_or_default().to_owned(),
+        body_entities: entity
+            .get_i32("BodyEntities")
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0),
+    });
+    let writing = entity
+        .get_i64("WritingVersion")
+        .zip(entity.get_datetime("LeaseUntil"));
+    let writing_day = entity.get_str("WritingDay").map(str::to_owned);
+    StoredState {
+        committed,
+        writing,
+        writing_day,
+    }
+}
+
+/// The state row with our claim, keeping what is committed.
+fn claim_row(
+    id: &str,
+    current: Option<&Entity>,
+    version: i64,
+    day: &str,
+    until: OffsetDateTime,
+) -> Entity {
+    let mut row = Entity::new(id, STATE_ROW);
+    if let Some(current) = current {
+        for name in ["Version", "Day", "BodyEntities"] {
+            if let Some(value) = current.properties.get(name) {
+                row = row.with(name, value.clone());
+            }
+        }
+    }
+    row.with("WritingVersion", EdmValue::Int64(version))
+        .with("WritingDay", EdmValue::String(day.to_owned()))
+        .with("LeaseUntil", EdmValue::DateTime(until))
+}
+
+fn committed_row(id: &str, version: i64, day: &str, body_entities: u32) -> Entity {
+    Entity::new(id, STATE_ROW)
+        .with("Version", EdmValue::Int64(version))
+        .with("Day", EdmValue::String(day.to_owned()))
+        .with(
+            "BodyEntities",
+            EdmValue::Int32(i32::try_from(body_entities).unwrap_or(i32::MAX)),
+        )
+}
+
+fn compress(document: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(document.len() / 8), Compression::new(6));
+    encoder
+        .write_all(document)
+        .and_then(|()| encoder.finish())
+        .map_err(|e| StoreError::InvalidInput(format!("compressing a document: {e}")))
+}
+
+fn body_prefix(version: i64) -> String {
+    // Zero-padded so that row keys sort by version and part; versions are never negative in Graph.
+    format!("body-{:020}-", version.max(0))
+}
+
+fn body_key(version: i64, n: u32) -> String {
+    format!("{}{n:05}", body_prefix(version))
+}
+
+fn part_name(n: usize) -> String {
+    format!("Data{n:02}")
+}
+
+/// The body entities of one version: each holds up to [`PARTS_PER_ENTITY`] parts of 64 KiB.
+fn body_entities(id: &str, version: i64, body: &[u8]) -> Vec<Entity> {
+    let per_entity = PART_BYTES * PARTS_PER_ENTITY;
+    let mut entities = Vec::with_capacity(body.len() / per_entity + 1);
+    for (n, chunk) in body.chunks(per_entity).enumerate() {
+        let mut entity = Entity::new(id, body_key(version, u32::try_from(n).unwrap_or(u32::MAX)));
+        for (p, part) in chunk.chunks(PART_BYTES).enumerate() {
+            entity = entity.with(part_name(p), EdmValue::Binary(part.to_vec()));
+        }
+        entities.push(entity);
+    }
+    entities
+}
+
+/// `yyyy-MM-dd` (UTC) of the call's start: the `CallRecords` partition, so a day is one range read.
+/// A record without a start (never seen in Graph) goes to `0001-01-01` rather than being lost.
+pub(crate) fn partition_day(start: Option<OffsetDateTime>) -> String {
+    match start {
+        Some(start) => {
+            let d = start.to_offset(time::UtcOffset::UTC).date();
+            format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+        }
+        None => "0001-01-01".to_owned(),
+    }
+}
+
+fn put(entity: Entity, name: &str, value: Option<EdmValue>) -> Entity {
+    match value {
+        Some(value) => entity.with(name, value),
+        None => entity,
+    }
+}
+
+fn string(value: Option<&String>) -> Option<EdmValue> {
+    value.map(|v| EdmValue::String(v.clone()))
+}
+
+fn put_party(mut entity: Entity, prefix: &str, party: &Party) -> Entity {
+    entity = put(
+        entity,
+        &format!("{prefix}IdentityType"),
+        string(party.identity_kind.as_ref()),
+    );
+    entity = put(entity, &format!("{prefix}Id"), string(party.id.as_ref()));
+    entity = put(
+        entity,
+        &format!("{prefix}DisplayName"),
+        string(party.display_name.as_ref()),
+    );
+    entity = put(
+        entity,
+        &format!("{prefix}UserPrincipalName"),
+        string(party.user_principal_name.as_ref()),
+    );
+    put(
+        entity,
+        &format!("{prefix}TenantId"),
+        string(party.tenant_id.as_ref()),
+    )
+}
+
+fn put_endpoint(mut entity: Entity, prefix: &str, endpoint: Option<&EndpointInfo>) -> Entity {
+    let Some(endpoint) = endpoint else {
+        return entity;
+    };
+    entity = put(
+        entity,
+        &format!("{prefix}EndpointType"),
+        string(endpoint.kind.as_ref()),
+    );
+    entity = put_party(entity, prefix, &endpoint.party);
+    entity = put(
+        entity,
+        &format!("{prefix}UserAgent"),
+        string(endpoint.user_agent.as_ref()),
+    );
+    entity = put(
+        entity,
+        &format!("{prefix}Platform"),
+        string(endpoint.platform.as_ref()),
+    );
+    put(
+        entity,
+        &format!("{prefix}ProductFamily"),
+        string(endpoint.product_family.as_ref()),
+    )
+}
+
+fn record_entity(
+    day: &str,
+    summary: &Summary,
+    document_len: usize,
+    body: &[u8],
+    body_entities: u32,
+    stored_at: OffsetDateTime,
+) -> Entity {
+    let mut e = Entity::new(day, &summary.id)
+        .with("CallRecordId", EdmValue::String(summary.id.clone()))
+        .with("Version", EdmValue::Int64(summary.version))
+        .with("Modalities", EdmValue::String(summary.modalities.clone()))
+        .with(
+            "ParticipantCount",
+            EdmValue::Int32(summary.participant_count),
+        )
+        .with("SessionCount", EdmValue::Int32(summary.session_count))
+        .with("SegmentCount", EdmValue::Int32(summary.segment_count))
+        .with("StoredAt", EdmValue::DateTime(stored_at))
+        .with("BodyEncoding", EdmValue::String("gzip".to_owned()))
+        .with(
+            "BodySize",
+            EdmValue::Int64(i64::try_from(document_len).unwrap_or(i64::MAX)),
+        )
+        .with(
+            "BodyCompressedSize",
+            EdmValue::Int64(i64::try_from(body.len()).unwrap_or(i64::MAX)),
+        )
+        .with(
+            "BodyEntities",
+            EdmValue::Int32(i32::try_from(body_entities).unwrap_or(i32::MAX)),
+        );
+    e = put(e, "Type", string(summary.kind.as_ref()));
+    e = put(e, "StartDateTime", summary.start.map(EdmValue::DateTime));
+    e = put(e, "EndDateTime", summary.end.map(EdmValue::DateTime));
+    e = put(
+        e,
+        "DurationSeconds",
+        summary.duration_seconds.map(EdmValue::Double),
+    );
+    e = put(
+        e,
+        "LastModifiedDateTime",
+        summary.last_modified.map(EdmValue::DateTime),
+    );
+    e = put(e, "JoinWebUrl", string(summary.join_web_url.as_ref()));
+    if let Some(organizer) = &summary.organizer {
+        e = put_party(e, "Organizer", organizer);
+    }
+    e
+}
+
+fn session_entity(summary: &Summary, session: &SessionRow) -> Entity {
+    let mut e = Entity::new(&summary.id, sanitize_key(&session.key))
+        .with("CallRecordId", EdmValue::String(summary.id.clone()))
+        .with("SessionId", EdmValue::String(session.key.clone()))
+        .with("Version", EdmValue::Int64(summary.version))
+        .with("Modalities", EdmValue::String(session.modalities.clone()))
+        .with("SegmentCount", EdmValue::Int32(session.segment_count));
+    e = put(
+        e,
+        "CallStartDateTime",
+        summary.start.map(EdmValue::DateTime),
+    );
+    e = put(e, "StartDateTime", session.start.map(EdmValue::DateTime));
+    e = put(e, "EndDateTime", session.end.map(EdmValue::DateTime));
+    e = put(
+        e,
+        "DurationSeconds",
+        session.duration_seconds.map(EdmValue::Double),
+    );
+    e = put(e, "IsTest", session.is_test.map(EdmValue::Boolean));
+    e = put_endpoint(e, "Caller", session.caller.as_ref());
+    e = put_endpoint(e, "Callee", session.callee.as_ref());
+    e = put(e, "FailureStage", string(session.failure_stage.as_ref()));
+    put(e, "FailureReason", string(session.failure_reason.as_ref()))
+}
+
+/// A row key from text that may hold characters Table storage forbids in keys: those are replaced,
+/// and the original kept in a column. Graph's ids are GUIDs, so this never changes one.
+fn sanitize_key(key: &str) -> String {
+    key.chars()
+        .map(|c| {
+            if matches!(c, '/' | '\\' | '#' | '?') || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .take(255)
+        .collect()
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-27 10:00 UTC);
+
+    fn committed(version: i64) -> StoredState {
+        StoredState {
+            committed: Some(Committed {
+                version,
+                day: "2026-11-27".into(),
+                body_entities: 1,
+            }),
+            writing: None,
+            writing_day: None,
+        }
+    }
+
+    #[test]
+    fn a_new_record_is_written() {
+        assert_eq!(decide(None, 1, NOW), Decision::Write);
+    }
+
+    #[test]
+    fn the_same_or_an_older_version_is_not_written_again() {
+        assert_eq!(decide(Some(&committed(2)), 2, NOW), Decision::Skip(2));
+        assert_eq!(decide(Some(&committed(2)), 1, NOW), Decision::Skip(2));
+        assert_eq!(decide(Some(&committed(1)), 2, NOW), Decision::Write);
+    }
+
+    #[test]
+    fn a_live_lease_makes_us_wait_whatever_version_it_writes() {
+        let writing = |v, until| StoredState {
+            committed: None,
+            writing: Some((v, until)),
+            writing_day: None,
+        };
+        let later = NOW + time::Duration::seconds(30);
+        assert_eq!(
+            decide(Some(&writing(2, later)), 2, NOW),
+            Decision::Wait(Duration::from_secs(30))
+        );
+        assert_eq!(
+            decide(Some(&writing(3, later)), 2, NOW),
+            Decision::Wait(Duration::from_secs(30))
+        );
+        assert_eq!(
+            decide(Some(&writing(1, later)), 2, NOW),
+            Decision::Wait(Duration::from_secs(30))
+        );
+        // An expired lease is a crashed writer: take over.
+        let earlier = NOW - time::Duration::seconds(1);
+        assert_eq!(decide(Some(&writing(2, earlier)), 2, NOW), Decision::Write);
+    }
+
+    #[test]
+    fn bodies_split_into_entities_of_bounded_parts_and_round_trip() {
+        let document: Vec<u8> = (0..3_000_000u32).flat_map(|n| n.to_le_bytes()).collect();
+        let body = compress(&document).unwrap();
+        let entities = body_entities("r", 7, &body);
+        let mut joined = Vec::new();
+        for (n, entity) in entities.iter().enumerate() {
+            assert_eq!(entity.row_key, body_key(7, u32::try_from(n).unwrap()));
+            assert!(entity.properties.len() <= PARTS_PER_ENTITY);
+            for p in 0..entity.properties.len() {
+                let Some(EdmValue::Binary(bytes)) = entity.properties.get(&part_name(p)) else {
+                    panic!("part {p} missing")
+                };
+                assert!(bytes.len() <= PART_BYTES);
+                joined.extend_from_slice(bytes);
+            }
+        }
+        assert_eq!(joined, body);
+        let mut back = Vec::new();
+        GzDecoder::new(joined.as_slice())
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, document);
+    }
+
+    #[test]
+    fn body_keys_sort_by_version_then_part() {
+        let mut keys = vec![
+            body_key(10, 0),
+            body_key(9, 1),
+            body_key(9, 0),
+            body_key(10, 11),
+        ];
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![
+                body_key(9, 0),
+                body_key(9, 1),
+                body_key(10, 0),
+                body_key(10, 11)
+            ]
+        );
+    }
+
+    #[test]
+    fn partition_day_is_the_utc_start_day() {
+        assert_eq!(
+            partition_day(Some(datetime!(2026-11-27 23:30 -02:00))),
+            "2026-11-28"
+        );
+        assert_eq!(partition_day(None), "0001-01-01");
+    }
+}

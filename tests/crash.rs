@@ -1,0 +1,211 @@
+//! The shipped binary killed in the middle of a batch of fetches, restarted, and the messages
+//! redelivered by the host: the tables end exactly as after a clean run. Its own test binary, so that
+//! it has an Azurite of its own and the binary's default queue and table names are free.
+//!
+//! The binary gets its Graph token through `azure_identity`'s `ManagedIdentityCredential` from the
+//! simulator's managed-identity endpoint, as it would on Azure.
+
+// Test code panics on purpose.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use support::fetch::spawn_fetch_app;
+use support::graph::{sim_config, start_sim};
+use support::host::{HostEmulator, QueueRun, QueueTrigger};
+use support::{CLIENT_STATE, HandlerProcess, TENANT_ID, azurite, shared_key};
+use teams_cdr_functions::{EdmValue, Entity, Query, TableStore};
+use teams_cdr_functions::{QueueStore, StorageRetry};
+use teams_cdr_sim::SimClock;
+
+/// Every row of `table`, keyed, without what differs between two correct runs: the service's
+/// `Timestamp`/ETag and the time a row was written.
+async fn snapshot(table: &TableStore) -> BTreeMap<(String, String), BTreeMap<String, EdmValue>> {
+    table
+        .query_all(&Query::new())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e: Entity| {
+            let mut properties = e.properties.clone();
+            properties.remove("StoredAt");
+            ((e.partition_key, e.row_key), properties)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn handler_killed_mid_batch_then_restarted_ends_as_a_clean_run() {
+    // A tenant on real time (the binary reads the system clock), with Graph 80 ms away, and one
+    // meeting big enough to need many writes.
+    let mut config = sim_config(15);
+    config.clock = SimClock::real();
+    config.tenant.start = time::OffsetDateTime::now_utc() - time::Duration::hours(8);
+    config.tenant.big_meetings = vec![(400, 150)];
+    config.faults.slow_rate = 1.0;
+    config.faults.slow_by = Duration::from_millis(80);
+    let sim = start_sim(config).await;
+    let client_id = sim.config().managed_identity_client_ids[0].clone();
+    let identity_endpoint = sim.identity_endpoint();
+    let identity_header = sim.config().identity_header.clone();
+    let base_url = sim.base_url().to_owned();
+
+    // The reference: a clean run of the same tenant, in-process, into tables of its own.
+    let reference = spawn_fetch_app(sim, |_, options| {
+        options.clock = std::sync::Arc::new(teams_cdr_functions::clock::SystemClock);
+        options.max_queue_delay = Duration::from_secs(7 * 24 * 3600);
+    })
+    .await;
+    let ids = reference.tenant_ids();
+    reference.enqueue_ids(&ids).await;
+    let clean = reference.drain().await;
+    assert_eq!(clean.failures, 0);
+
+    // The binary, as the host starts it.
+    let connection_string = azurite().connection_string();
+    let env = [
+        ("GRAPH_TENANT_ID", TENANT_ID),
+        ("NOTIFICATION_CLIENT_STATE", CLIENT_STATE),
+        ("AzureWebJobsStorage", connection_string.as_str()),
+        ("GRAPH_BASE_URL", base_url.as_str()),
+        ("GRAPH_AUTH", "managed-identity"),
+        ("AZURE_CLIENT_ID", client_id.as_str()),
+        ("IDENTITY_ENDPOINT", identity_endpoint.as_str()),
+        ("IDENTITY_HEADER", identity_header.as_str()),
+        ("CALLRECORD_WRITE_LEASE_SECONDS", "3"),
+        ("RUST_LOG", "info"),
+    ];
+    let http = teams_cdr_functions::http_client(None).unwrap();
+    let queue = |name: &str| {
+        QueueStore::new(
+            &azurite().queue_endpoint,
+            name,
+            &shared_key(),
+            http.clone(),
+            StorageRetry::default(),
+        )
+        .unwrap()
+    };
+    let table = |name: &str| {
+        TableStore::new(
+            &azurite().table_endpoint,
+            name,
+            &shared_key(),
+            http.clone(),
+            StorageRetry::default(),
+        )
+        .unwrap()
+    };
+    let jobs = queue(teams_cdr_functions::config::CALLRECORD_QUEUE);
+    let poison = queue(&format!(
+        "{}-poison",
+        teams_cdr_functions::config::CALLRECORD_QUEUE
+    ));
+    jobs.ensure_exists().await.unwrap();
+    poison.ensure_exists().await.unwrap();
+    for id in &ids {
+        jobs.send_json(&reference.job(id), 0).await.unwrap();
+    }
+
+    // First life: the whole batch is delivered at once, and the process is killed while it works.
+    let first = HandlerProcess::start(&env).await;
+    let host = HostEmulator::new(first.host.base());
+    let trigger = |host| QueueTrigger {
+        host,
+        function: "FetchCallRecord",
+        binding: "job",
+        queue: &jobs,
+        poison: &poison,
+        max_dequeue_count: 5,
+        visibility_secs: 2,
+    };
+    let mut run = QueueRun::default();
+    let first_trigger = trigger(&host);
+    let names = teams_cdr_functions::config::TableNames::default();
+    let records = table(&names.call_records);
+    let bodies = table(&names.bodies);
+    let writes_in_progress = || async {
+        bodies
+            .query_all(&Query::new())
+            .await
+            .map(|rows| {
+                rows.iter()
+                    .filter(|e| e.row_key == "state" && e.properties.contains_key("WritingVersion"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let (_, printed) = tokio::join!(first_trigger.deliver_once(32, &mut run), async {
+        // Killed the moment a record is half-written: its state row holds a writer's lease.
+        let started = std::time::Instant::now();
+        while writes_in_progress().await == 0 && started.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        first.stop().await
+    });
+    assert!(
+        run.failures > 0,
+        "the kill interrupted invocations: {run:?}\n{printed}"
+    );
+    let stored_at_kill = records
+        .query_all(&Query::new())
+        .await
+        .map(|r| r.len())
+        .unwrap_or(0);
+    let writing_at_kill = writes_in_progress().await;
+    eprintln!(
+        "at the kill: {stored_at_kill} of {} records stored, {writing_at_kill} writes in progress, {run:?}",
+        ids.len()
+    );
+
+    // Second life: the host redelivers what was not completed.
+    let second = HandlerProcess::start(&env).await;
+    let host = HostEmulator::new(second.host.base());
+    let rest = trigger(&host).drain(Duration::from_secs(120), || {}).await;
+    let printed = second.stop().await;
+
+    assert_eq!(rest.poisoned, 0, "{rest:?}\n{printed}");
+    assert!(
+        writing_at_kill > 0,
+        "the kill came in the middle of a write"
+    );
+    assert!(
+        stored_at_kill < ids.len(),
+        "the kill came after everything was stored ({stored_at_kill})"
+    );
+    for (name, ours, theirs) in [
+        (
+            "CallRecords",
+            &names.call_records,
+            &reference.tables.records,
+        ),
+        (
+            "CallRecordSessions",
+            &names.sessions,
+            &reference.tables.sessions,
+        ),
+        ("CallRecordBodies", &names.bodies, &reference.tables.bodies),
+    ] {
+        let ours = snapshot(&table(ours)).await;
+        let theirs = snapshot(theirs).await;
+        assert_eq!(ours.len(), theirs.len(), "{name}: row count");
+        assert!(ours == theirs, "{name} differs from the clean run");
+    }
+    for id in &ids {
+        let crashed = teams_cdr_functions::CallRecordStore::new(
+            records.clone(),
+            table(&names.sessions),
+            table(&names.bodies),
+            table(&names.app_state),
+            Duration::from_secs(60),
+        );
+        assert_eq!(
+            crashed.document(id).await.unwrap(),
+            reference.store.document(id).await.unwrap(),
+            "{id}"
+        );
+    }
+}

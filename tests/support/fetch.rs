@@ -1,0 +1,176 @@
+//! `spawn_fetch_app()`: the real app on port 0 with its own queue and tables, reading Graph from a
+//! simulator, driven by the host emulator's queue trigger.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use teams_cdr_functions::config::{Config, RunMode};
+use teams_cdr_functions::{
+    App, AppOptions, CallRecordJob, CallRecordStore, QueueStore, StorageRetry,
+};
+use teams_cdr_functions::{Entity, Query, TableStore};
+use teams_cdr_sim::RunningSim;
+
+use super::graph::{SimCredential, SimTime};
+use super::host::{HostEmulator, QueueRun, QueueTrigger};
+use super::{CLIENT_STATE, TENANT_ID, azurite, shared_key, unique_name};
+
+/// The tables of one test.
+pub struct Tables {
+    pub records: TableStore,
+    pub sessions: TableStore,
+    pub bodies: TableStore,
+    pub app_state: TableStore,
+}
+
+pub struct FetchApp {
+    pub host: HostEmulator,
+    pub sim: RunningSim,
+    pub queue: QueueStore,
+    pub poison: QueueStore,
+    pub tables: Tables,
+    pub store: CallRecordStore,
+}
+
+/// Spawns the app against `sim`, after `tweak` has adjusted its configuration and options (the
+/// defaults: the simulator's tokens and clock, queue delays capped at 0 so that tests never wait for
+/// a hidden message; a message due later is put back until the test moves the clock).
+pub async fn spawn_fetch_app(
+    sim: RunningSim,
+    tweak: impl FnOnce(&mut Config, &mut AppOptions),
+) -> FetchApp {
+    teams_cdr_functions::telemetry::init_for_tests();
+    let azurite = azurite();
+    let vars = vec![
+        ("FUNCTIONS_CUSTOMHANDLER_PORT".to_owned(), "0".to_owned()),
+        ("GRAPH_TENANT_ID".to_owned(), TENANT_ID.to_owned()),
+        (
+            "NOTIFICATION_CLIENT_STATE".to_owned(),
+            CLIENT_STATE.to_owned(),
+        ),
+        (
+            "AzureWebJobsStorage".to_owned(),
+            azurite.connection_string(),
+        ),
+        ("GRAPH_BASE_URL".to_owned(), sim.base_url().to_owned()),
+    ];
+    let mut config = Config::from_vars(RunMode::CustomHandler, vars).expect("test configuration");
+    let queue_name = unique_name("fetch");
+    config.notifications.queue = queue_name.clone();
+    let prefix = unique_name("t").replace('-', "");
+    config.tables = teams_cdr_functions::config::TableNames::with_prefix(&prefix);
+    let mut options = AppOptions {
+        graph_credential: Some(SimCredential::new(&sim)),
+        clock: Arc::new(SimTime(sim.clock().clone())),
+        max_queue_delay: Duration::ZERO,
+        ..AppOptions::default()
+    };
+    tweak(&mut config, &mut options);
+    let names = config.tables.clone();
+
+    let app = App::build_with(config, options).await.expect("app builds");
+    let addr = app.local_addr().unwrap();
+    tokio::spawn(app.run_until(std::future::pending()));
+    let host = HostEmulator::new(format!("http://{addr}"));
+    host.wait_ready(Duration::from_secs(10)).await;
+
+    let http = teams_cdr_functions::http_client(None).unwrap();
+    let queue = |name: &str| {
+        QueueStore::new(
+            &azurite.queue_endpoint,
+            name,
+            &shared_key(),
+            http.clone(),
+            StorageRetry::default(),
+        )
+        .unwrap()
+    };
+    let table = |name: &str| {
+        TableStore::new(
+            &azurite.table_endpoint,
+            name,
+            &shared_key(),
+            http.clone(),
+            StorageRetry::default(),
+        )
+        .unwrap()
+    };
+    let queue_store = queue(&queue_name);
+    queue_store.ensure_exists().await.unwrap();
+    let poison = queue(&format!("{queue_name}-poison"));
+    poison.ensure_exists().await.unwrap();
+    let tables = Tables {
+        records: table(&names.call_records),
+        sessions: table(&names.sessions),
+        bodies: table(&names.bodies),
+        app_state: table(&names.app_state),
+    };
+    let store = CallRecordStore::new(
+        tables.records.clone(),
+        tables.sessions.clone(),
+        tables.bodies.clone(),
+        tables.app_state.clone(),
+        Duration::from_secs(60),
+    );
+    FetchApp {
+        host,
+        sim,
+        queue: queue_store,
+        poison,
+        tables,
+        store,
+    }
+}
+
+impl FetchApp {
+    /// A job as the webhook would enqueue it now (tenant time).
+    pub fn job(&self, id: &str) -> CallRecordJob {
+        CallRecordJob {
+            id: id.to_owned(),
+            change_type: "created".to_owned(),
+            tenant_id: TENANT_ID.to_owned(),
+            subscription_id: "sub".to_owned(),
+            received_at: self.sim.clock().now(),
+            attempt: 0,
+            not_before: None,
+        }
+    }
+
+    pub async fn enqueue(&self, job: &CallRecordJob) {
+        self.queue.send_json(job, 0).await.unwrap();
+    }
+
+    pub async fn enqueue_ids(&self, ids: &[String]) {
+        for id in ids {
+            self.enqueue(&self.job(id)).await;
+        }
+    }
+
+    /// The host's queue trigger for `FetchCallRecord` on this app's queue.
+    pub fn trigger(&self) -> QueueTrigger<'_> {
+        QueueTrigger {
+            host: &self.host,
+            function: "FetchCallRecord",
+            binding: "job",
+            queue: &self.queue,
+            poison: &self.poison,
+            max_dequeue_count: 5,
+            visibility_secs: 1,
+        }
+    }
+
+    /// Runs the queue trigger until the queue is empty.
+    pub async fn drain(&self) -> QueueRun {
+        self.trigger().drain(Duration::from_secs(120), || {}).await
+    }
+
+    /// Every row of a table (tests only: a full scan).
+    pub async fn rows(&self, table: &TableStore) -> Vec<Entity> {
+        table.query_all(&Query::new()).await.unwrap_or_default()
+    }
+
+    /// The record ids the simulated tenant has.
+    pub fn tenant_ids(&self) -> Vec<String> {
+        self.sim.tenant().records.keys().cloned().collect()
+    }
+}
