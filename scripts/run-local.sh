@@ -1,33 +1,56 @@
 #!/usr/bin/env bash
-# Runs the app locally with no Azure account: Azurite on its default ports (data kept in .azurite/)
-# and the handler in standalone mode on http://localhost:7071. It answers Graph's validation
-# handshake, posts the documented call-record notification to itself and shows the queue message it
-# produced, then keeps serving until Ctrl-C.
+# Runs the app's main job locally with no Azure account: Azurite on its default ports (data kept in
+# .azurite/), the Graph simulator (`graph-sim`) standing in for a Teams tenant, and the handler in
+# standalone mode on http://localhost:7071, consuming its own queue.
+#
+# It subscribes to the simulator's call records (as the subscription timer will), after which the
+# simulator posts a change notification for every call record that becomes available; the handler
+# enqueues it, fetches the complete record (every session and participant page, a meeting of 2,000
+# sessions among them) through the simulator's managed-identity endpoint, and stores it in the
+# CallRecords, CallRecordSessions and CallRecordBodies tables. Every 10 s it prints what is stored.
+# Simulated time runs 60x faster, so two hours of calls arrive in about two minutes. Ctrl-C stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/ensure-node-deps.sh
-cargo build --locked --release
+cargo build --locked --release --workspace --bins
 
+export PORT="${PORT:-7071}"
+SIM_PORT="${SIM_PORT:-7072}"
 mkdir -p .azurite
 node_modules/.bin/azurite --silent --skipApiVersionCheck --disableTelemetry --location .azurite \
   --debug .azurite/debug.log >/dev/null &
 azurite_pid=$!
+sim_pid=
 handler_pid=
 cleanup() {
   [ -n "$handler_pid" ] && kill "$handler_pid" 2>/dev/null || true
+  [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null || true
   kill "$azurite_pid" 2>/dev/null || true
 }
 trap cleanup EXIT INT TERM
 
+# Calls of the last two hours, each available 120 simulated minutes after it ended: with the clock
+# at 60x they become available over the next two real minutes, one notification each.
+sim_out=.azurite/graph-sim.out
+target/release/graph-sim --port "$SIM_PORT" --calls 40 --big-meetings 1 \
+  --available-after-minutes 120 --clock-factor 60 >"$sim_out" &
+sim_pid=$!
+for _ in $(seq 1 100); do grep -q '^call records:' "$sim_out" 2>/dev/null && break; sleep 0.1; done
+setting() { sed -n "s/^$1=//p" "$sim_out"; }
+
 export AzureWebJobsStorage="UseDevelopmentStorage=true"
-export GRAPH_TENANT_ID="${GRAPH_TENANT_ID:-84bd8158-6d4d-4958-8b9f-9d6445542f95}"
+export GRAPH_TENANT_ID="$(setting GRAPH_TENANT_ID)"
+export GRAPH_BASE_URL="$(setting GRAPH_BASE_URL)"
+export GRAPH_AUTH=managed-identity
+export AZURE_CLIENT_ID="$(setting AZURE_CLIENT_ID)"
+export IDENTITY_ENDPOINT="$(setting IDENTITY_ENDPOINT)"
+export IDENTITY_HEADER="$(setting IDENTITY_HEADER)"
 export NOTIFICATION_CLIENT_STATE="${NOTIFICATION_CLIENT_STATE:-local-client-state}"
-export PORT="${PORT:-7071}"
 export RUST_LOG="${RUST_LOG:-info}"
 
 for _ in $(seq 1 100); do
-  (exec 3<>/dev/tcp/127.0.0.1/10001) 2>/dev/null && break
+  (exec 3<>/dev/tcp/127.0.0.1/10002) 2>/dev/null && break
   sleep 0.1
 done
 target/release/teams-cdr-functions standalone &
@@ -38,32 +61,46 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-echo "--- Graph validation handshake:"
+echo "--- Graph validation handshake, answered by the webhook:"
 curl -s -X POST "$base/api/notifications?validationToken=Validation%3A+hello+from+Graph"; echo
-echo "--- Documented call-record notification:"
-sed -e "s/{Call id}/2f1a1100-b174-40a0-aba7-0b405e01ed92/g" \
-    -e "s/{Secret client state}/$NOTIFICATION_CLIENT_STATE/" \
-    -e "s/{Organization\/Tenant id}/$GRAPH_TENANT_ID/" \
-    -e "s/{Subscription id}/local-subscription/" tests/fixtures/graph/change-notification-callrecords.json |
-  curl -s -o /dev/null -w "HTTP %{http_code}\n" -X POST -H 'Content-Type: application/json' --data-binary @- "$base/api/notifications"
-echo "--- Queue callrecord-ids now holds (peeked, base64-decoded):"
-node - <<'JS' || true
-// Peek with an account SAS signed from Azurite's well-known development key.
+
+echo "--- Subscribing to the simulated tenant's call records (Graph validates both webhook URLs):"
+token=$(curl -fs -H "X-IDENTITY-HEADER: $IDENTITY_HEADER" \
+  "$IDENTITY_ENDPOINT?api-version=2019-08-01&resource=$GRAPH_BASE_URL&client_id=$AZURE_CLIENT_ID" |
+  node -e 'let s="";process.stdin.on("data",c=>s+=c).on("end",()=>console.log(JSON.parse(s).access_token))')
+expires=$(node -e 'console.log(new Date(Date.now()+2*24*3600e3).toISOString())')
+curl -s -o /dev/null -w "HTTP %{http_code}\n" -X POST "$GRAPH_BASE_URL/v1.0/subscriptions" \
+  -H "Authorization: Bearer $token" -H 'Content-Type: application/json' --data-binary @- <<JSON
+{"changeType":"created,updated","resource":"/communications/callRecords",
+ "notificationUrl":"$base/api/notifications","lifecycleNotificationUrl":"$base/api/lifecycle",
+ "expirationDateTime":"$expires","clientState":"$NOTIFICATION_CLIENT_STATE"}
+JSON
+
+echo "--- Stored so far (every 10 s; Ctrl-C stops):"
+while kill -0 "$handler_pid" 2>/dev/null; do
+  node - <<'JS' || true
+// Reads the CallRecords table with an account SAS signed from Azurite's well-known development key.
 const crypto = require("crypto"), http = require("http");
 const account = "devstoreaccount1";
 const key = Buffer.from("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==", "base64");
 const se = new Date(Date.now() + 600000).toISOString().replace(/\.\d+Z$/, "Z");
-const toSign = [account, "r", "q", "o", "", se, "", "http", "2021-08-06", "", ""].join("\n");
+const toSign = [account, "rl", "t", "sco", "", se, "", "http", "2021-08-06", "", ""].join("\n");
 const sig = crypto.createHmac("sha256", key).update(toSign).digest("base64");
-const sas = new URLSearchParams({sv: "2021-08-06", ss: "q", srt: "o", sp: "r", se, spr: "http", sig}).toString();
-http.get(`http://127.0.0.1:10001/${account}/callrecord-ids/messages?peekonly=true&numofmessages=32&${sas}`, (res) => {
+const sas = new URLSearchParams({sv: "2021-08-06", ss: "t", srt: "sco", sp: "rl", se, spr: "http", sig}).toString();
+const select = "$select=RowKey,Type,StartDateTime,DurationSeconds,SessionCount,ParticipantCount,Version,OrganizerDisplayName";
+http.get(`http://127.0.0.1:10002/${account}/CallRecords()?${select}&${sas}`,
+  {headers: {Accept: "application/json;odata=nometadata"}}, (res) => {
   let body = "";
   res.on("data", (c) => body += c);
   res.on("end", () => {
-    const texts = [...body.matchAll(/<MessageText>([^<]*)<\/MessageText>/g)].map((m) => Buffer.from(m[1], "base64").toString());
-    console.log(texts.length ? texts.join("\n") : `(nothing, HTTP ${res.statusCode})`);
+    if (res.statusCode !== 200) { console.log(`(no CallRecords table yet, HTTP ${res.statusCode})`); return; }
+    const rows = JSON.parse(body).value;
+    const sessions = rows.reduce((n, r) => n + r.SessionCount, 0);
+    const biggest = rows.reduce((a, r) => (!a || r.SessionCount > a.SessionCount ? r : a), null);
+    console.log(`${new Date().toISOString()}  ${rows.length} call records, ${sessions} sessions` +
+      (biggest ? `; largest: ${biggest.Type} ${biggest.RowKey}, ${biggest.SessionCount} sessions, ${biggest.ParticipantCount} participants, organised by ${biggest.OrganizerDisplayName}` : ""));
   });
 });
 JS
-echo "--- Serving $base (webhooks at /api/notifications and /api/lifecycle). Ctrl-C stops."
-wait "$handler_pid"
+  sleep 10
+done

@@ -17,6 +17,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use azure_core::credentials::TokenCredential;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use crate::clock::{Clock, SystemClock};
@@ -27,6 +28,7 @@ use crate::functions::{
 };
 use crate::graph::GraphClient;
 use crate::host;
+use crate::host::standalone::{self, ConsumerOptions};
 use crate::http::http_client;
 use crate::store::StorageAuth;
 use crate::store::auth::storage_auth;
@@ -89,6 +91,8 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     mode: RunMode,
+    /// Standalone mode's queue consumer: the call-record queue and its poison queue.
+    consumer: Option<(QueueStore, QueueStore)>,
 }
 
 impl App {
@@ -161,10 +165,25 @@ impl App {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let consumer = match config.mode {
+            RunMode::CustomHandler => None,
+            RunMode::Standalone => Some((
+                state.queue.clone(),
+                QueueStore::new(
+                    &config.storage.queue_endpoint,
+                    &format!("{}-poison", state.queue.name()),
+                    &auth,
+                    http,
+                    options.storage_retry,
+                )
+                .context("creating the poison queue client")?,
+            )),
+        };
         Ok(Self {
             listener,
             router: router(state),
             mode: config.mode,
+            consumer,
         })
     }
 
@@ -205,9 +224,42 @@ impl App {
     ) -> std::io::Result<()> {
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, mode = ?self.mode, "listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let (stop, stopped) = watch::channel(false);
+        // Without a host, the app consumes its queue itself, through its own invocation route.
+        let consumer = self.consumer.map(|(queue, poison)| {
+            let handler = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port());
+            tokio::spawn(standalone::run(
+                queue,
+                poison,
+                handler,
+                standalone_consumer(),
+                stopped,
+            ))
+        });
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop.send(true);
+            })
+            .await;
+        if let Some(consumer) = consumer {
+            let _ = consumer.await;
+        }
+        served
+    }
+}
+
+/// The Functions host's queue-trigger defaults (`host.json`), except the visibility while a message
+/// runs: the host renews it as long as the function runs; this consumer hides a message for 5 minutes,
+/// longer than any fetch, so a crashed run's messages come back after that.
+fn standalone_consumer() -> ConsumerOptions {
+    ConsumerOptions {
+        function: "FetchCallRecord",
+        binding: functions::fetch_call_record::BINDING,
+        batch_size: 16,
+        visibility: Duration::from_secs(300),
+        max_dequeue_count: 5,
+        max_poll_interval: Duration::from_secs(10),
     }
 }
 

@@ -161,11 +161,41 @@ async fn handler_killed_mid_batch_then_restarted_ends_as_a_clean_run() {
         ids.len()
     );
 
-    // Second life: the host redelivers what was not completed.
+    // Second life: the host redelivers what was not completed (a crashed writer's lease makes its
+    // record wait 3 s). Killed again once some records are complete and others half-written, which
+    // catches writers after their sessions or summary row and before their commit.
     let second = HandlerProcess::start(&env).await;
     let host = HostEmulator::new(second.host.base());
+    let second_trigger = trigger(&host);
+    let second_kill = async {
+        let started = std::time::Instant::now();
+        loop {
+            let stored = records
+                .query_all(&Query::new())
+                .await
+                .map_or(0, |r| r.len());
+            if (stored > stored_at_kill && writes_in_progress().await > 0)
+                || started.elapsed() > Duration::from_secs(30)
+            {
+                break (stored, writes_in_progress().await);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    let (stored_at_second_kill, writing_at_second_kill) = tokio::select! {
+        at_kill = second_kill => at_kill,
+        _ = second_trigger.drain(Duration::from_secs(60), || {}) => (ids.len(), 0),
+    };
+    second.stop().await;
+    eprintln!(
+        "at the second kill: {stored_at_second_kill} stored, {writing_at_second_kill} writes in progress"
+    );
+
+    // Third life: everything left is redelivered and completed.
+    let third = HandlerProcess::start(&env).await;
+    let host = HostEmulator::new(third.host.base());
     let rest = trigger(&host).drain(Duration::from_secs(120), || {}).await;
-    let printed = second.stop().await;
+    let printed = third.stop().await;
 
     assert_eq!(rest.poisoned, 0, "{rest:?}\n{printed}");
     assert!(

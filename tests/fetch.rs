@@ -635,3 +635,39 @@ async fn storage_failure_fails_the_invocation_so_the_host_retries_and_finally_po
         serde_json::from_str(&support::host::decode_text(&poisoned[0].text)).unwrap();
     assert_eq!(job.id, id, "the record is in the poison queue, not lost");
 }
+
+#[tokio::test]
+async fn standalone_mode_consumes_its_queue_without_a_host_and_stores_the_record() {
+    let sim = start_sim(sim_config(2)).await;
+    let app = spawn_fetch_app(sim, |config, _| {
+        config.mode = teams_cdr_functions::config::RunMode::Standalone;
+    })
+    .await;
+    let ids = app.tenant_ids();
+
+    app.enqueue_ids(&ids).await;
+
+    // No host here: the app's own consumer picks the messages up. Poll for the outcome.
+    let started = std::time::Instant::now();
+    for id in &ids {
+        while app.store.document(id).await.unwrap().is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{id} not stored"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            stored(&app, id).await,
+            served(&app.sim.tenant().records[id])
+        );
+    }
+    let started = std::time::Instant::now();
+    while app.queue.approximate_count().await.unwrap() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "messages left on the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -5,7 +5,7 @@
 //!           [--throttle-rate 0] [--unavailable-rate 0] [--drop-rate 0] [--duplicate-rate 0]
 //!           [--clock-factor 1] [--available-after-minutes 5] [--tls-cert chain.pem --tls-key key.pem]
 //! ```
-//! It prints `GRAPH_BASE_URL=…`, `GRAPH_AUTHORITY_HOST=…`, `IDENTITY_ENDPOINT=…` and the credentials
+//! It prints `GRAPH_BASE_URL=…`, `GRAPH_AUTHORITY_HOST=…`, `IDENTITY_ENDPOINT=…`, `AZURE_CLIENT_ID=…` and the credentials
 //! to use, then serves until Ctrl-C.
 
 use std::collections::HashMap;
@@ -90,6 +90,9 @@ fn main() -> Result<(), String> {
         println!("GRAPH_CLIENT_SECRET={}", c.client_secret);
         println!("IDENTITY_ENDPOINT={}", sim.identity_endpoint());
         println!("IDENTITY_HEADER={}", c.identity_header);
+        if let Some(client_id) = c.managed_identity_client_ids.first() {
+            println!("AZURE_CLIENT_ID={client_id}");
+        }
         println!("call records: {}", sim.tenant().records.len());
         tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
         Ok(())

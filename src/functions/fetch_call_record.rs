@@ -70,6 +70,7 @@ pub(crate) async fn handle(
     };
     let span = tracing::info_span!(
         "fetch_call_record",
+        invocation_id = %crate::host::invocation_id(&headers),
         call_record_id = %job.id,
         attempt = job.attempt,
         dequeue_count = invocation.dequeue_count,

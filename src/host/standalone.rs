@@ -1,0 +1,146 @@
+//! Standalone mode's stand-in for the Functions host's queue trigger, so that a local run, a
+//! container or a VM fetches call records with no host in front.
+//!
+//! It keeps the host's semantics (<https://learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue-trigger>):
+//! messages are received in batches and hidden for a visibility timeout while they run; a message is
+//! deleted when its invocation succeeds and left to reappear when it fails; after `maxDequeueCount`
+//! failed deliveries it moves, unchanged, to `{queue}-poison`; an empty queue is polled less and
+//! less often. Each message is invoked through the handler's own `POST /{FunctionName}` route with
+//! the documented invocation payload, so it takes exactly the path the host's invocations take.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::INVOCATION_ID_HEADER;
+use crate::store::queue::{QueueStore, ReceivedMessage};
+
+/// What the consumer does; the defaults are the host's (`host.json`).
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumerOptions {
+    pub(crate) function: &'static str,
+    pub(crate) binding: &'static str,
+    pub(crate) batch_size: u8,
+    pub(crate) visibility: Duration,
+    pub(crate) max_dequeue_count: u32,
+    pub(crate) max_poll_interval: Duration,
+}
+
+/// Runs until `stop` turns true, then lets the invocations in flight finish.
+pub(crate) async fn run(
+    queue: QueueStore,
+    poison: QueueStore,
+    handler: SocketAddr,
+    options: ConsumerOptions,
+    mut stop: watch::Receiver<bool>,
+) {
+    let client = reqwest::Client::new();
+    let url = format!("http://{handler}/{}", options.function);
+    let mut idle = Duration::from_millis(100);
+    tracing::info!(
+        queue = queue.name(),
+        function = options.function,
+        "queue consumer started"
+    );
+    while !*stop.borrow() {
+        let visibility = u32::try_from(options.visibility.as_secs()).unwrap_or(u32::MAX);
+        let messages = match queue.receive(options.batch_size, visibility).await {
+            Ok(messages) => messages,
+            // A fresh storage account has no queue until the first notification: create it.
+            Err(crate::store::StoreError::NotFound) => {
+                if let Err(e) = queue.ensure_exists().await {
+                    tracing::warn!(error = %crate::store::error_chain(&e), "queue consumer cannot create its queue");
+                }
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::store::error_chain(&e), "queue consumer cannot receive");
+                Vec::new()
+            }
+        };
+        if messages.is_empty() {
+            tokio::select! {
+                () = tokio::time::sleep(idle) => {}
+                _ = stop.changed() => {}
+            }
+            idle = (idle * 2).min(options.max_poll_interval);
+            continue;
+        }
+        idle = Duration::from_millis(100);
+        let deliveries = messages
+            .into_iter()
+            .map(|m| deliver(&client, &url, &queue, &poison, &options, m));
+        futures::future::join_all(deliveries).await;
+    }
+    tracing::info!("queue consumer stopped");
+}
+
+async fn deliver(
+    client: &reqwest::Client,
+    url: &str,
+    queue: &QueueStore,
+    poison: &QueueStore,
+    options: &ConsumerOptions,
+    message: ReceivedMessage,
+) {
+    // The trigger decodes base64 (`messageEncoding: base64`), as the host does.
+    let text = base64::engine::general_purpose::STANDARD
+        .decode(&message.text)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .unwrap_or_else(|| message.text.clone());
+    let payload = json!({
+        "Data": { options.binding: text },
+        "Metadata": {
+            "DequeueCount": message.dequeue_count,
+            "Id": message.id,
+            "PopReceipt": message.pop_receipt,
+        },
+    });
+    let invocation_id = new_invocation_id();
+    let succeeded = client
+        .post(url)
+        .header(INVOCATION_ID_HEADER, &invocation_id)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(payload.to_string())
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success());
+    let outcome = if succeeded {
+        queue.delete(&message).await
+    } else if message.dequeue_count >= options.max_dequeue_count {
+        tracing::error!(
+            message_id = %message.id,
+            dequeue_count = message.dequeue_count,
+            "message failed too often; moved to the poison queue"
+        );
+        match poison.send_text(message.text.clone(), 0).await {
+            Ok(()) => queue.delete(&message).await,
+            Err(e) => Err(e),
+        }
+    } else {
+        // Left alone: it reappears when its visibility timeout ends.
+        Ok(())
+    };
+    if let Err(e) = outcome {
+        tracing::warn!(message_id = %message.id, error = %crate::store::error_chain(&e), "queue consumer could not settle a message");
+    }
+}
+
+/// A random GUID-shaped invocation id, as the host sends.
+fn new_invocation_id() -> String {
+    use std::hash::BuildHasher as _;
+    let random = || std::collections::hash_map::RandomState::new().hash_one(0u8);
+    let (a, b) = (random(), random());
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        b >> 52,
+        b & 0xffff_ffff_ffff
+    )
+}
