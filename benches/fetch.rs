@@ -52,15 +52,27 @@ async fn forward(State(proxy): State<CountingProxy>, request: Request) -> Respon
     );
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
     let mut outgoing = proxy.client.request(parts.method, url).body(body);
+    // Hop-by-hop and framing headers are each side's own.
+    let own = |name: &axum::http::HeaderName| {
+        matches!(
+            name.as_str(),
+            "host" | "connection" | "keep-alive" | "content-length" | "transfer-encoding"
+        )
+    };
     for (name, value) in &parts.headers {
-        if name != "host" {
+        if !own(name) {
             outgoing = outgoing.header(name, value);
         }
     }
-    let answer = outgoing.send().await.unwrap();
+    let answer = match outgoing.send().await {
+        Ok(answer) => answer,
+        Err(e) => panic!("proxy: {e:?}"),
+    };
     let mut response = Response::builder().status(answer.status());
     for (name, value) in answer.headers() {
-        response = response.header(name, value);
+        if !own(name) {
+            response = response.header(name, value);
+        }
     }
     response
         .body(Body::from(answer.bytes().await.unwrap()))
@@ -265,6 +277,7 @@ async fn run() {
         table(&names.bodies),
         table(&names.app_state),
         Duration::from_secs(60),
+        Duration::from_secs(30),
     );
     let json = store.document(&id).await.unwrap().unwrap().len() as f64 / 1024.0;
     println!();

@@ -188,6 +188,7 @@ async fn run() {
         received_at: time::OffsetDateTime::now_utc(),
         attempt: 0,
         not_before: None,
+        repair: false,
     };
     let write_batch = |n: usize| {
         let direct = direct.clone();

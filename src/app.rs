@@ -139,6 +139,10 @@ impl App {
             table(&config.tables.bodies)?,
             table(&config.tables.app_state)?,
             config.write_lease,
+            // The longest one storage write can take: every try runs into the request timeout,
+            // with the pipeline's waits in between.
+            crate::http::REQUEST_TIMEOUT * (options.storage_retry.max_retries + 1)
+                + options.storage_retry.max_elapsed,
         );
         let graph = GraphClient::new(&config.graph, http.clone(), options.graph_credential)
             .context("setting up the Graph client")?;

@@ -64,8 +64,9 @@ pub struct Config {
     pub graph: GraphConfig,
     /// Where call records are stored (`FetchCallRecord`).
     pub tables: TableNames,
-    /// `CALLRECORD_WRITE_LEASE_SECONDS` (default 60): how long a writer of a call record holds it
-    /// against other writers before a crashed writer's work may be taken over.
+    /// `CALLRECORD_WRITE_LEASE_SECONDS` (default 300): how long a writer of a call record holds it
+    /// against other writers before a crashed writer's work may be taken over. Longer than the worst
+    /// case of one storage write (3 tries of 30 s), so that a writer rarely has to renew it.
     pub write_lease: Duration,
     /// Extra CA certificates (PEM) trusted for outgoing HTTPS on top of the platform's, from
     /// `EXTRA_CA_CERTS_FILE`: networks with TLS inspection, and the tests' throw-away CA.
@@ -275,7 +276,7 @@ impl Config {
                 "does not name a readable file",
             ));
         }
-        let write_lease = seconds(&settings, "CALLRECORD_WRITE_LEASE_SECONDS", 60, 2..=3600)?;
+        let write_lease = seconds(&settings, "CALLRECORD_WRITE_LEASE_SECONDS", 300, 2..=3600)?;
         Ok(Self {
             mode,
             listen,
@@ -710,7 +711,7 @@ mod tests {
             .collect();
         let config = Config::from_vars(RunMode::Standalone, values.clone()).unwrap();
         assert_eq!(config.graph.auth.kind(), "client secret");
-        assert_eq!(config.write_lease, Duration::from_secs(60));
+        assert_eq!(config.write_lease, Duration::from_secs(300));
         // Every setting the code reads is in the example (checked against this file's own text).
         let source = include_str!("config.rs");
         for name in values.iter().map(|(k, _)| k.as_str()) {

@@ -90,6 +90,9 @@ impl IntoResponse for ApiError {
 pub(crate) enum InvocationError {
     #[error("storage failed")]
     Storage(#[from] StoreError),
+    /// The host's payload is not what this handler reads (a renamed binding, a new payload shape).
+    #[error("invocation payload not understood")]
+    Payload(#[from] crate::host::invocation::PayloadError),
 }
 
 impl IntoResponse for InvocationError {
@@ -100,7 +103,7 @@ impl IntoResponse for InvocationError {
                 tracing::warn!(error = %error_chain(&self), "invocation failed; the host retries");
             }
             // A refusal or a bug: retries will probably fail the same way, up to the poison queue.
-            Self::Storage(_) => {
+            Self::Storage(_) | Self::Payload(_) => {
                 tracing::error!(error = %error_chain(&self), "invocation failed");
             }
         }

@@ -10,6 +10,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+/// The longest one request may take, from connecting to the last byte of the answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Why the HTTP client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpSetupError {
@@ -28,7 +31,7 @@ pub enum HttpSetupError {
 pub fn http_client(extra_ca: Option<&Path>) -> Result<reqwest::Client, HttpSetupError> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
+        .timeout(REQUEST_TIMEOUT)
         .pool_idle_timeout(Duration::from_secs(50));
     if let Some(path) = extra_ca {
         let pem = std::fs::read(path).map_err(HttpSetupError::CaFile)?;

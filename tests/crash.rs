@@ -231,6 +231,7 @@ async fn handler_killed_mid_batch_then_restarted_ends_as_a_clean_run() {
             table(&names.bodies),
             table(&names.app_state),
             Duration::from_secs(60),
+            Duration::from_secs(30),
         );
         assert_eq!(
             crashed.document(id).await.unwrap(),

@@ -671,3 +671,222 @@ async fn standalone_mode_consumes_its_queue_without_a_host_and_stores_the_record
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn newer_version_with_fewer_sessions_and_another_start_day_leaves_no_stale_rows() {
+    let sim = start_sim(sim_config(0)).await;
+    let fixture = fixture_json("callrecord-get-expand-sessions-segments.json");
+    let session = |id: Option<&str>| {
+        let mut s = fixture["sessions"][0].clone();
+        match id {
+            Some(id) => s["id"] = json!(id),
+            None => {
+                s.as_object_mut().unwrap().remove("id");
+            }
+        }
+        s
+    };
+    let version = |v: u64, start: &str, sessions: Vec<Value>, issued: time::OffsetDateTime| {
+        let mut base = fixture.clone();
+        let object = base.as_object_mut().unwrap();
+        object.remove("sessions");
+        object.remove("sessions@odata.nextLink");
+        object.insert("id".into(), json!("5d1e8a4c-0000-4000-8000-0000000000aa"));
+        object.insert("version".into(), json!(v));
+        object.insert("startDateTime".into(), json!(start));
+        RecordVersion {
+            version: v,
+            issued_at: issued,
+            base,
+            sessions: Arc::new(sessions),
+            participants: Arc::new(Vec::new()),
+        }
+    };
+    let id = "5d1e8a4c-0000-4000-8000-0000000000aa";
+    sim.insert_record(CallRecord {
+        id: id.to_owned(),
+        start: sim_start() - time::Duration::hours(9),
+        end: sim_start() - time::Duration::hours(8),
+        versions: vec![
+            // v1: three sessions, one of them without an id, starting late on the 19th.
+            version(
+                1,
+                "2026-11-19T23:59:30Z",
+                vec![session(Some("s-1")), session(Some("s-2")), session(None)],
+                sim_start() - time::Duration::minutes(30),
+            ),
+            // v2: late data moves the start to the 20th and leaves two sessions.
+            version(
+                2,
+                "2026-11-20T00:00:10Z",
+                vec![session(Some("s-1")), session(Some("s-3"))],
+                sim_start() + time::Duration::minutes(10),
+            ),
+        ],
+    });
+    let app = spawn_fetch_app(sim, |_, _| {}).await;
+
+    app.enqueue_ids(&[id.to_owned()]).await;
+    app.drain().await;
+    let v1_sessions = app.store.session_rows(id).await.unwrap();
+    assert_eq!(v1_sessions.len(), 3, "v1 stored with its id-less session");
+    app.sim.clock().advance(time::Duration::minutes(11));
+    app.enqueue_ids(&[id.to_owned()]).await;
+    let run = app.drain().await;
+
+    assert_eq!(run.failures, 0);
+    let rows = app.rows(&app.tables.records).await;
+    assert_eq!(rows.len(), 1, "one CallRecords row: {rows:?}");
+    assert_eq!(rows[0].partition_key, "2026-11-20");
+    assert_eq!(int64(&rows[0], "Version"), 2);
+    let sessions = app.store.session_rows(id).await.unwrap();
+    let keys: Vec<&str> = sessions.iter().map(|e| e.row_key.as_str()).collect();
+    assert_eq!(keys, ["s-1", "s-3"]);
+    assert!(sessions.iter().all(|e| int64(e, "Version") == 2));
+    let bodies: Vec<String> = app
+        .rows(&app.tables.bodies)
+        .await
+        .into_iter()
+        .map(|e| e.row_key)
+        .collect();
+    assert_eq!(
+        bodies,
+        [format!("body-{:020}-00000", 2), "state".to_owned()],
+        "only v2's document is kept"
+    );
+    assert_eq!(
+        stored(&app, id).await,
+        served(&app.sim.tenant().records[id])
+    );
+}
+
+#[tokio::test]
+async fn writer_that_loses_its_lease_stops_and_the_record_ends_at_its_newest_version() {
+    // A record with many sessions (several transactions to write) in two versions.
+    let sim = start_sim(sim_config(0)).await;
+    let fixture = fixture_json("callrecord-get-expand-sessions-segments.json");
+    let id = "6a2f9b1e-0000-4000-8000-0000000000bb";
+    let sessions = |n: usize, tag: &str| -> Vec<Value> {
+        (0..n)
+            .map(|i| {
+                let mut s = fixture["sessions"][0].clone();
+                s["id"] = json!(format!("{tag}-{i:04}"));
+                s
+            })
+            .collect()
+    };
+    let version = |v: u64, sessions: Vec<Value>, issued: time::OffsetDateTime| {
+        let mut base = fixture.clone();
+        let object = base.as_object_mut().unwrap();
+        object.remove("sessions");
+        object.remove("sessions@odata.nextLink");
+        object.insert("id".into(), json!(id));
+        object.insert("version".into(), json!(v));
+        RecordVersion {
+            version: v,
+            issued_at: issued,
+            base,
+            sessions: Arc::new(sessions),
+            participants: Arc::new(Vec::new()),
+        }
+    };
+    sim.insert_record(CallRecord {
+        id: id.to_owned(),
+        start: sim_start() - time::Duration::hours(2),
+        end: sim_start() - time::Duration::hours(1),
+        versions: vec![
+            version(
+                1,
+                sessions(600, "v1"),
+                sim_start() - time::Duration::minutes(30),
+            ),
+            version(
+                2,
+                sessions(300, "v2"),
+                sim_start() + time::Duration::minutes(10),
+            ),
+        ],
+    });
+    // Writer A holds leases of 2 s and reaches storage through a proxy the test can make hang.
+    let proxy = support::proxy::ToggleProxy::start(
+        support::azurite()
+            .table_endpoint
+            .socket_addrs(|| None)
+            .unwrap()[0],
+    )
+    .await;
+    let a = spawn_fetch_app(sim, |config, _| {
+        config.write_lease = Duration::from_secs(2);
+        config.storage.table_endpoint = format!("http://{}/devstoreaccount1", proxy.addr)
+            .parse()
+            .unwrap();
+    })
+    .await;
+    let names = a.names.clone();
+    let b = spawn_fetch_app(a.sim.clone(), move |config, _| config.tables = names).await;
+
+    // A starts writing v1; the moment it has claimed the record, its storage hangs.
+    let job = serde_json::to_string(&a.job(id)).unwrap();
+    let a_host = support::host::HostEmulator::new(a.host.base());
+    let a_invocation = tokio::spawn(async move {
+        let payload = support::host::queue_invocation(&support::host::QueueDelivery {
+            function: "FetchCallRecord",
+            binding: "job",
+            text: &job,
+            id: "m-1",
+            pop_receipt: "p",
+            dequeue_count: 1,
+            insertion_time: "2026-11-20T09:00:00+00:00",
+            expiration_time: "2026-11-27T09:00:00+00:00",
+            next_visible_time: "2026-11-20T09:10:00+00:00",
+            utc_now: "2026-11-20T09:00:00Z",
+            rand_guid: "00000000-0000-4000-8000-000000000000",
+        });
+        a_host.invoke("FetchCallRecord", &payload).await.status()
+    });
+    let claimed = std::time::Instant::now();
+    loop {
+        // (The table itself appears with A's first write.)
+        let state = a.tables.bodies.get(id, "state").await.ok().flatten();
+        if state.is_some_and(|s| s.properties.contains_key("WritingVersion")) {
+            break;
+        }
+        assert!(
+            claimed.elapsed() < Duration::from_secs(20),
+            "A never claimed the record"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    proxy.set(support::proxy::Mode::BlackHole);
+
+    // Meanwhile v2 appears and A's lease runs out: B takes over and stores v2.
+    a.sim.clock().advance(time::Duration::minutes(11));
+    b.enqueue_ids(&[id.to_owned()]).await;
+    let b_run = b.drain().await;
+    assert_eq!(b_run.failures, 0);
+    assert_eq!(int64(&record_row(&b, id).await, "Version"), 2);
+
+    // A's storage comes back: A finds its lease gone, stops, and queues a repair.
+    proxy.set(support::proxy::Mode::Up);
+    assert!(a_invocation.await.unwrap().is_success());
+    let repairs = a.queue.receive(32, 1).await.unwrap();
+    assert_eq!(repairs.len(), 1, "A queued a repair");
+    let repair: teams_cdr_functions::CallRecordJob =
+        serde_json::from_str(&support::host::decode_text(&repairs[0].text)).unwrap();
+    assert!(repair.repair);
+    // (Received above only to look at it: it comes back after its 1 s of visibility.)
+    let run = a
+        .trigger()
+        .drain(Duration::from_secs(60), || {
+            a.sim.clock().advance(time::Duration::seconds(5));
+        })
+        .await;
+    assert_eq!(run.failures, 0);
+
+    // Whatever A wrote before it stopped, the record is v2 throughout.
+    assert_eq!(int64(&record_row(&a, id).await, "Version"), 2);
+    let rows = a.store.session_rows(id).await.unwrap();
+    assert_eq!(rows.len(), 300);
+    assert!(rows.iter().all(|e| int64(e, "Version") == 2));
+    assert_eq!(stored(&a, id).await, served(&a.sim.tenant().records[id]));
+}

@@ -160,6 +160,12 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AZURE_CLIENT_ID: identityClientId
     GRAPH_BASE_URL: graphBaseUrl
     GRAPH_AUTHORITY_HOST: authority
+    // The app's defaults, written out so that an admin sees and can tune them in the portal.
+    GRAPH_MAX_RETRIES: '4'
+    GRAPH_MAX_RETRY_ELAPSED_SECONDS: '60'
+    GRAPH_REQUEST_TIMEOUT_SECONDS: '30'
+    GRAPH_MAX_INLINE_RETRY_AFTER_SECONDS: '30'
+    CALLRECORD_WRITE_LEASE_SECONDS: '300'
     NOTIFICATION_URL: 'https://${hostName}/api/notifications'
     LIFECYCLE_NOTIFICATION_URL: 'https://${hostName}/api/lifecycle'
     NOTIFICATION_CLIENT_STATE: notificationClientState

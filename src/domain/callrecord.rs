@@ -1,182 +1,17 @@
-//! A call record as we store it: Graph's pages merged into one document, the summary columns and one
-//! row per session. Pure logic, no IO.
-//!
-//! The document keeps Graph's bytes: every property and array element is copied as Graph sent it
-//! (`RawValue`), only the paging is undone (`sessions` from every page, `participants_v2` appended
-//! from its own pages, the `sessions@odata.nextLink` dropped). Nothing is re-serialised from a typed
-//! subset, so properties we don't model are never lost.
+//! A call record as we store it besides its document: the summary columns and one row per session,
+//! read from the merged document (see [`crate::graph::pages`]). Pure logic, no IO.
 
 use std::collections::HashSet;
 
-use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::graph::models::{CallRecord, Endpoint, Identity, Session};
 
-/// The page layout of a Graph response was not what the API documents.
+/// The merged document does not parse as a call record.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum PageError {
-    #[error("the call record is not a JSON object: {0}")]
-    Record(#[source] serde_json::Error),
-    #[error("a collection page is not a JSON object with `value`: {0}")]
-    List(#[source] serde_json::Error),
-    #[error("the merged call record does not parse: {0}")]
-    Merged(#[source] serde_json::Error),
-}
-
-/// The first response, `GET callRecords/{id}?$expand=sessions($expand=segments)`.
-#[derive(Debug)]
-pub(crate) struct FirstPage {
-    /// Every top-level property in Graph's order, except the paging of `sessions`.
-    fields: Vec<(String, Box<RawValue>)>,
-    sessions: Vec<Box<RawValue>>,
-    /// `sessions@odata.nextLink`, to follow verbatim.
-    pub(crate) sessions_next: Option<String>,
-    /// `version`, 0 when absent (a record without one is older than any with one).
-    pub(crate) version: i64,
-}
-
-impl FirstPage {
-    /// # Errors
-    /// When the body is not a JSON object.
-    pub(crate) fn parse(body: &[u8]) -> Result<Self, PageError> {
-        let OrderedFields(all) = serde_json::from_slice(body).map_err(PageError::Record)?;
-        let mut fields = Vec::with_capacity(all.len());
-        let mut sessions = Vec::new();
-        let mut sessions_next = None;
-        let mut version = 0;
-        for (name, value) in all {
-            match name.as_str() {
-                "sessions" => {
-                    sessions = serde_json::from_str::<Option<Vec<Box<RawValue>>>>(value.get())
-                        .map_err(PageError::Record)?
-                        .unwrap_or_default();
-                }
-                "sessions@odata.nextLink" => {
-                    sessions_next = serde_json::from_str(value.get()).map_err(PageError::Record)?;
-                }
-                _ => {
-                    if name == "version" {
-                        version = serde_json::from_str::<Option<i64>>(value.get())
-                            .map_err(PageError::Record)?
-                            .unwrap_or(0);
-                    }
-                    fields.push((name, value));
-                }
-            }
-        }
-        Ok(Self {
-            fields,
-            sessions,
-            sessions_next,
-            version,
-        })
-    }
-
-    /// Appends the sessions of a `sessions@odata.nextLink` page.
-    pub(crate) fn add_sessions(&mut self, page: ListPage) {
-        self.sessions.extend(page.value);
-    }
-
-    /// The complete document: the first page's properties in Graph's order with `sessions` holding
-    /// every page's sessions, then `participants_v2` with every participant page's items (replacing
-    /// any `participants_v2` the first page carried).
-    pub(crate) fn merge(self, participants: Vec<Box<RawValue>>) -> Vec<u8> {
-        let estimate = self
-            .fields
-            .iter()
-            .map(|(k, v)| k.len() + v.get().len() + 4)
-            .sum::<usize>()
-            + self
-                .sessions
-                .iter()
-                .map(|s| s.get().len() + 1)
-                .sum::<usize>()
-            + participants
-                .iter()
-                .map(|p| p.get().len() + 1)
-                .sum::<usize>()
-            + 64;
-        let mut out = Vec::with_capacity(estimate);
-        out.push(b'{');
-        let mut first = true;
-        let mut put_key = |out: &mut Vec<u8>, key: &str| {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            // A key is a Rust string from JSON: re-encoding it cannot fail.
-            out.extend_from_slice(serde_json::to_string(key).unwrap_or_default().as_bytes());
-            out.push(b':');
-        };
-        let put_array = |out: &mut Vec<u8>, items: &[Box<RawValue>]| {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(item.get().as_bytes());
-            }
-            out.push(b']');
-        };
-        for (name, value) in &self.fields {
-            if name == "participants_v2" {
-                continue;
-            }
-            put_key(&mut out, name);
-            out.extend_from_slice(value.get().as_bytes());
-        }
-        put_key(&mut out, "sessions");
-        put_array(&mut out, &self.sessions);
-        put_key(&mut out, "participants_v2");
-        put_array(&mut out, &participants);
-        out.push(b'}');
-        out
-    }
-}
-
-/// A collection page (`value` and `@odata.nextLink`).
-#[derive(Debug, Deserialize)]
-pub(crate) struct ListPage {
-    #[serde(default)]
-    pub(crate) value: Vec<Box<RawValue>>,
-    #[serde(rename = "@odata.nextLink")]
-    pub(crate) next: Option<String>,
-}
-
-impl ListPage {
-    /// # Errors
-    /// When the body is not a collection page.
-    pub(crate) fn parse(body: &[u8]) -> Result<Self, PageError> {
-        serde_json::from_slice(body).map_err(PageError::List)
-    }
-}
-
-/// A JSON object's properties in document order, values untouched.
-struct OrderedFields(Vec<(String, Box<RawValue>)>);
-
-impl<'de> Deserialize<'de> for OrderedFields {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = OrderedFields;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(16));
-                while let Some((k, v)) = map.next_entry::<String, Box<RawValue>>()? {
-                    fields.push((k, v));
-                }
-                Ok(OrderedFields(fields))
-            }
-        }
-        deserializer.deserialize_map(V).map_err(de::Error::custom)
-    }
-}
+#[error("the merged call record does not parse: {0}")]
+pub(crate) struct NotACallRecord(#[source] serde_json::Error);
 
 /// Who took part in a session or organised a call.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -251,7 +86,7 @@ pub(crate) struct Summary {
 /// One session of a call record (a `CallRecordSessions` row).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SessionRow {
-    /// Graph's session id, or `#<index>` for a session without one.
+    /// Graph's session id, or `~<index>` for a session without one.
     pub(crate) key: String,
     pub(crate) modalities: String,
     pub(crate) start: Option<OffsetDateTime>,
@@ -269,8 +104,8 @@ pub(crate) struct SessionRow {
 ///
 /// # Errors
 /// When the document is not a call record.
-pub(crate) fn flatten(document: &[u8]) -> Result<(Summary, Vec<SessionRow>), PageError> {
-    let record: CallRecord = serde_json::from_slice(document).map_err(PageError::Merged)?;
+pub(crate) fn flatten(document: &[u8]) -> Result<(Summary, Vec<SessionRow>), NotACallRecord> {
+    let record: CallRecord<'_> = serde_json::from_slice(document).map_err(NotACallRecord)?;
     let start = parse_time(record.start_date_time.as_deref());
     let end = parse_time(record.end_date_time.as_deref());
     let organizer = record
@@ -300,13 +135,16 @@ pub(crate) fn flatten(document: &[u8]) -> Result<(Summary, Vec<SessionRow>), Pag
     let mut seen = HashSet::new();
     let mut sessions = Vec::with_capacity(record.sessions.len());
     let mut segment_count = 0usize;
-    for (index, session) in record.sessions.iter().enumerate() {
-        let key = session.id.clone().unwrap_or_else(|| format!("#{index}"));
+    for (index, raw) in record.sessions.iter().enumerate() {
+        // One session at a time: each is dropped once its row is made.
+        let session: Session = serde_json::from_str(raw.get()).map_err(NotACallRecord)?;
+        // `~` is allowed in Table keys; Graph's session ids are GUIDs, so this cannot collide.
+        let key = session.id.clone().unwrap_or_else(|| format!("~{index}"));
         if !seen.insert(key.clone()) {
             continue;
         }
         segment_count += session.segments.len();
-        sessions.push(session_row(key, session));
+        sessions.push(session_row(key, &session));
     }
     let summary = Summary {
         id: record.id.clone(),
@@ -376,6 +214,7 @@ fn duration(start: Option<OffsetDateTime>, end: Option<OffsetDateTime>) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::pages::{FirstPage, ListPage};
     use serde_json::Value;
 
     fn fixture(name: &str) -> Vec<u8> {
@@ -384,66 +223,18 @@ mod tests {
     }
 
     #[test]
-    fn merged_document_has_every_page_and_no_paging_link() {
-        let mut first =
-            FirstPage::parse(&fixture("callrecord-get-expand-sessions-segments.json")).unwrap();
-        assert!(first.sessions_next.is_some());
-        assert_eq!(first.version, 1);
-        first.add_sessions(ListPage::parse(&fixture("callrecord-sessions-list.json")).unwrap());
-        let participants =
-            ListPage::parse(&fixture("callrecord-participants_v2-list.json")).unwrap();
-        let merged = first.merge(participants.value);
-
-        let merged: Value = serde_json::from_slice(&merged).unwrap();
-        let original: Value =
-            serde_json::from_slice(&fixture("callrecord-get-expand-sessions-segments.json"))
-                .unwrap();
-        let sessions_page: Value =
-            serde_json::from_slice(&fixture("callrecord-sessions-list.json")).unwrap();
-        let participants_page: Value =
-            serde_json::from_slice(&fixture("callrecord-participants_v2-list.json")).unwrap();
-        let mut expected_sessions = original["sessions"].as_array().unwrap().clone();
-        expected_sessions.extend(sessions_page["value"].as_array().unwrap().iter().cloned());
-        assert_eq!(merged["sessions"], Value::Array(expected_sessions));
-        assert_eq!(merged["participants_v2"], participants_page["value"]);
-        assert!(merged.get("sessions@odata.nextLink").is_none());
-        for (key, value) in original.as_object().unwrap() {
-            if key != "sessions" && key != "sessions@odata.nextLink" {
-                assert_eq!(&merged[key], value, "{key}");
-            }
-        }
-    }
-
-    #[test]
-    fn merged_document_keeps_graph_bytes_for_every_element() {
-        // Numbers and strings exactly as sent, including forms serde_json would write differently.
-        let first = br#"{"id":"r","version":3,"x":1.50,"sessions":[{"id":"s","v":1e3}]}"#;
-        let page = br#"{"value":[{"id":"p","n":"caf\u00e9"}]}"#;
-        let merged = FirstPage::parse(first)
-            .unwrap()
-            .merge(ListPage::parse(page).unwrap().value);
-        assert_eq!(
-            String::from_utf8(merged).unwrap(),
-            r#"{"id":"r","version":3,"x":1.50,"sessions":[{"id":"s","v":1e3}],"participants_v2":[{"id":"p","n":"caf\u00e9"}]}"#
-        );
-    }
-
-    #[test]
     fn summary_counts_distinct_participants_and_sessions() {
         let mut first =
             FirstPage::parse(&fixture("callrecord-get-expand-sessions-segments.json")).unwrap();
         // The session page repeats the first page's session id: counted once.
-        first.add_sessions(ListPage::parse(&fixture("callrecord-sessions-list.json")).unwrap());
+        let sessions = fixture("callrecord-sessions-list.json");
+        first.add_sessions(&ListPage::parse(&sessions).unwrap());
         // The doc example repeats a participant id: counted once.
         let record: Value =
             serde_json::from_slice(&fixture("callrecord-get-expand-participants_v2.json")).unwrap();
-        let participants = record["participants_v2"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| RawValue::from_string(p.to_string()).unwrap())
-            .collect();
-        let (summary, sessions) = flatten(&first.merge(participants)).unwrap();
+        let page = serde_json::json!({"value": record["participants_v2"]}).to_string();
+        first.add_participants(&ListPage::parse(page.as_bytes()).unwrap());
+        let (summary, sessions) = flatten(&first.finish()).unwrap();
 
         assert_eq!(summary.id, "e523d2ed-2966-4b6b-925b-754a88034cc5");
         assert_eq!(summary.version, 1);
@@ -478,18 +269,12 @@ mod tests {
             "callrecord-get-basic-legacy-organizer-participants.json",
         ))
         .unwrap();
-        let (summary, sessions) = flatten(&first.merge(Vec::new())).unwrap();
+        let (summary, sessions) = flatten(&first.finish()).unwrap();
         assert_eq!(summary.participant_count, 2);
         assert_eq!(
             summary.organizer.unwrap().id.as_deref(),
             Some("821809f5-0000-0000-0000-3b5136c0e777")
         );
         assert!(sessions.is_empty());
-    }
-
-    #[test]
-    fn a_body_that_is_not_an_object_is_a_page_error() {
-        assert!(FirstPage::parse(b"[1]").is_err());
-        assert!(ListPage::parse(b"\"x\"").is_err());
     }
 }

@@ -30,7 +30,8 @@ pub struct FetchPolicy {
     /// attempt up to [`FetchPolicy::failure_max_delay`].
     pub failure_initial: Duration,
     pub failure_max_delay: Duration,
-    /// How long after the notification a failing or refused fetch is still retried.
+    /// How long after the notification a failing fetch is still retried (a refused one is retried
+    /// for [`FetchPolicy::record_retention`]: it waits for an admin).
     pub failure_horizon: Duration,
     /// Added to every delay, up to this fraction of it, so retries of many records spread out.
     pub jitter: f64,
@@ -123,13 +124,22 @@ pub(crate) fn after(
         ),
         // Graph said how long to wait: wait exactly that, plus jitter, whatever the attempt.
         Setback::Throttled { retry_after } => (retry_after, policy.failure_horizon),
-        Setback::Unavailable | Setback::Refused => (
+        Setback::Unavailable => (
             backoff(
                 policy.failure_initial,
                 policy.failure_max_delay,
                 job.attempt,
             ),
             policy.failure_horizon,
+        ),
+        // A permission problem waits for an admin, as long as Graph keeps the record.
+        Setback::Refused => (
+            backoff(
+                policy.failure_initial,
+                policy.failure_max_delay,
+                job.attempt,
+            ),
+            policy.record_retention,
         ),
     };
     if age >= horizon {
@@ -138,13 +148,19 @@ pub(crate) fn after(
             _ => GiveUp::KeptFailing,
         });
     }
-    let delay = base.mul_f64(1.0 + policy.jitter.clamp(0.0, 1.0) * unit.clamp(0.0, 1.0));
-    let due = now + delay;
+    // Capped at a week (a `Retry-After` could say anything), and so never past what the date allows.
+    let delay = base
+        .min(MAX_DELAY)
+        .mul_f64(1.0 + policy.jitter.clamp(0.0, 1.0) * unit.clamp(0.0, 1.0));
+    let due = now.saturating_add(time::Duration::try_from(delay).unwrap_or(time::Duration::WEEK));
     let mut next = job.clone();
     next.attempt = job.attempt.saturating_add(1);
     next.not_before = Some(due);
     Next::RetryAt { due, job: next }
 }
+
+/// The longest a job is put back for.
+const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// `initial * 2^attempt`, capped.
 fn backoff(initial: Duration, cap: Duration, attempt: u32) -> Duration {
@@ -176,6 +192,7 @@ mod tests {
             received_at,
             attempt,
             not_before: None,
+            repair: false,
         }
     }
 
@@ -272,6 +289,35 @@ mod tests {
             after(&late, Setback::Unavailable, now, &policy, 0.0),
             Next::GiveUp(GiveUp::KeptFailing)
         );
+    }
+
+    #[test]
+    fn refused_fetches_wait_for_an_admin_as_long_as_graph_keeps_the_record() {
+        let policy = FetchPolicy::default();
+        let now = datetime!(2026-11-27 10:00 UTC);
+        let weekend = job(60, now - time::Duration::days(4));
+        assert!(matches!(
+            after(&weekend, Setback::Refused, now, &policy, 0.0),
+            Next::RetryAt { .. }
+        ));
+        let month = job(700, now - time::Duration::days(31));
+        assert_eq!(
+            after(&month, Setback::Refused, now, &policy, 0.0),
+            Next::GiveUp(GiveUp::KeptFailing)
+        );
+    }
+
+    #[test]
+    fn an_absurd_retry_after_is_capped_at_a_week() {
+        let now = datetime!(2026-11-27 10:00 UTC);
+        let setback = Setback::Throttled {
+            retry_after: Duration::from_secs(u64::MAX / 4),
+        };
+        let delay = due_after(
+            &after(&job(0, now), setback, now, &FetchPolicy::default(), 0.0),
+            now,
+        );
+        assert_eq!(delay, MAX_DELAY);
     }
 
     #[test]

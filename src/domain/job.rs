@@ -30,4 +30,8 @@ pub struct CallRecordJob {
         with = "time::serde::rfc3339::option"
     )]
     pub not_before: Option<OffsetDateTime>,
+    /// Rewrite the record even if its version is stored: a writer that lost its lease may have
+    /// overwritten some of that version's rows.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repair: bool,
 }

@@ -6,3 +6,4 @@ pub(crate) mod callrecord;
 pub(crate) mod fetch;
 pub(crate) mod job;
 pub(crate) mod notification;
+pub(crate) mod write;

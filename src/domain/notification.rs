@@ -125,6 +125,7 @@ fn check_item(
         received_at: now,
         attempt: 0,
         not_before: None,
+        repair: false,
     })
 }
 
@@ -285,6 +286,7 @@ mod tests {
                 received_at: NOW,
                 attempt: 0,
                 not_before: None,
+                repair: false,
             }]
         );
     }

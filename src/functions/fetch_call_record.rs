@@ -21,6 +21,7 @@ use crate::domain::callrecord::flatten;
 use crate::domain::fetch::{self, GiveUp, Next, Setback};
 use crate::domain::job::CallRecordJob;
 use crate::domain::notification::is_valid_id;
+use crate::domain::write::{Decision, decide};
 use crate::error::InvocationError;
 use crate::graph::GraphError;
 use crate::graph::callrecords::FetchError;
@@ -30,19 +31,18 @@ use crate::store::callrecords::Saved;
 /// The `name` of the queue-trigger binding in `handlers/FetchCallRecord/function.json`.
 pub(crate) const BINDING: &str = "job";
 
+/// The longest the Graph part of one fetch may take (every page, with the client's waits).
+const FETCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
+
 pub(crate) async fn handle(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<InvocationResponse>, InvocationError> {
-    let invocation = match QueueInvocation::decode(&body, BINDING) {
-        Ok(invocation) => invocation,
-        Err(e) => {
-            // The host sent something we cannot read: retrying the same payload cannot help.
-            tracing::error!(error = %e, "invocation payload not understood; nothing done");
-            return Ok(Json(InvocationResponse::done()));
-        }
-    };
+    // A payload we cannot read (a renamed binding, a new host shape) fails the invocation: the
+    // host retries the message and then moves it to the poison queue, where it stays visible,
+    // instead of it being deleted unread.
+    let invocation = QueueInvocation::decode(&body, BINDING)?;
     let job = match serde_json::from_str::<CallRecordJob>(&invocation.message) {
         Ok(job) if is_valid_id(&job.id) => job,
         parsed => {
@@ -93,17 +93,24 @@ async fn fetch(state: &AppState, job: CallRecordJob) -> Result<(), InvocationErr
     };
     let version = first.version;
     if let Some(stored) = state.records.state(&job.id).await?
-        && let crate::store::callrecords::Decision::Skip(stored) =
-            crate::store::callrecords::decide(Some(&stored), version, now)
+        && let Decision::Skip(stored) = decide(Some(&stored), version, now, job.repair)
     {
         // Saves the remaining pages: the same version is stored already (a duplicate
         // notification, a redelivery) or a newer one (an out-of-order notification).
         tracing::info!(version, stored, outcome = "unchanged", "already stored");
         return Ok(());
     }
-    let (document, count) = match state.graph.complete_call_record(&job.id, first).await {
-        Ok(done) => done,
-        Err(e) => return setback(state, &job, e).await,
+    // Bounded well below the host's function timeout, so that a fetch Graph keeps slow is put back
+    // by us rather than abandoned by the host while it still runs.
+    let (document, count) = match tokio::time::timeout(
+        FETCH_DEADLINE,
+        state.graph.complete_call_record(&job.id, first),
+    )
+    .await
+    {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => return setback(state, &job, e).await,
+        Err(_) => return setback(state, &job, FetchError::Deadline).await,
     };
     let (summary, sessions) = match flatten(&document) {
         // The rows are keyed by the id we were asked for: a document about another record is not
@@ -118,13 +125,12 @@ async fn fetch(state: &AppState, job: CallRecordJob) -> Result<(), InvocationErr
     let clock = state.clock.clone();
     let saved = state
         .records
-        .save(&document, &summary, &sessions, &move || clock.now())
+        .save(&document, &summary, &sessions, job.repair, &move || {
+            clock.now()
+        })
         .await?;
     match saved {
         Saved::Written => {
-            if job.attempt > 0 {
-                state.records.clear_failure(&job.id).await?;
-            }
             tracing::info!(
                 version,
                 sessions = sessions.len(),
@@ -145,10 +151,16 @@ async fn fetch(state: &AppState, job: CallRecordJob) -> Result<(), InvocationErr
             put_back(state, &job, due, now).await?;
             tracing::info!(outcome = "busy", %due, "another writer holds the record");
         }
-        Saved::Superseded => {
+        Saved::Superseded { retry_in } => {
+            // We may have written rows after another writer took over: have the record rewritten
+            // at its latest version once that writer is done.
+            let now = state.clock.now();
+            let mut repair = job.clone();
+            repair.repair = true;
+            put_back(state, &repair, now + retry_in, now).await?;
             tracing::warn!(
                 outcome = "superseded",
-                "another writer took over the record"
+                "another writer took over the record; a repair is queued"
             );
         }
     }
@@ -192,7 +204,7 @@ async fn setback(
             )
             .await;
         }
-        FetchError::Page(_) => Setback::Unavailable,
+        FetchError::Page(_) | FetchError::Deadline => Setback::Unavailable,
     };
     let now = state.clock.now();
     match fetch::after(job, kind, now, &state.fetch_policy, jitter_unit()) {
@@ -242,7 +254,9 @@ async fn put_back(
     let mut job = job.clone();
     job.not_before = Some(due);
     let delay = fetch::queue_delay(due, now, state.max_queue_delay);
-    let secs = u32::try_from(delay.as_secs()).unwrap_or(u32::MAX);
+    // Whole seconds, rounded up: a message that surfaced a fraction early would be put back again.
+    let secs =
+        u32::try_from(delay.as_secs() + u64::from(delay.subsec_nanos() > 0)).unwrap_or(u32::MAX);
     state.queue.send_json(&job, secs).await?;
     Ok(())
 }

@@ -4,8 +4,7 @@
 //! See <https://learn.microsoft.com/graph/api/callrecords-callrecord-get> and
 //! <https://learn.microsoft.com/graph/api/callrecords-callrecord-list-participants_v2>.
 
-use crate::domain::callrecord::{FirstPage, ListPage, PageError};
-
+use super::pages::{FirstPage, ListPage, PageError};
 use super::{GraphClient, GraphError, RateKey};
 
 /// Why a call record could not be read.
@@ -13,9 +12,13 @@ use super::{GraphClient, GraphError, RateKey};
 pub(crate) enum FetchError {
     #[error(transparent)]
     Graph(#[from] GraphError),
-    /// Graph answered 2xx with something that is not the documented page layout.
+    /// Graph answered 2xx with something that is not the documented page layout, or paged without
+    /// end.
     #[error("Graph sent a page we cannot read")]
     Page(#[from] PageError),
+    /// The fetch took longer than its caller allows.
+    #[error("the fetch took too long")]
+    Deadline,
 }
 
 /// How many requests a fetch took, for logs and benchmarks.
@@ -51,32 +54,47 @@ impl GraphClient {
     ) -> Result<(Vec<u8>, FetchCount), FetchError> {
         let key = || RateKey::CallRecord(id.to_owned());
         let mut count = FetchCount { requests: 1 };
+        let mut seen = std::collections::HashSet::new();
         while let Some(next) = first.sessions_next.take() {
-            let page = ListPage::parse(&self.get_url(&next, key()).await?.body)?;
-            count.requests += 1;
-            first.sessions_next = page.next.clone();
-            first.add_sessions(page);
-        }
-        let mut participants = Vec::new();
-        let mut response = self
-            .get(
-                &format!(
-                    "communications/callRecords/{}/participants_v2",
-                    encode_segment(id)
-                ),
-                key(),
-            )
-            .await?;
-        loop {
+            check_next(&mut seen, &next)?;
+            let response = self.get_url(&next, key()).await?;
             count.requests += 1;
             let page = ListPage::parse(&response.body)?;
-            drop(response);
-            participants.extend(page.value);
-            let Some(next) = page.next else { break };
-            response = self.get_url(&next, key()).await?;
+            first.sessions_next.clone_from(&page.next);
+            first.add_sessions(&page);
         }
-        Ok((first.merge(participants), count))
+        let mut next = Some(format!(
+            "communications/callRecords/{}/participants_v2",
+            encode_segment(id)
+        ));
+        let mut first_participants = true;
+        while let Some(url) = next.take() {
+            let response = if first_participants {
+                first_participants = false;
+                self.get(&url, key()).await?
+            } else {
+                check_next(&mut seen, &url)?;
+                self.get_url(&url, key()).await?
+            };
+            count.requests += 1;
+            let page = ListPage::parse(&response.body)?;
+            first.add_participants(&page);
+            next.clone_from(&page.next);
+        }
+        Ok((first.finish(), count))
     }
+}
+
+/// Far more pages than any call record has (a 2,000-session meeting has 42): past this, Graph is
+/// paging in circles.
+const MAX_PAGES: usize = 1000;
+
+/// Refuses a next link seen before (a loop) or one page too many.
+fn check_next(seen: &mut std::collections::HashSet<String>, next: &str) -> Result<(), PageError> {
+    if seen.len() >= MAX_PAGES || !seen.insert(next.to_owned()) {
+        return Err(PageError::Endless);
+    }
+    Ok(())
 }
 
 /// Percent-encodes an id for use as one path segment. Graph's ids are GUIDs; anything else is

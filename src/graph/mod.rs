@@ -19,6 +19,7 @@
 mod auth;
 pub(crate) mod callrecords;
 pub(crate) mod models;
+pub(crate) mod pages;
 mod rate;
 mod retry;
 

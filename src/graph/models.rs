@@ -10,6 +10,7 @@
 //! Schema: <https://learn.microsoft.com/graph/api/resources/callrecords-callrecord>.
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// Deserialises `null` like an absent property, so `#[serde(default)]` collections accept both.
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -20,10 +21,12 @@ where
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
-/// `callRecord`, with `sessions` and `participants_v2` as merged from every page.
+/// `callRecord`, with `sessions` and `participants_v2` as merged from every page. Sessions stay raw
+/// (borrowed from the document) and are read one at a time ([`Session`]): a 2,000-session meeting
+/// read whole into typed structs would weigh several times its JSON.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
-pub(crate) struct CallRecord {
+pub(crate) struct CallRecord<'a> {
     pub(crate) id: String,
     pub(crate) version: Option<i64>,
     #[serde(rename = "type")]
@@ -38,13 +41,20 @@ pub(crate) struct CallRecord {
     pub(crate) organizer_v2: Option<Participant>,
     /// Deprecated identity set, the only organizer in older payloads.
     pub(crate) organizer: Option<IdentitySet>,
-    #[serde(deserialize_with = "null_as_default")]
-    pub(crate) sessions: Vec<Session>,
+    #[serde(borrow, deserialize_with = "null_as_default")]
+    pub(crate) sessions: Vec<&'a RawValue>,
     #[serde(rename = "participants_v2", deserialize_with = "null_as_default")]
-    pub(crate) participants_v2: Vec<Participant>,
+    pub(crate) participants_v2: Vec<ParticipantId>,
     /// Deprecated list of identity sets, in payloads from before `participants_v2`.
     #[serde(deserialize_with = "null_as_default")]
     pub(crate) participants: Vec<IdentitySet>,
+}
+
+/// A `participants_v2` item, of which only the id is needed (to count distinct participants).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct ParticipantId {
+    pub(crate) id: Option<String>,
 }
 
 /// `participant` (`organizer_v2`, `participants_v2`): an id and a communications identity set.
@@ -132,8 +142,9 @@ pub(crate) struct Endpoint {
     pub(crate) name: Option<String>,
     /// Current shape (`participantEndpoint.associatedIdentity`).
     pub(crate) associated_identity: Option<Identity>,
-    /// Deprecated shape (`participantEndpoint.identity`, an identity set).
-    pub(crate) identity: Option<IdentitySet>,
+    /// Deprecated shape (`participantEndpoint.identity`, an identity set). Boxed: the set is large and
+    /// usually absent.
+    pub(crate) identity: Option<Box<IdentitySet>>,
     pub(crate) user_agent: Option<UserAgent>,
 }
 
@@ -152,7 +163,7 @@ impl Endpoint {
             return Some((None, identity));
         }
         self.identity
-            .as_ref()
+            .as_deref()
             .and_then(IdentitySet::primary)
             .map(|(kind, identity)| (Some(kind), identity))
     }
@@ -193,8 +204,13 @@ mod tests {
             "callrecord-get-expand-participants_v2.json",
             "callrecord-get-expand-sessions-segments.json",
         ] {
-            let record: CallRecord =
-                serde_json::from_slice(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let bytes = fixture(name);
+            let record: CallRecord<'_> =
+                serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            for session in &record.sessions {
+                let _: Session =
+                    serde_json::from_str(session.get()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
             assert_eq!(record.id, "e523d2ed-2966-4b6b-925b-754a88034cc5", "{name}");
             assert!(record.version.is_some(), "{name}");
         }
@@ -203,10 +219,12 @@ mod tests {
     #[test]
     fn list_fixtures_parse_including_a_phone_organizer_and_unknown_type() {
         #[derive(Deserialize)]
-        struct List {
-            value: Vec<CallRecord>,
+        struct List<'a> {
+            #[serde(borrow)]
+            value: Vec<CallRecord<'a>>,
         }
-        let list: List = serde_json::from_slice(&fixture("callrecords-list-all.json")).unwrap();
+        let bytes = fixture("callrecords-list-all.json");
+        let list: List<'_> = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(list.value[0].kind.as_deref(), Some("unknown"));
         let phone = list
             .value
@@ -218,10 +236,10 @@ mod tests {
 
     #[test]
     fn session_endpoints_read_both_identity_shapes() {
-        let record: CallRecord =
-            serde_json::from_slice(&fixture("callrecord-get-expand-sessions-segments.json"))
-                .unwrap();
-        let caller = record.sessions[0].caller.as_ref().unwrap();
+        let bytes = fixture("callrecord-get-expand-sessions-segments.json");
+        let record: CallRecord<'_> = serde_json::from_slice(&bytes).unwrap();
+        let session: Session = serde_json::from_str(record.sessions[0].get()).unwrap();
+        let caller = session.caller.as_ref().unwrap();
         assert_eq!(caller.kind().as_deref(), Some("participant"));
         let (kind, who) = caller.who().unwrap();
         assert_eq!(kind, None);
@@ -243,11 +261,12 @@ mod tests {
 
     #[test]
     fn nulls_and_unknown_enum_members_are_accepted() {
-        let record: CallRecord = serde_json::from_value(serde_json::json!({
+        let text = serde_json::json!({
             "id": "x", "version": null, "type": "someNewType", "modalities": null,
             "sessions": null, "participants_v2": null, "organizer_v2": null,
-        }))
-        .unwrap();
+        })
+        .to_string();
+        let record: CallRecord<'_> = serde_json::from_str(&text).unwrap();
         assert_eq!(record.kind.as_deref(), Some("someNewType"));
         assert!(record.sessions.is_empty() && record.modalities.is_empty());
     }

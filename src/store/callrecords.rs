@@ -4,20 +4,25 @@
 //!
 //! Write protocol for version V of record R (every step idempotent, so a crash between any two and a
 //! redelivery end in the same state as a clean run):
-//! 1. Read R's state row (`CallRecordBodies`, `R`/`state`): the committed version, its partition and
-//!    body parts, and any writer's lease. Skip when the committed version is V or newer; come back
-//!    after the lease when a writer holds one (it may be this message's own crashed delivery).
-//! 2. Claim: write the state row with our lease (`If-Match`, or insert if new), in the same entity
-//!    group transaction as the first body parts of V (row keys carry the version, so parts of two
-//!    versions never overwrite each other).
-//! 3. The remaining body parts, then the session rows (transactions of 100), then the sessions of
-//!    an older version that V no longer has are deleted.
-//! 4. The `CallRecords` row; if the start day changed, the row under the old day is deleted.
+//! 1. Read R's state row (`CallRecordBodies`, `R`/`state`) and decide ([`crate::domain::write`]):
+//!    skip when the committed version is V or newer, come back after the lease when a writer holds
+//!    one (it may be this message's own crashed delivery).
+//! 2. Claim: write the state row with our lease and owner token (`If-Match`, or insert if new), in
+//!    the same entity-group transaction as the first body parts of V (row keys carry the version, so
+//!    parts of two versions never overwrite each other).
+//! 3. The remaining body parts, the session rows (transactions of 100), and the deletion of sessions
+//!    V no longer has.
+//! 4. The deletion of R's `CallRecords` row under any other start day (an older version's, or a
+//!    crashed writer's), then the `CallRecords` row. A crash in between leaves no row rather than two.
 //! 5. Commit: the state row says V, `If-Match` our claim. Then the older body parts are deleted.
 //!
-//! Readers of `CallRecords` see a row only once its sessions and body are in place. The lease stops a
-//! writer of an older version from overwriting a newer one's rows while both run; it is renewed when
-//! half has passed, and a writer that loses it stops before its next write.
+//! Readers of `CallRecords` see a row only once its sessions and body are in place. The lease keeps
+//! writers apart: before every write a writer makes sure its lease outlives the longest that write can
+//! take (`fence`: the storage timeout times its tries), renewing it otherwise, so no write of ours can
+//! land after another writer took over. A writer that finds its lease taken anyway stops and asks for
+//! a repair (`Saved::Superseded`): the record is rewritten at its latest version once the new holder
+//! is done. A lost acknowledgement (the write landed, the answer did not) is recognised by the owner
+//! token and the committed version.
 
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
@@ -36,6 +41,7 @@ use super::table::{BatchOp, ETag, EdmValue, Entity, Query, TableStore, WriteMode
 use crate::domain::callrecord::{EndpointInfo, Party, SessionRow, Summary};
 use crate::domain::fetch::GiveUp;
 use crate::domain::job::CallRecordJob;
+use crate::domain::write::{Committed, Decision, StoredState, decide};
 
 /// Row key of a record's state row in `CallRecordBodies`.
 const STATE_ROW: &str = "state";
@@ -62,26 +68,11 @@ pub struct CallRecordStore {
     bodies: TableStore,
     app_state: TableStore,
     lease: Duration,
+    /// The longest one storage write can take, retries included: a writer renews its lease before
+    /// a write unless the lease outlives this.
+    fence: Duration,
     /// Set once the tables are known to exist in this process.
     ready: Arc<OnceCell<()>>,
-}
-
-/// What is stored for a record, from its state row.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct StoredState {
-    /// The committed version and where its rows are.
-    pub(crate) committed: Option<Committed>,
-    /// A writer at work (or one that crashed): the version it writes and when its lease ends.
-    pub(crate) writing: Option<(i64, OffsetDateTime)>,
-    /// The `CallRecords` partition that writer writes to (it may have written its row there).
-    pub(crate) writing_day: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Committed {
-    pub(crate) version: i64,
-    pub(crate) day: String,
-    pub(crate) body_entities: u32,
 }
 
 /// What a write did.
@@ -96,46 +87,23 @@ pub(crate) enum Saved {
     Busy {
         retry_in: Duration,
     },
-    /// Our lease was taken over (we were too slow): the new holder writes the record.
-    Superseded,
-}
-
-/// What to do given the state row and the version we hold. Pure, so it is tested on its own.
-pub(crate) fn decide(stored: Option<&StoredState>, version: i64, now: OffsetDateTime) -> Decision {
-    let Some(stored) = stored else {
-        return Decision::Write;
-    };
-    if let Some(c) = &stored.committed
-        && c.version >= version
-    {
-        return Decision::Skip(c.version);
-    }
-    match stored.writing {
-        // Someone holds the record. It may be a live writer, or this very message's previous
-        // delivery that crashed (its lease outlives it): only the lease's end tells them apart, so
-        // come back then rather than skip.
-        Some((_, until)) if until > now => {
-            Decision::Wait(Duration::try_from(until - now).unwrap_or(Duration::ZERO))
-        }
-        _ => Decision::Write,
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Decision {
-    Write,
-    Skip(i64),
-    Wait(Duration),
+    /// Our lease was taken over (we were too slow) after we may have written some rows: the record
+    /// must be rewritten at its latest version once the new holder is done, in this long.
+    Superseded {
+        retry_in: Duration,
+    },
 }
 
 impl CallRecordStore {
-    /// The store over the four tables, with writers holding a record for `lease`.
+    /// The store over the four tables, with writers holding a record for `lease`, and `fence` the
+    /// longest one storage request can take with its retries.
     pub fn new(
         records: TableStore,
         sessions: TableStore,
         bodies: TableStore,
         app_state: TableStore,
         lease: Duration,
+        fence: Duration,
     ) -> Self {
         Self {
             records,
@@ -143,6 +111,7 @@ impl CallRecordStore {
             bodies,
             app_state,
             lease,
+            fence,
             ready: Arc::new(OnceCell::new()),
         }
     }
@@ -181,7 +150,7 @@ impl CallRecordStore {
     }
 
     /// Stores a version of a record per the protocol in the module docs. `now` is read at each step
-    /// that compares with a lease.
+    /// that compares with a lease; `repair` rewrites a committed version equal to this one.
     ///
     /// # Errors
     /// When storage fails or refuses; the record is then in a state a retry completes.
@@ -191,6 +160,7 @@ impl CallRecordStore {
         document: &[u8],
         summary: &Summary,
         sessions: &[SessionRow],
+        repair: bool,
         now: &(dyn Fn() -> OffsetDateTime + Send + Sync),
     ) -> Result<Saved, StoreError> {
         self.ready().await?;
@@ -198,7 +168,11 @@ impl CallRecordStore {
         let version = summary.version;
         let body = compress(document)?;
         let day = partition_day(summary.start);
-        let mut entities = body_entities(id, version, &body).into_iter();
+        let entities = body_entities(id, version, &body);
+        let owner = owner_token();
+        let superseded = Saved::Superseded {
+            retry_in: self.lease + Duration::from_secs(1),
+        };
 
         // 1–2: read, decide, claim together with the first body entities. Another writer can only
         // win the race a few times before its lease makes us wait.
@@ -212,22 +186,28 @@ impl CallRecordStore {
             }
             let current = self.bodies.get(id, STATE_ROW).await?;
             let state = current.as_ref().map(read_state);
-            match decide(state.as_ref(), version, now()) {
+            match decide(state.as_ref(), version, now(), repair) {
                 Decision::Skip(stored) => return Ok(Saved::Unchanged { stored }),
                 Decision::Wait(retry_in) => return Ok(Saved::Busy { retry_in }),
                 Decision::Write => {}
             }
             let until = now() + self.lease;
-            let claim = claim_row(id, current.as_ref(), version, &day, until);
+            let mut days: BTreeSet<String> = state
+                .as_ref()
+                .map(|s| s.writing_days.iter().cloned().collect())
+                .unwrap_or_default();
+            days.insert(day.clone());
+            let claim = claim_row(id, current.as_ref(), version, &days, until, &owner);
             let mut ops = Vec::with_capacity(BODY_ENTITIES_PER_BATCH + 1);
             ops.push(match current.as_ref().and_then(|e| e.etag.clone()) {
                 Some(etag) => BatchOp::Update(claim, WriteMode::Replace, etag),
                 None => BatchOp::Insert(claim),
             });
-            let first: Vec<Entity> = entities.clone().take(BODY_ENTITIES_PER_BATCH).collect();
             ops.extend(
-                first
-                    .into_iter()
+                entities
+                    .iter()
+                    .take(BODY_ENTITIES_PER_BATCH)
+                    .cloned()
                     .map(|e| BatchOp::Upsert(e, WriteMode::Replace)),
             );
             match self.bodies.batch(id, ops).await {
@@ -235,10 +215,7 @@ impl CallRecordStore {
                     let etag = etags.into_iter().next().flatten().ok_or_else(|| {
                         StoreError::InvalidInput("no ETag for the claimed state row".into())
                     })?;
-                    for _ in 0..BODY_ENTITIES_PER_BATCH {
-                        entities.next();
-                    }
-                    break (Lease { etag, until }, state);
+                    break (Lease { etag, until, owner }, state);
                 }
                 // Someone claimed or committed between our read and our claim: read again.
                 Err(StoreError::BatchFailed {
@@ -250,11 +227,12 @@ impl CallRecordStore {
             }
         };
 
-        // 3: the rest of the body, then the sessions.
-        let rest: Vec<Entity> = entities.collect();
-        for chunk in rest.chunks(BODY_ENTITIES_PER_BATCH) {
-            if !self.keep_lease(id, version, &mut lease, now).await? {
-                return Ok(Saved::Superseded);
+        // 3: the rest of the body, then the sessions, then the sessions V no longer has.
+        for chunk in
+            entities[entities.len().min(BODY_ENTITIES_PER_BATCH)..].chunks(BODY_ENTITIES_PER_BATCH)
+        {
+            if !self.fence(id, &mut lease, now).await? {
+                return Ok(superseded);
             }
             let ops = chunk
                 .iter()
@@ -263,24 +241,25 @@ impl CallRecordStore {
                 .collect();
             self.bodies.batch(id, ops).await?;
         }
-        let rows: Vec<Entity> = sessions
-            .iter()
-            .map(|s| session_entity(summary, s))
-            .collect();
-        for chunk in rows.chunks(BATCH_MAX) {
-            if !self.keep_lease(id, version, &mut lease, now).await? {
-                return Ok(Saved::Superseded);
-            }
-            let ops = chunk
+        // Built a transaction at a time: a 2,000-session meeting's rows at once would weigh more
+        // than its whole document. A transaction may not name a row twice: first one wins.
+        let mut keep = BTreeSet::new();
+        for chunk in sessions.chunks(BATCH_MAX) {
+            let ops: Vec<BatchOp> = chunk
                 .iter()
-                .cloned()
-                .map(|e| BatchOp::Upsert(e, WriteMode::Replace))
+                .filter(|s| keep.insert(session_key(&s.key)))
+                .map(|s| BatchOp::Upsert(session_entity(summary, s), WriteMode::Replace))
                 .collect();
+            if ops.is_empty() {
+                continue;
+            }
+            if !self.fence(id, &mut lease, now).await? {
+                return Ok(superseded);
+            }
             self.sessions.batch(id, ops).await?;
         }
         if previous.is_some() {
             // Only a record written before can have sessions this version no longer has.
-            let keep: BTreeSet<&str> = sessions.iter().map(|s| s.key.as_str()).collect();
             let existing = self
                 .sessions
                 .query_all(
@@ -291,41 +270,46 @@ impl CallRecordStore {
                 .await?;
             let stale: Vec<BatchOp> = existing
                 .into_iter()
-                .filter(|e| !keep.contains(e.row_key.as_str()))
+                .filter(|e| !keep.contains(&e.row_key))
                 .map(|e| BatchOp::Delete {
                     rk: e.row_key,
                     if_match: None,
                 })
                 .collect();
             for chunk in stale.chunks(BATCH_MAX) {
-                if !self.keep_lease(id, version, &mut lease, now).await? {
-                    return Ok(Saved::Superseded);
+                if !self.fence(id, &mut lease, now).await? {
+                    return Ok(superseded);
                 }
                 self.sessions.batch(id, chunk.to_vec()).await?;
             }
         }
 
-        // 4: the summary row, and any row under another start day (an older version's, or a crashed
-        // writer's) if the day changed.
-        let body_count = u32::try_from(body.chunks(PART_BYTES * PARTS_PER_ENTITY).len().max(1))
-            .unwrap_or(u32::MAX);
-        if !self.keep_lease(id, version, &mut lease, now).await? {
-            return Ok(Saved::Superseded);
-        }
-        let record = record_entity(&day, summary, document.len(), &body, body_count, now());
-        self.records.upsert(&record, WriteMode::Replace).await?;
+        // 4: rows under other start days first (a crash then leaves none rather than two), then ours.
         let old_committed = previous.as_ref().and_then(|p| p.committed.clone());
         let other_days: BTreeSet<&str> = old_committed
             .iter()
             .map(|c| c.day.as_str())
-            .chain(previous.iter().filter_map(|p| p.writing_day.as_deref()))
+            .chain(
+                previous
+                    .iter()
+                    .flat_map(|p| p.writing_days.iter().map(String::as_str)),
+            )
             .filter(|d| *d != day)
             .collect();
         for other in other_days {
+            if !self.fence(id, &mut lease, now).await? {
+                return Ok(superseded);
+            }
             self.records.delete(other, id, None).await?;
         }
+        let body_count = u32::try_from(entities.len().max(1)).unwrap_or(u32::MAX);
+        if !self.fence(id, &mut lease, now).await? {
+            return Ok(superseded);
+        }
+        let record = record_entity(&day, summary, document.len(), &body, body_count, now());
+        self.records.upsert(&record, WriteMode::Replace).await?;
 
-        // 5: commit, then drop the bodies of other versions.
+        // 5: commit, then drop the bodies of other versions and a recorded failure.
         let committed = committed_row(id, version, &day, body_count);
         match self
             .bodies
@@ -333,7 +317,15 @@ impl CallRecordStore {
             .await
         {
             Ok(_) => {}
-            Err(StoreError::PreconditionFailed) => return Ok(Saved::Superseded),
+            Err(StoreError::PreconditionFailed) => {
+                // Our commit may have landed with its answer lost; anything else means we lost.
+                let landed = self.state(id).await?.is_some_and(|s| {
+                    s.writing.is_none() && s.committed.is_some_and(|c| c.version == version)
+                });
+                if !landed {
+                    return Ok(superseded);
+                }
+            }
             Err(e) => return Err(e),
         }
         let mut stale_versions = Vec::new();
@@ -352,35 +344,59 @@ impl CallRecordStore {
                 tracing::warn!(error = %e, old_version, "could not delete an old body");
             }
         }
+        if previous.as_ref().is_some_and(|p| p.failed) {
+            self.clear_failure(id).await?;
+        }
         Ok(Saved::Written)
     }
 
-    /// Renews the lease when half of it has passed. `false` when another writer has taken it.
-    async fn keep_lease(
+    /// Makes sure our lease outlives the next write (see the module docs), renewing it if not.
+    /// `false` when another writer has taken it.
+    async fn fence(
         &self,
         id: &str,
-        version: i64,
         lease: &mut Lease,
         now: &(dyn Fn() -> OffsetDateTime + Send + Sync),
     ) -> Result<bool, StoreError> {
         let now = now();
-        if lease.until - now > self.lease / 2 {
+        if lease.until - now > self.fence {
             return Ok(true);
         }
         let until = now + self.lease;
         let row = Entity::new(id, STATE_ROW)
-            .with("WritingVersion", EdmValue::Int64(version))
-            .with("LeaseUntil", EdmValue::DateTime(until));
+            .with("LeaseUntil", EdmValue::DateTime(until))
+            .with("LeaseOwner", EdmValue::String(lease.owner.clone()));
         match self
             .bodies
             .update(&row, WriteMode::Merge, &lease.etag)
             .await
         {
             Ok(etag) => {
-                *lease = Lease { etag, until };
+                lease.etag = etag;
+                lease.until = until;
                 Ok(true)
             }
-            Err(StoreError::PreconditionFailed) => Ok(false),
+            Err(StoreError::PreconditionFailed) => {
+                // Our renewal may have landed with its answer lost (the pipeline retried it), or
+                // the row changed for another reason (a failure noted on it): still ours if it
+                // names us.
+                let Some(current) = self.bodies.get(id, STATE_ROW).await? else {
+                    return Ok(false);
+                };
+                let ours = current.get_str("LeaseOwner") == Some(lease.owner.as_str());
+                match (
+                    ours,
+                    current.etag.clone(),
+                    current.get_datetime("LeaseUntil"),
+                ) {
+                    (true, Some(etag), Some(until)) if until > now => {
+                        lease.etag = etag;
+                        lease.until = until;
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                }
+            }
             Err(e) => Err(e),
         }
     }
@@ -492,6 +508,10 @@ impl CallRecordStore {
             .with("GaveUpAt", EdmValue::DateTime(now));
         self.ready().await?;
         self.app_state.upsert(&row, WriteMode::Replace).await?;
+        // Marked on the record too, so that storing it later removes the failure row.
+        let mark = Entity::new(&job.id, STATE_ROW)
+            .with("Failed", EdmValue::String(reason.as_str().to_owned()));
+        self.bodies.upsert(&mark, WriteMode::Merge).await?;
         Ok(())
     }
 
@@ -562,6 +582,14 @@ impl CallRecordStore {
 struct Lease {
     etag: ETag,
     until: OffsetDateTime,
+    /// Random per write, so a writer recognises its own lease after a lost acknowledgement.
+    owner: String,
+}
+
+fn owner_token() -> String {
+    use std::hash::BuildHasher as _;
+    let random = || std::collections::hash_map::RandomState::new().hash_one(0u8);
+    format!("{:016x}{:016x}", random(), random())
 }
 
 fn read_state(entity: &Entity) -> StoredState {
@@ -576,33 +604,46 @@ fn read_state(entity: &Entity) -> StoredState {
     let writing = entity
         .get_i64("WritingVersion")
         .zip(entity.get_datetime("LeaseUntil"));
-    let writing_day = entity.get_str("WritingDay").map(str::to_owned);
+    let writing_days = entity
+        .get_str("WritingDays")
+        .map(|days| {
+            days.split(',')
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
     StoredState {
         committed,
         writing,
-        writing_day,
+        writing_days,
+        failed: entity.get_str("Failed").is_some(),
     }
 }
 
-/// The state row with our claim, keeping what is committed.
+/// The state row with our claim, keeping what is committed, the days earlier writers wrote to and
+/// the failure mark.
 fn claim_row(
     id: &str,
     current: Option<&Entity>,
     version: i64,
-    day: &str,
+    days: &BTreeSet<String>,
     until: OffsetDateTime,
+    owner: &str,
 ) -> Entity {
     let mut row = Entity::new(id, STATE_ROW);
     if let Some(current) = current {
-        for name in ["Version", "Day", "BodyEntities"] {
+        for name in ["Version", "Day", "BodyEntities", "Failed"] {
             if let Some(value) = current.properties.get(name) {
                 row = row.with(name, value.clone());
             }
         }
     }
+    let days: Vec<&str> = days.iter().map(String::as_str).collect();
     row.with("WritingVersion", EdmValue::Int64(version))
-        .with("WritingDay", EdmValue::String(day.to_owned()))
+        .with("WritingDays", EdmValue::String(days.join(",")))
         .with("LeaseUntil", EdmValue::DateTime(until))
+        .with("LeaseOwner", EdmValue::String(owner.to_owned()))
 }
 
 fn committed_row(id: &str, version: i64, day: &str, body_entities: u32) -> Entity {
@@ -777,7 +818,7 @@ fn record_entity(
 }
 
 fn session_entity(summary: &Summary, session: &SessionRow) -> Entity {
-    let mut e = Entity::new(&summary.id, sanitize_key(&session.key))
+    let mut e = Entity::new(&summary.id, session_key(&session.key))
         .with("CallRecordId", EdmValue::String(summary.id.clone()))
         .with("SessionId", EdmValue::String(session.key.clone()))
         .with("Version", EdmValue::Int64(summary.version))
@@ -800,6 +841,11 @@ fn session_entity(summary: &Summary, session: &SessionRow) -> Entity {
     e = put_endpoint(e, "Callee", session.callee.as_ref());
     e = put(e, "FailureStage", string(session.failure_stage.as_ref()));
     put(e, "FailureReason", string(session.failure_reason.as_ref()))
+}
+
+/// The `CallRecordSessions` row key of a session.
+fn session_key(key: &str) -> String {
+    sanitize_key(key)
 }
 
 /// A row key from text that may hold characters Table storage forbids in keys: those are replaced,
@@ -832,57 +878,6 @@ fn truncate(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use time::macros::datetime;
-
-    const NOW: OffsetDateTime = datetime!(2026-11-27 10:00 UTC);
-
-    fn committed(version: i64) -> StoredState {
-        StoredState {
-            committed: Some(Committed {
-                version,
-                day: "2026-11-27".into(),
-                body_entities: 1,
-            }),
-            writing: None,
-            writing_day: None,
-        }
-    }
-
-    #[test]
-    fn a_new_record_is_written() {
-        assert_eq!(decide(None, 1, NOW), Decision::Write);
-    }
-
-    #[test]
-    fn the_same_or_an_older_version_is_not_written_again() {
-        assert_eq!(decide(Some(&committed(2)), 2, NOW), Decision::Skip(2));
-        assert_eq!(decide(Some(&committed(2)), 1, NOW), Decision::Skip(2));
-        assert_eq!(decide(Some(&committed(1)), 2, NOW), Decision::Write);
-    }
-
-    #[test]
-    fn a_live_lease_makes_us_wait_whatever_version_it_writes() {
-        let writing = |v, until| StoredState {
-            committed: None,
-            writing: Some((v, until)),
-            writing_day: None,
-        };
-        let later = NOW + time::Duration::seconds(30);
-        assert_eq!(
-            decide(Some(&writing(2, later)), 2, NOW),
-            Decision::Wait(Duration::from_secs(30))
-        );
-        assert_eq!(
-            decide(Some(&writing(3, later)), 2, NOW),
-            Decision::Wait(Duration::from_secs(30))
-        );
-        assert_eq!(
-            decide(Some(&writing(1, later)), 2, NOW),
-            Decision::Wait(Duration::from_secs(30))
-        );
-        // An expired lease is a crashed writer: take over.
-        let earlier = NOW - time::Duration::seconds(1);
-        assert_eq!(decide(Some(&writing(2, earlier)), 2, NOW), Decision::Write);
-    }
 
     #[test]
     fn bodies_split_into_entities_of_bounded_parts_and_round_trip() {

@@ -13,7 +13,7 @@ use teams_cdr_sim::RunningSim;
 
 use super::graph::{SimCredential, SimTime};
 use super::host::{HostEmulator, QueueRun, QueueTrigger};
-use super::{CLIENT_STATE, TENANT_ID, azurite, shared_key, unique_name};
+use super::{CLIENT_STATE, TENANT_ID, azurite, shared_key, unique_name, unique_table_name};
 
 /// The tables of one test.
 pub struct Tables {
@@ -25,7 +25,9 @@ pub struct Tables {
 
 pub struct FetchApp {
     pub host: HostEmulator,
-    pub sim: RunningSim,
+    pub sim: Arc<RunningSim>,
+    /// The app's table names (a second app on the same tables takes them).
+    pub names: teams_cdr_functions::config::TableNames,
     pub queue: QueueStore,
     pub poison: QueueStore,
     pub tables: Tables,
@@ -36,9 +38,10 @@ pub struct FetchApp {
 /// defaults: the simulator's tokens and clock, queue delays capped at 0 so that tests never wait for
 /// a hidden message; a message due later is put back until the test moves the clock).
 pub async fn spawn_fetch_app(
-    sim: RunningSim,
+    sim: impl Into<Arc<RunningSim>>,
     tweak: impl FnOnce(&mut Config, &mut AppOptions),
 ) -> FetchApp {
+    let sim = sim.into();
     teams_cdr_functions::telemetry::init_for_tests();
     let azurite = azurite();
     let vars = vec![
@@ -57,7 +60,7 @@ pub async fn spawn_fetch_app(
     let mut config = Config::from_vars(RunMode::CustomHandler, vars).expect("test configuration");
     let queue_name = unique_name("fetch");
     config.notifications.queue = queue_name.clone();
-    let prefix = unique_name("t").replace('-', "");
+    let prefix = unique_table_name("t");
     config.tables = teams_cdr_functions::config::TableNames::with_prefix(&prefix);
     let mut options = AppOptions {
         graph_credential: Some(SimCredential::new(&sim)),
@@ -85,6 +88,7 @@ pub async fn spawn_fetch_app(
         )
         .unwrap()
     };
+    let names_for_tables = names.clone();
     let table = |name: &str| {
         TableStore::new(
             &azurite.table_endpoint,
@@ -100,10 +104,10 @@ pub async fn spawn_fetch_app(
     let poison = queue(&format!("{queue_name}-poison"));
     poison.ensure_exists().await.unwrap();
     let tables = Tables {
-        records: table(&names.call_records),
-        sessions: table(&names.sessions),
-        bodies: table(&names.bodies),
-        app_state: table(&names.app_state),
+        records: table(&names_for_tables.call_records),
+        sessions: table(&names_for_tables.sessions),
+        bodies: table(&names_for_tables.bodies),
+        app_state: table(&names_for_tables.app_state),
     };
     let store = CallRecordStore::new(
         tables.records.clone(),
@@ -111,10 +115,12 @@ pub async fn spawn_fetch_app(
         tables.bodies.clone(),
         tables.app_state.clone(),
         Duration::from_secs(60),
+        Duration::from_secs(30),
     );
     FetchApp {
         host,
         sim,
+        names,
         queue: queue_store,
         poison,
         tables,
@@ -133,6 +139,7 @@ impl FetchApp {
             received_at: self.sim.clock().now(),
             attempt: 0,
             not_before: None,
+            repair: false,
         }
     }
 
