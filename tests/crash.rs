@@ -76,7 +76,8 @@ async fn handler_killed_mid_batch_then_restarted_ends_as_a_clean_run() {
         ("IDENTITY_ENDPOINT", identity_endpoint.as_str()),
         ("IDENTITY_HEADER", identity_header.as_str()),
         ("CALLRECORD_WRITE_LEASE_SECONDS", "3"),
-        ("RUST_LOG", "info"),
+        // Debug level, so that the secrecy check below sees everything the binary would log.
+        ("RUST_LOG", "debug"),
     ];
     let http = teams_cdr_functions::http_client(None).unwrap();
     let queue = |name: &str| {
@@ -138,7 +139,7 @@ async fn handler_killed_mid_batch_then_restarted_ends_as_a_clean_run() {
             })
             .unwrap_or(0)
     };
-    let (_, printed) = tokio::join!(first_trigger.deliver_once(32, &mut run), async {
+    let (_, first_printed) = tokio::join!(first_trigger.deliver_once(32, &mut run), async {
         // Killed the moment a record is half-written: its state row holds a writer's lease.
         let started = std::time::Instant::now();
         while writes_in_progress().await == 0 && started.elapsed() < Duration::from_secs(20) {
@@ -148,7 +149,7 @@ async fn handler_killed_mid_batch_then_restarted_ends_as_a_clean_run() {
     });
     assert!(
         run.failures > 0,
-        "the kill interrupted invocations: {run:?}\n{printed}"
+        "the kill interrupted invocations: {run:?}\n{first_printed}"
     );
     let stored_at_kill = records
         .query_all(&Query::new())
@@ -186,7 +187,7 @@ async fn handler_killed_mid_batch_then_restarted_ends_as_a_clean_run() {
         at_kill = second_kill => at_kill,
         _ = second_trigger.drain(Duration::from_secs(60), || {}) => (ids.len(), 0),
     };
-    second.stop().await;
+    let second_printed = second.stop().await;
     eprintln!(
         "at the second kill: {stored_at_second_kill} stored, {writing_at_second_kill} writes in progress"
     );
@@ -196,6 +197,27 @@ async fn handler_killed_mid_batch_then_restarted_ends_as_a_clean_run() {
     let host = HostEmulator::new(third.host.base());
     let rest = trigger(&host).drain(Duration::from_secs(120), || {}).await;
     let printed = third.stop().await;
+    // No Graph token (the simulator's are `sim.<guid>.<guid>`) and no identity header secret in
+    // anything the binary printed in its three lives.
+    assert!(
+        format!("{second_printed}{printed}").contains("call record stored"),
+        "the logs say what was stored"
+    );
+    for (life, output) in [(1, &first_printed), (2, &second_printed), (3, &printed)] {
+        assert!(
+            !output.contains(identity_header.as_str()),
+            "life {life} printed the identity header"
+        );
+        let leaked = output.match_indices("sim.").any(|(i, _)| {
+            output[i + 4..]
+                .chars()
+                .take(9)
+                .filter(|c| c.is_ascii_hexdigit() || *c == '-')
+                .count()
+                == 9
+        });
+        assert!(!leaked, "life {life} printed a Graph token");
+    }
 
     assert_eq!(rest.poisoned, 0, "{rest:?}\n{printed}");
     assert!(

@@ -92,7 +92,8 @@ async fn fetch(state: &AppState, job: CallRecordJob) -> Result<(), InvocationErr
         Err(e) => return setback(state, &job, e).await,
     };
     let version = first.version;
-    if let Some(stored) = state.records.state(&job.id).await?
+    let read = state.records.read(&job.id).await?;
+    if let Some(stored) = read.state()
         && let Decision::Skip(stored) = decide(Some(&stored), version, now, job.repair)
     {
         // Saves the remaining pages: the same version is stored already (a duplicate
@@ -125,9 +126,14 @@ async fn fetch(state: &AppState, job: CallRecordJob) -> Result<(), InvocationErr
     let clock = state.clock.clone();
     let saved = state
         .records
-        .save(&document, &summary, &sessions, job.repair, &move || {
-            clock.now()
-        })
+        .save(
+            &document,
+            &summary,
+            &sessions,
+            job.repair,
+            read,
+            &move || clock.now(),
+        )
         .await?;
     match saved {
         Saved::Written => {

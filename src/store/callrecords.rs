@@ -141,12 +141,17 @@ impl CallRecordStore {
     /// # Errors
     /// When storage fails or refuses.
     pub(crate) async fn state(&self, id: &str) -> Result<Option<StoredState>, StoreError> {
+        Ok(self.read(id).await?.state())
+    }
+
+    /// The state row of record `id` as read now, to decide on and to hand to [`Self::save`], which
+    /// then claims from it without reading it again.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn read(&self, id: &str) -> Result<StateRow, StoreError> {
         self.ready().await?;
-        Ok(self
-            .bodies
-            .get(id, STATE_ROW)
-            .await?
-            .map(|e| read_state(&e)))
+        Ok(StateRow(self.bodies.get(id, STATE_ROW).await?))
     }
 
     /// Stores a version of a record per the protocol in the module docs. `now` is read at each step
@@ -161,6 +166,7 @@ impl CallRecordStore {
         summary: &Summary,
         sessions: &[SessionRow],
         repair: bool,
+        read: StateRow,
         now: &(dyn Fn() -> OffsetDateTime + Send + Sync),
     ) -> Result<Saved, StoreError> {
         self.ready().await?;
@@ -177,6 +183,7 @@ impl CallRecordStore {
         // 1–2: read, decide, claim together with the first body entities. Another writer can only
         // win the race a few times before its lease makes us wait.
         let mut races = 0;
+        let mut known = Some(read.0);
         let (mut lease, previous) = loop {
             races += 1;
             if races > 5 {
@@ -184,7 +191,10 @@ impl CallRecordStore {
                     retry_in: Duration::from_secs(1),
                 });
             }
-            let current = self.bodies.get(id, STATE_ROW).await?;
+            let current = match known.take() {
+                Some(current) => current,
+                None => self.bodies.get(id, STATE_ROW).await?,
+            };
             let state = current.as_ref().map(read_state);
             match decide(state.as_ref(), version, now(), repair) {
                 Decision::Skip(stored) => return Ok(Saved::Unchanged { stored }),
@@ -576,6 +586,16 @@ impl CallRecordStore {
         self.sessions
             .query_all(&Query::new().filter(filter::eq("PartitionKey", id)))
             .await
+    }
+}
+
+/// A record's state row as read (absent for a record never written).
+#[derive(Debug, Clone)]
+pub(crate) struct StateRow(Option<Entity>);
+
+impl StateRow {
+    pub(crate) fn state(&self) -> Option<StoredState> {
+        self.0.as_ref().map(read_state)
     }
 }
 

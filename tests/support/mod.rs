@@ -68,10 +68,15 @@ pub fn free_port() -> u16 {
 pub struct HandlerProcess {
     child: tokio::process::Child,
     pub host: HostEmulator,
+    /// Everything the process printed so far, read as it comes: a pipe left unread would fill up
+    /// and stop the process at its next log line.
+    printed: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl HandlerProcess {
     pub async fn start(env: &[(&str, &str)]) -> Self {
+        use tokio::io::AsyncReadExt as _;
         let port = free_port();
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_teams-cdr-functions"));
         command
@@ -81,10 +86,37 @@ impl HandlerProcess {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        let child = command.spawn().expect("the handler binary starts");
+        let mut child = command.spawn().expect("the handler binary starts");
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        for mut stream in [
+            Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            Box::new(stderr),
+        ] {
+            let printed = printed.clone();
+            readers.push(tokio::spawn(async move {
+                let mut buffer = vec![0; 16 * 1024];
+                while let Ok(n) = stream.read(&mut buffer).await {
+                    if n == 0 {
+                        break;
+                    }
+                    printed
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buffer[..n]));
+                }
+            }));
+        }
         let host = HostEmulator::new(format!("http://127.0.0.1:{port}"));
         host.wait_ready(Duration::from_secs(20)).await;
-        Self { child, host }
+        Self {
+            child,
+            host,
+            printed,
+            readers,
+        }
     }
 
     /// The process id (for reading its memory from `/proc`).
@@ -92,27 +124,14 @@ impl HandlerProcess {
         self.child.id().unwrap()
     }
 
-    /// Stops the handler and returns everything it printed.
+    /// Stops the handler (at once, as a crash would) and returns everything it printed.
     pub async fn stop(mut self) -> String {
-        use tokio::io::AsyncReadExt as _;
         self.child.start_kill().unwrap();
-        let mut printed = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut printed)
-            .await
-            .unwrap();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut printed)
-            .await
-            .unwrap();
         self.child.wait().await.unwrap();
-        printed
+        for reader in self.readers.drain(..) {
+            let _ = reader.await;
+        }
+        std::mem::take(&mut *self.printed.lock().unwrap())
     }
 }
 
