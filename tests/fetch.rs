@@ -890,3 +890,37 @@ async fn writer_that_loses_its_lease_stops_and_the_record_ends_at_its_newest_ver
     assert!(rows.iter().all(|e| int64(e, "Version") == 2));
     assert_eq!(stored(&a, id).await, served(&a.sim.tenant().records[id]));
 }
+
+#[tokio::test]
+async fn record_given_up_and_stored_later_has_its_failure_row_removed() {
+    let mut config = sim_config(0);
+    config.tenant.call_records = 1;
+    config.tenant.start = sim_start() - time::Duration::minutes(20);
+    config.tenant.span = time::Duration::minutes(1);
+    config.tenant.availability_delay = (time::Duration::minutes(60), time::Duration::minutes(60));
+    let sim = start_sim(config).await;
+    let id = sim.tenant().records.keys().next().unwrap().clone();
+    let app = spawn_fetch_app(sim, |_, _| {}).await;
+    // A notification so old that its `404` is final: given up at once.
+    let mut old = app.job(&id);
+    old.received_at = sim_start() - time::Duration::days(31);
+    app.enqueue(&old).await;
+    app.drain().await;
+    let failures = |rows: Vec<Entity>| {
+        rows.into_iter()
+            .filter(|e| e.partition_key == "FetchFailure")
+            .count()
+    };
+    assert_eq!(failures(app.rows(&app.tables.app_state).await), 1);
+
+    // The record appears and a new notification (or the sweep) brings it in.
+    app.sim.clock().advance(time::Duration::minutes(90));
+    app.enqueue_ids(std::slice::from_ref(&id)).await;
+    app.drain().await;
+
+    assert_eq!(
+        stored(&app, &id).await,
+        served(&app.sim.tenant().records[&id])
+    );
+    assert_eq!(failures(app.rows(&app.tables.app_state).await), 0);
+}
