@@ -42,8 +42,7 @@ pub fn http_client(extra_ca: Option<&Path>) -> Result<reqwest::Client, HttpSetup
 }
 
 /// Replaces the query string of every `http(s)://` URL in `text` with `?REDACTED`: HTTP client errors
-/// quote the request URL, and a query can hold a SAS or other credentials. (The storage module has
-/// its own copy from before this one; they can be merged.)
+/// quote the request URL, and a query can hold a SAS or other credentials.
 pub(crate) fn redact_url_queries(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -55,19 +54,58 @@ pub(crate) fn redact_url_queries(text: &str) -> String {
     };
     while let Some(start) = next_url(rest) {
         out.push_str(&rest[..start]);
-        let url = &rest[start..];
-        let end = url
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ')' | '>' | ','))
-            .unwrap_or(url.len());
-        match url[..end].find('?') {
-            Some(q) => {
-                out.push_str(&url[..q]);
+        let url_and_more = &rest[start..];
+        // A path may hold `'`, `(`, `)` and `,` (table entity URLs do), so only a space or a quote
+        // ends it; the query string, form-encoded, cannot hold those and ends at the first of them.
+        let path_end = url_and_more
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '<' | '>' | '?'))
+            .unwrap_or(url_and_more.len());
+        out.push_str(&url_and_more[..path_end]);
+        let after_path = &url_and_more[path_end..];
+        rest = match after_path.strip_prefix('?') {
+            Some(query_and_more) => {
                 out.push_str("?REDACTED");
+                let query_end = query_and_more
+                    .find(|c: char| {
+                        c.is_whitespace() || matches!(c, '"' | '\'' | ')' | '<' | '>' | ',')
+                    })
+                    .unwrap_or(query_and_more.len());
+                &query_and_more[query_end..]
             }
-            None => out.push_str(&url[..end]),
-        }
-        rest = &url[end..];
+            None => after_path,
+        };
     }
     out.push_str(rest);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_queries_are_redacted_from_error_text() {
+        let text = "error sending request for url (http://127.0.0.1:1/acct/q/messages?sv=2021&sig=abc%3D): \
+                    connection refused; see https://learn.microsoft.com/x and https://h/p?token=t";
+        let redacted = redact_url_queries(text);
+        assert_eq!(
+            redacted,
+            "error sending request for url (http://127.0.0.1:1/acct/q/messages?REDACTED): \
+             connection refused; see https://learn.microsoft.com/x and https://h/p?REDACTED"
+        );
+    }
+
+    #[test]
+    fn url_queries_are_redacted_after_table_entity_paths() {
+        let text = "error sending request for url (http://127.0.0.1:1/acct/T(PartitionKey='p',RowKey='a''b')?sv=1&sig=abc%3D): refused";
+        assert_eq!(
+            redact_url_queries(text),
+            "error sending request for url (http://127.0.0.1:1/acct/T(PartitionKey='p',RowKey='a''b')?REDACTED): refused"
+        );
+        let text = "url (http://h/a/T()?$filter=x%20eq%201&sig=s) and http://h/$batch?sig=s";
+        assert_eq!(
+            redact_url_queries(text),
+            "url (http://h/a/T()?REDACTED) and http://h/$batch?REDACTED"
+        );
+    }
 }

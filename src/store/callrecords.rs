@@ -734,54 +734,42 @@ fn string(value: Option<&String>) -> Option<EdmValue> {
     value.map(|v| EdmValue::String(v.clone()))
 }
 
-fn put_party(mut entity: Entity, prefix: &str, party: &Party) -> Entity {
-    entity = put(
+/// Sets `{prefix}{name}` for each string that has a value.
+fn put_strings(mut entity: Entity, prefix: &str, fields: &[(&str, Option<&String>)]) -> Entity {
+    for (name, value) in fields {
+        entity = put(entity, &format!("{prefix}{name}"), string(*value));
+    }
+    entity
+}
+
+fn put_party(entity: Entity, prefix: &str, party: &Party) -> Entity {
+    put_strings(
         entity,
-        &format!("{prefix}IdentityType"),
-        string(party.identity_kind.as_ref()),
-    );
-    entity = put(entity, &format!("{prefix}Id"), string(party.id.as_ref()));
-    entity = put(
-        entity,
-        &format!("{prefix}DisplayName"),
-        string(party.display_name.as_ref()),
-    );
-    entity = put(
-        entity,
-        &format!("{prefix}UserPrincipalName"),
-        string(party.user_principal_name.as_ref()),
-    );
-    put(
-        entity,
-        &format!("{prefix}TenantId"),
-        string(party.tenant_id.as_ref()),
+        prefix,
+        &[
+            ("IdentityType", party.identity_kind.as_ref()),
+            ("Id", party.id.as_ref()),
+            ("DisplayName", party.display_name.as_ref()),
+            ("UserPrincipalName", party.user_principal_name.as_ref()),
+            ("TenantId", party.tenant_id.as_ref()),
+        ],
     )
 }
 
-fn put_endpoint(mut entity: Entity, prefix: &str, endpoint: Option<&EndpointInfo>) -> Entity {
+fn put_endpoint(entity: Entity, prefix: &str, endpoint: Option<&EndpointInfo>) -> Entity {
     let Some(endpoint) = endpoint else {
         return entity;
     };
-    entity = put(
+    let entity = put_strings(entity, prefix, &[("EndpointType", endpoint.kind.as_ref())]);
+    let entity = put_party(entity, prefix, &endpoint.party);
+    put_strings(
         entity,
-        &format!("{prefix}EndpointType"),
-        string(endpoint.kind.as_ref()),
-    );
-    entity = put_party(entity, prefix, &endpoint.party);
-    entity = put(
-        entity,
-        &format!("{prefix}UserAgent"),
-        string(endpoint.user_agent.as_ref()),
-    );
-    entity = put(
-        entity,
-        &format!("{prefix}Platform"),
-        string(endpoint.platform.as_ref()),
-    );
-    put(
-        entity,
-        &format!("{prefix}ProductFamily"),
-        string(endpoint.product_family.as_ref()),
+        prefix,
+        &[
+            ("UserAgent", endpoint.user_agent.as_ref()),
+            ("Platform", endpoint.platform.as_ref()),
+            ("ProductFamily", endpoint.product_family.as_ref()),
+        ],
     )
 }
 

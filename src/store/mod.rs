@@ -22,6 +22,8 @@ use azure_core::credentials::TokenCredential;
 use azure_core::error::ErrorKind;
 use secrecy::{SecretSlice, SecretString};
 
+use crate::http::redact_url_queries;
+
 /// A storage operation that failed, coarse enough for callers to decide what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -116,43 +118,6 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// Replaces the query string of every `http(s)://` URL in `text` with `?REDACTED`.
-fn redact_url_queries(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    let next_url = |s: &str| {
-        [s.find("http://"), s.find("https://")]
-            .into_iter()
-            .flatten()
-            .min()
-    };
-    while let Some(start) = next_url(rest) {
-        out.push_str(&rest[..start]);
-        let url_and_more = &rest[start..];
-        // A path may hold `'`, `(`, `)` and `,` (table entity URLs do), so only a space or a quote
-        // ends it; the query string, form-encoded, cannot hold those and ends at the first of them.
-        let path_end = url_and_more
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '<' | '>' | '?'))
-            .unwrap_or(url_and_more.len());
-        out.push_str(&url_and_more[..path_end]);
-        let after_path = &url_and_more[path_end..];
-        rest = match after_path.strip_prefix('?') {
-            Some(query_and_more) => {
-                out.push_str("?REDACTED");
-                let query_end = query_and_more
-                    .find(|c: char| {
-                        c.is_whitespace() || matches!(c, '"' | '\'' | ')' | '<' | '>' | ',')
-                    })
-                    .unwrap_or(query_and_more.len());
-                &query_and_more[query_end..]
-            }
-            None => after_path,
-        };
-    }
-    out.push_str(rest);
-    out
-}
-
 impl StoreError {
     pub(crate) fn from_sdk(err: azure_core::Error) -> Self {
         match err.http_status() {
@@ -214,36 +179,5 @@ impl std::fmt::Debug for StorageAuth {
             Self::Sas(_) => "Sas(..)",
             Self::Token(_) => "Token(..)",
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn url_queries_are_redacted_from_error_text() {
-        let text = "error sending request for url (http://127.0.0.1:1/acct/q/messages?sv=2021&sig=abc%3D): \
-                    connection refused; see https://learn.microsoft.com/x and https://h/p?token=t";
-        let redacted = redact_url_queries(text);
-        assert_eq!(
-            redacted,
-            "error sending request for url (http://127.0.0.1:1/acct/q/messages?REDACTED): \
-             connection refused; see https://learn.microsoft.com/x and https://h/p?REDACTED"
-        );
-    }
-
-    #[test]
-    fn url_queries_are_redacted_after_table_entity_paths() {
-        let text = "error sending request for url (http://127.0.0.1:1/acct/T(PartitionKey='p',RowKey='a''b')?sv=1&sig=abc%3D): refused";
-        assert_eq!(
-            redact_url_queries(text),
-            "error sending request for url (http://127.0.0.1:1/acct/T(PartitionKey='p',RowKey='a''b')?REDACTED): refused"
-        );
-        let text = "url (http://h/a/T()?$filter=x%20eq%201&sig=s) and http://h/$batch?sig=s";
-        assert_eq!(
-            redact_url_queries(text),
-            "url (http://h/a/T()?REDACTED) and http://h/$batch?REDACTED"
-        );
     }
 }
