@@ -23,11 +23,10 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use support::fetch::spawn_fetch_app;
-use support::graph::{sim_config, start_sim};
+use support::fetch::{Tables, azurite_queue, spawn_fetch_app};
+use support::graph::{binary_env, sim_config, start_sim};
 use support::host::{HostEmulator, QueueRun, QueueTrigger};
-use support::{CLIENT_STATE, HandlerProcess, TENANT_ID, azurite, shared_key};
-use teams_cdr_functions::{QueueStore, StorageRetry};
+use support::{HandlerProcess, azurite};
 use teams_cdr_sim::SimClock;
 
 const SMALL_RECORDS: usize = 64;
@@ -209,39 +208,14 @@ async fn run() {
     config.tenant.big_meetings = vec![(2000, 1000)];
     let sim = start_sim(config).await;
     let id = sim.tenant().records.keys().next().unwrap().clone();
-    let connection_string = azurite().connection_string();
-    let client_id = sim.config().managed_identity_client_ids[0].clone();
-    let identity_endpoint = sim.identity_endpoint();
-    let identity_header = sim.config().identity_header.clone();
     // This benchmark has an Azurite of its own: the binary's default queue and tables are free.
     let queue_name = teams_cdr_functions::config::CALLRECORD_QUEUE;
-    let env = [
-        ("GRAPH_TENANT_ID", TENANT_ID),
-        ("NOTIFICATION_CLIENT_STATE", CLIENT_STATE),
-        ("AzureWebJobsStorage", connection_string.as_str()),
-        ("GRAPH_BASE_URL", sim.base_url()),
-        ("AZURE_CLIENT_ID", client_id.as_str()),
-        ("IDENTITY_ENDPOINT", identity_endpoint.as_str()),
-        ("IDENTITY_HEADER", identity_header.as_str()),
-        ("RUST_LOG", "warn"),
-    ];
+    let env = binary_env(&sim, &[("RUST_LOG", "warn")]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let handler = HandlerProcess::start(&env).await;
     let pid = handler.pid();
-    let http = teams_cdr_functions::http_client(None).unwrap();
-    let queue = |name: &str| {
-        QueueStore::new(
-            &azurite().queue_endpoint,
-            name,
-            &shared_key(),
-            http.clone(),
-            StorageRetry::default(),
-        )
-        .unwrap()
-    };
-    let jobs = queue(queue_name);
-    let poison = queue(&format!("{queue_name}-poison"));
-    jobs.ensure_exists().await.unwrap();
-    poison.ensure_exists().await.unwrap();
+    let jobs = azurite_queue(queue_name).await;
+    let poison = azurite_queue(&format!("{queue_name}-poison")).await;
     let (_, idle) = memory_kib(pid);
     jobs.send_json(&app.job(&id), 0).await.unwrap();
     let host = HostEmulator::new(handler.host.base());
@@ -260,25 +234,7 @@ async fn run() {
     let (peak, _) = memory_kib(pid);
     handler.stop().await;
     assert_eq!(run.failures, 0);
-    let table = |name: &str| {
-        teams_cdr_functions::TableStore::new(
-            &azurite().table_endpoint,
-            name,
-            &shared_key(),
-            http.clone(),
-            StorageRetry::default(),
-        )
-        .unwrap()
-    };
-    let names = teams_cdr_functions::config::TableNames::default();
-    let store = teams_cdr_functions::CallRecordStore::new(
-        table(&names.call_records),
-        table(&names.sessions),
-        table(&names.bodies),
-        table(&names.app_state),
-        Duration::from_secs(60),
-        Duration::from_secs(30),
-    );
+    let store = Tables::of(&teams_cdr_functions::config::TableNames::default()).store();
     let json = store.document(&id).await.unwrap().unwrap().len() as f64 / 1024.0;
     println!();
     println!("| 2,000-session / 1,000-participant meeting | value |");

@@ -13,12 +13,11 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use support::fetch::spawn_fetch_app;
-use support::graph::{sim_config, start_sim};
+use support::HandlerProcess;
+use support::fetch::{Tables, azurite_queue, azurite_table, spawn_fetch_app};
+use support::graph::{binary_env, sim_config, start_sim};
 use support::host::{HostEmulator, QueueRun, QueueTrigger};
-use support::{CLIENT_STATE, HandlerProcess, TENANT_ID, azurite, shared_key};
 use teams_cdr_functions::{EdmValue, Entity, Query, TableStore};
-use teams_cdr_functions::{QueueStore, StorageRetry};
 use teams_cdr_sim::SimClock;
 
 /// Every row of `table`, keyed, without what differs between two correct runs: the service's
@@ -48,10 +47,17 @@ async fn handler_killed_mid_batch_then_restarted_ends_as_a_clean_run() {
     config.faults.slow_rate = 1.0;
     config.faults.slow_by = Duration::from_millis(80);
     let sim = start_sim(config).await;
-    let client_id = sim.config().managed_identity_client_ids[0].clone();
-    let identity_endpoint = sim.identity_endpoint();
     let identity_header = sim.config().identity_header.clone();
-    let base_url = sim.base_url().to_owned();
+    // The binary, as the host starts it.
+    let env = binary_env(
+        &sim,
+        &[
+            ("CALLRECORD_WRITE_LEASE_SECONDS", "3"),
+            // Debug level, so that the secrecy check below sees everything the binary would log.
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
     // The reference: a clean run of the same tenant, in-process, into tables of its own.
     let reference = spawn_fetch_app(sim, |_, options| {
@@ -64,49 +70,12 @@ async fn handler_killed_mid_batch_then_restarted_ends_as_a_clean_run() {
     let clean = reference.drain().await;
     assert_eq!(clean.failures, 0);
 
-    // The binary, as the host starts it.
-    let connection_string = azurite().connection_string();
-    let env = [
-        ("GRAPH_TENANT_ID", TENANT_ID),
-        ("NOTIFICATION_CLIENT_STATE", CLIENT_STATE),
-        ("AzureWebJobsStorage", connection_string.as_str()),
-        ("GRAPH_BASE_URL", base_url.as_str()),
-        ("GRAPH_AUTH", "managed-identity"),
-        ("AZURE_CLIENT_ID", client_id.as_str()),
-        ("IDENTITY_ENDPOINT", identity_endpoint.as_str()),
-        ("IDENTITY_HEADER", identity_header.as_str()),
-        ("CALLRECORD_WRITE_LEASE_SECONDS", "3"),
-        // Debug level, so that the secrecy check below sees everything the binary would log.
-        ("RUST_LOG", "debug"),
-    ];
-    let http = teams_cdr_functions::http_client(None).unwrap();
-    let queue = |name: &str| {
-        QueueStore::new(
-            &azurite().queue_endpoint,
-            name,
-            &shared_key(),
-            http.clone(),
-            StorageRetry::default(),
-        )
-        .unwrap()
-    };
-    let table = |name: &str| {
-        TableStore::new(
-            &azurite().table_endpoint,
-            name,
-            &shared_key(),
-            http.clone(),
-            StorageRetry::default(),
-        )
-        .unwrap()
-    };
-    let jobs = queue(teams_cdr_functions::config::CALLRECORD_QUEUE);
-    let poison = queue(&format!(
+    let jobs = azurite_queue(teams_cdr_functions::config::CALLRECORD_QUEUE).await;
+    let poison = azurite_queue(&format!(
         "{}-poison",
         teams_cdr_functions::config::CALLRECORD_QUEUE
-    ));
-    jobs.ensure_exists().await.unwrap();
-    poison.ensure_exists().await.unwrap();
+    ))
+    .await;
     for id in &ids {
         jobs.send_json(&reference.job(id), 0).await.unwrap();
     }
@@ -126,8 +95,8 @@ async fn handler_killed_mid_batch_then_restarted_ends_as_a_clean_run() {
     let mut run = QueueRun::default();
     let first_trigger = trigger(&host);
     let names = teams_cdr_functions::config::TableNames::default();
-    let records = table(&names.call_records);
-    let bodies = table(&names.bodies);
+    let records = azurite_table(&names.call_records);
+    let bodies = azurite_table(&names.bodies);
     let writes_in_progress = || async {
         bodies
             .query_all(&Query::new())
@@ -241,20 +210,13 @@ async fn handler_killed_mid_batch_then_restarted_ends_as_a_clean_run() {
         ),
         ("CallRecordBodies", &names.bodies, &reference.tables.bodies),
     ] {
-        let ours = snapshot(&table(ours)).await;
+        let ours = snapshot(&azurite_table(ours)).await;
         let theirs = snapshot(theirs).await;
         assert_eq!(ours.len(), theirs.len(), "{name}: row count");
         assert!(ours == theirs, "{name} differs from the clean run");
     }
+    let crashed = Tables::of(&names).store();
     for id in &ids {
-        let crashed = teams_cdr_functions::CallRecordStore::new(
-            records.clone(),
-            table(&names.sessions),
-            table(&names.bodies),
-            table(&names.app_state),
-            Duration::from_secs(60),
-            Duration::from_secs(30),
-        );
         assert_eq!(
             crashed.document(id).await.unwrap(),
             reference.store.document(id).await.unwrap(),

@@ -21,29 +21,46 @@ fn fixture_json(name: &str) -> Value {
     serde_json::from_str(&support::fixture(&format!("graph/{name}"))).unwrap()
 }
 
-/// A simulator record serving `base` (without its sessions) with `sessions` and `participants`.
-fn sim_record(
+/// Version `version` of record `id`, serving `base` (a documented payload; its own sessions and
+/// paging removed) with `sessions` and `participants`, visible from `issued`.
+fn record_version(
     id: &str,
+    version: u64,
     mut base: Value,
     sessions: Vec<Value>,
     participants: Vec<Value>,
-) -> CallRecord {
+    issued: time::OffsetDateTime,
+) -> RecordVersion {
     let object = base.as_object_mut().unwrap();
     object.remove("sessions");
     object.remove("sessions@odata.nextLink");
     object.insert("id".into(), json!(id));
-    let version = object.get("version").and_then(Value::as_u64).unwrap_or(1);
+    object.insert("version".into(), json!(version));
+    RecordVersion {
+        version,
+        issued_at: issued,
+        base,
+        sessions: Arc::new(sessions),
+        participants: Arc::new(participants),
+    }
+}
+
+/// A simulator record of one version, serving `base` as [`record_version`] does (keeping its
+/// `version`, 1 if it has none).
+fn sim_record(id: &str, base: Value, sessions: Vec<Value>, participants: Vec<Value>) -> CallRecord {
+    let version = base.get("version").and_then(Value::as_u64).unwrap_or(1);
     CallRecord {
         id: id.to_owned(),
         start: sim_start() - time::Duration::hours(2),
         end: sim_start() - time::Duration::hours(1),
-        versions: vec![RecordVersion {
+        versions: vec![record_version(
+            id,
             version,
-            issued_at: sim_start() - time::Duration::minutes(30),
             base,
-            sessions: Arc::new(sessions),
-            participants: Arc::new(participants),
-        }],
+            sessions,
+            participants,
+            sim_start() - time::Duration::minutes(30),
+        )],
     }
 }
 
@@ -412,12 +429,7 @@ async fn record_not_yet_available_is_stored_once_it_appears_with_few_requests_an
     // The queue's delays are capped at 0 here: the message comes straight back until it is due, and
     // each round moves tenant time on by a minute (180 rounds = 3 hours at most).
     let clock = app.sim.clock().clone();
-    let run = app
-        .trigger()
-        .drain(Duration::from_secs(120), || {
-            clock.advance(time::Duration::minutes(1));
-        })
-        .await;
+    let run = app.drain_advancing(time::Duration::minutes(1)).await;
 
     assert_eq!(run.poisoned, 0);
     assert_eq!(run.failures, 0);
@@ -460,13 +472,7 @@ async fn throttling_storm_stores_every_record_and_every_retry_after_is_respected
     app.enqueue_ids(&ids).await;
 
     // A fetch that still fails after the client's retries is put back for later (tenant time).
-    let clock = app.sim.clock().clone();
-    let run = app
-        .trigger()
-        .drain(Duration::from_secs(120), || {
-            clock.advance(time::Duration::minutes(1));
-        })
-        .await;
+    let run = app.drain_advancing(time::Duration::minutes(1)).await;
 
     assert_eq!(run.failures, 0, "{run:?}");
     assert!(app.sim.ledger().count_status(429) > 5, "the storm happened");
@@ -497,13 +503,7 @@ async fn throttled_beyond_the_inline_wait_is_put_back_with_retry_after_and_store
 
     // A put-back job is due Retry-After later on the app's clock (the simulator's, manual here):
     // each round moves it on by a second.
-    let clock = app.sim.clock().clone();
-    let run = app
-        .trigger()
-        .drain(Duration::from_secs(120), || {
-            clock.advance(time::Duration::seconds(1));
-        })
-        .await;
+    let run = app.drain_advancing(time::Duration::seconds(1)).await;
 
     assert_eq!(run.failures, 0, "{run:?}");
     assert!(app.sim.ledger().count_status(429) > 0);
@@ -540,12 +540,7 @@ async fn unreadable_queue_messages_are_dropped_once_and_recorded() {
     assert_eq!(run.invocations, 3, "each delivered once: {run:?}");
     assert_eq!(run.failures, 0);
     assert_eq!(run.poisoned, 0);
-    let dropped: Vec<Entity> = app
-        .rows(&app.tables.app_state)
-        .await
-        .into_iter()
-        .filter(|e| e.partition_key == "DroppedMessage")
-        .collect();
+    let dropped: Vec<Entity> = app.app_state_rows("DroppedMessage").await;
     assert_eq!(dropped.len(), 3, "{dropped:?}");
     assert_eq!(app.sim.ledger().requests().len(), 0, "Graph was not called");
     assert!(app.rows(&app.tables.records).await.is_empty());
@@ -563,12 +558,7 @@ async fn record_older_than_graph_keeps_is_given_up_at_once_and_recorded() {
 
     assert_eq!(run.invocations, 1);
     assert_eq!(app.sim.ledger().count_for_record(&job.id), 1);
-    let failures: Vec<Entity> = app
-        .rows(&app.tables.app_state)
-        .await
-        .into_iter()
-        .filter(|e| e.partition_key == "FetchFailure")
-        .collect();
+    let failures: Vec<Entity> = app.app_state_rows("FetchFailure").await;
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0].row_key, job.id);
     assert_eq!(
@@ -601,12 +591,7 @@ async fn record_refused_by_graph_stays_on_the_queue_for_later() {
     assert_eq!(app.sim.ledger().count_status(401), 1);
     assert!(app.rows(&app.tables.records).await.is_empty());
     // The health check sees the refusal at once.
-    let status: Vec<Entity> = app
-        .rows(&app.tables.app_state)
-        .await
-        .into_iter()
-        .filter(|e| e.partition_key == "GraphStatus")
-        .collect();
+    let status: Vec<Entity> = app.app_state_rows("GraphStatus").await;
     assert_eq!(status.len(), 1);
     assert_eq!(
         status[0].properties.get("Status"),
@@ -686,23 +671,12 @@ async fn newer_version_with_fewer_sessions_and_another_start_day_leaves_no_stale
         }
         s
     };
-    let version = |v: u64, start: &str, sessions: Vec<Value>, issued: time::OffsetDateTime| {
-        let mut base = fixture.clone();
-        let object = base.as_object_mut().unwrap();
-        object.remove("sessions");
-        object.remove("sessions@odata.nextLink");
-        object.insert("id".into(), json!("5d1e8a4c-0000-4000-8000-0000000000aa"));
-        object.insert("version".into(), json!(v));
-        object.insert("startDateTime".into(), json!(start));
-        RecordVersion {
-            version: v,
-            issued_at: issued,
-            base,
-            sessions: Arc::new(sessions),
-            participants: Arc::new(Vec::new()),
-        }
-    };
     let id = "5d1e8a4c-0000-4000-8000-0000000000aa";
+    let version = |v: u64, start: &str, sessions: Vec<Value>, issued: time::OffsetDateTime| {
+        let mut version = record_version(id, v, fixture.clone(), sessions, Vec::new(), issued);
+        version.base["startDateTime"] = json!(start);
+        version
+    };
     sim.insert_record(CallRecord {
         id: id.to_owned(),
         start: sim_start() - time::Duration::hours(9),
@@ -776,19 +750,7 @@ async fn writer_that_loses_its_lease_stops_and_the_record_ends_at_its_newest_ver
             .collect()
     };
     let version = |v: u64, sessions: Vec<Value>, issued: time::OffsetDateTime| {
-        let mut base = fixture.clone();
-        let object = base.as_object_mut().unwrap();
-        object.remove("sessions");
-        object.remove("sessions@odata.nextLink");
-        object.insert("id".into(), json!(id));
-        object.insert("version".into(), json!(v));
-        RecordVersion {
-            version: v,
-            issued_at: issued,
-            base,
-            sessions: Arc::new(sessions),
-            participants: Arc::new(Vec::new()),
-        }
+        record_version(id, v, fixture.clone(), sessions, Vec::new(), issued)
     };
     sim.insert_record(CallRecord {
         id: id.to_owned(),
@@ -875,12 +837,7 @@ async fn writer_that_loses_its_lease_stops_and_the_record_ends_at_its_newest_ver
         serde_json::from_str(&support::host::decode_text(&repairs[0].text)).unwrap();
     assert!(repair.repair);
     // (Received above only to look at it: it comes back after its 1 s of visibility.)
-    let run = a
-        .trigger()
-        .drain(Duration::from_secs(60), || {
-            a.sim.clock().advance(time::Duration::seconds(5));
-        })
-        .await;
+    let run = a.drain_advancing(time::Duration::seconds(5)).await;
     assert_eq!(run.failures, 0);
 
     // Whatever A wrote before it stopped, the record is v2 throughout.
@@ -906,12 +863,7 @@ async fn record_given_up_and_stored_later_has_its_failure_row_removed() {
     old.received_at = sim_start() - time::Duration::days(31);
     app.enqueue(&old).await;
     app.drain().await;
-    let failures = |rows: Vec<Entity>| {
-        rows.into_iter()
-            .filter(|e| e.partition_key == "FetchFailure")
-            .count()
-    };
-    assert_eq!(failures(app.rows(&app.tables.app_state).await), 1);
+    assert_eq!(app.app_state_rows("FetchFailure").await.len(), 1);
 
     // The record appears and a new notification (or the sweep) brings it in.
     app.sim.clock().advance(time::Duration::minutes(90));
@@ -922,5 +874,5 @@ async fn record_given_up_and_stored_later_has_its_failure_row_removed() {
         stored(&app, &id).await,
         served(&app.sim.tenant().records[&id])
     );
-    assert_eq!(failures(app.rows(&app.tables.app_state).await), 0);
+    assert!(app.app_state_rows("FetchFailure").await.is_empty());
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use teams_cdr_functions::config::{Config, RunMode};
+use teams_cdr_functions::config::{Config, RunMode, TableNames};
 use teams_cdr_functions::{
     App, AppOptions, CallRecordJob, CallRecordStore, QueueStore, StorageRetry,
 };
@@ -23,11 +23,61 @@ pub struct Tables {
     pub app_state: TableStore,
 }
 
+impl Tables {
+    /// The tables named `names`, read with the Azurite account key.
+    pub fn of(names: &TableNames) -> Self {
+        Self {
+            records: azurite_table(&names.call_records),
+            sessions: azurite_table(&names.sessions),
+            bodies: azurite_table(&names.bodies),
+            app_state: azurite_table(&names.app_state),
+        }
+    }
+
+    /// The app's own view of them, to read stored documents as the read API will.
+    pub fn store(&self) -> CallRecordStore {
+        CallRecordStore::new(
+            self.records.clone(),
+            self.sessions.clone(),
+            self.bodies.clone(),
+            self.app_state.clone(),
+            Duration::from_secs(60),
+            Duration::from_secs(30),
+        )
+    }
+}
+
+/// A queue of this binary's Azurite, created if missing, read with the account key.
+pub async fn azurite_queue(name: &str) -> QueueStore {
+    let queue = QueueStore::new(
+        &azurite().queue_endpoint,
+        name,
+        &shared_key(),
+        teams_cdr_functions::http_client(None).unwrap(),
+        StorageRetry::default(),
+    )
+    .unwrap();
+    queue.ensure_exists().await.unwrap();
+    queue
+}
+
+/// A table of this binary's Azurite, read with the account key.
+pub fn azurite_table(name: &str) -> TableStore {
+    TableStore::new(
+        &azurite().table_endpoint,
+        name,
+        &shared_key(),
+        teams_cdr_functions::http_client(None).unwrap(),
+        StorageRetry::default(),
+    )
+    .unwrap()
+}
+
 pub struct FetchApp {
     pub host: HostEmulator,
     pub sim: Arc<RunningSim>,
     /// The app's table names (a second app on the same tables takes them).
-    pub names: teams_cdr_functions::config::TableNames,
+    pub names: TableNames,
     pub queue: QueueStore,
     pub poison: QueueStore,
     pub tables: Tables,
@@ -77,46 +127,10 @@ pub async fn spawn_fetch_app(
     let host = HostEmulator::new(format!("http://{addr}"));
     host.wait_ready(Duration::from_secs(10)).await;
 
-    let http = teams_cdr_functions::http_client(None).unwrap();
-    let queue = |name: &str| {
-        QueueStore::new(
-            &azurite.queue_endpoint,
-            name,
-            &shared_key(),
-            http.clone(),
-            StorageRetry::default(),
-        )
-        .unwrap()
-    };
-    let names_for_tables = names.clone();
-    let table = |name: &str| {
-        TableStore::new(
-            &azurite.table_endpoint,
-            name,
-            &shared_key(),
-            http.clone(),
-            StorageRetry::default(),
-        )
-        .unwrap()
-    };
-    let queue_store = queue(&queue_name);
-    queue_store.ensure_exists().await.unwrap();
-    let poison = queue(&format!("{queue_name}-poison"));
-    poison.ensure_exists().await.unwrap();
-    let tables = Tables {
-        records: table(&names_for_tables.call_records),
-        sessions: table(&names_for_tables.sessions),
-        bodies: table(&names_for_tables.bodies),
-        app_state: table(&names_for_tables.app_state),
-    };
-    let store = CallRecordStore::new(
-        tables.records.clone(),
-        tables.sessions.clone(),
-        tables.bodies.clone(),
-        tables.app_state.clone(),
-        Duration::from_secs(60),
-        Duration::from_secs(30),
-    );
+    let queue_store = azurite_queue(&queue_name).await;
+    let poison = azurite_queue(&format!("{queue_name}-poison")).await;
+    let tables = Tables::of(&names);
+    let store = tables.store();
     FetchApp {
         host,
         sim,
@@ -169,6 +183,24 @@ impl FetchApp {
     /// Runs the queue trigger until the queue is empty.
     pub async fn drain(&self) -> QueueRun {
         self.trigger().drain(Duration::from_secs(120), || {}).await
+    }
+
+    /// Runs the queue trigger until the queue is empty, moving tenant time (the app's clock here) on
+    /// by `step` before each round, so that jobs put back for later become due.
+    pub async fn drain_advancing(&self, step: time::Duration) -> QueueRun {
+        let clock = self.sim.clock().clone();
+        self.trigger()
+            .drain(Duration::from_secs(120), || clock.advance(step))
+            .await
+    }
+
+    /// The `AppState` rows of one partition (`FetchFailure`, `DroppedMessage`, `GraphStatus`).
+    pub async fn app_state_rows(&self, partition: &str) -> Vec<Entity> {
+        self.rows(&self.tables.app_state)
+            .await
+            .into_iter()
+            .filter(|e| e.partition_key == partition)
+            .collect()
     }
 
     /// Every row of a table (tests only: a full scan).

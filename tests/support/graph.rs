@@ -81,3 +81,24 @@ impl teams_cdr_functions::clock::Clock for SimTime {
         self.0.now()
     }
 }
+
+/// The settings the shipped binary needs, as the host would pass them, to read Graph from `sim`
+/// through `azure_identity`'s `ManagedIdentityCredential` (the simulator's managed-identity endpoint,
+/// with the client id it assigns) and storage from this test binary's Azurite, then `extra`.
+pub fn binary_env(sim: &RunningSim, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("GRAPH_TENANT_ID", super::TENANT_ID.to_owned()),
+        ("NOTIFICATION_CLIENT_STATE", super::CLIENT_STATE.to_owned()),
+        ("AzureWebJobsStorage", super::azurite().connection_string()),
+        ("GRAPH_BASE_URL", sim.base_url().to_owned()),
+        ("GRAPH_AUTH", "managed-identity".to_owned()),
+        (
+            "AZURE_CLIENT_ID",
+            sim.config().managed_identity_client_ids[0].clone(),
+        ),
+        ("IDENTITY_ENDPOINT", sim.identity_endpoint()),
+        ("IDENTITY_HEADER", sim.config().identity_header.clone()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    env
+}
