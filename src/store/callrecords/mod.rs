@@ -24,41 +24,29 @@
 //! is done. A lost acknowledgement (the write landed, the answer did not) is recognised by the owner
 //! token and the committed version.
 
+mod app_state;
+mod body;
+mod rows;
+
 use std::collections::BTreeSet;
-use std::io::{Read as _, Write as _};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flate2::Compression;
-use flate2::read::GzDecoder;
-use flate2::write::GzEncoder;
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
 use super::BatchFailure;
 use super::StoreError;
 use super::table::{BatchOp, ETag, EdmValue, Entity, Query, TableStore, WriteMode, filter};
-use crate::domain::callrecord::{EndpointInfo, Party, SessionRow, Summary};
-use crate::domain::fetch::GiveUp;
-use crate::domain::job::CallRecordJob;
+use crate::domain::callrecord::{SessionRow, Summary};
 use crate::domain::write::{Committed, Decision, StoredState, decide};
+use body::{BODY_ENTITIES_PER_BATCH, body_entities, body_key, body_prefix, compress};
+use rows::{partition_day, record_entity, session_entity, session_key};
 
 /// Row key of a record's state row in `CallRecordBodies`.
 const STATE_ROW: &str = "state";
-/// Largest Binary property Table storage accepts.
-const PART_BYTES: usize = 64 * 1024;
-/// Binary properties per body entity: 12 × 64 KiB stays well under the 1 MiB entity limit, and three
-/// such entities (base64 in the request) under the 4 MiB transaction limit.
-const PARTS_PER_ENTITY: usize = 12;
-const BODY_ENTITIES_PER_BATCH: usize = 3;
 /// Entity group transactions take at most 100 operations.
 const BATCH_MAX: usize = 100;
-/// Partition of the `AppState` rows that record call records given up on.
-pub(crate) const FAILURE_PARTITION: &str = "FetchFailure";
-/// Partition of the `AppState` row that records Graph's last refusal of our token.
-pub(crate) const GRAPH_STATUS_PARTITION: &str = "GraphStatus";
-/// Partition of the `AppState` rows that record queue messages dropped as unreadable.
-pub(crate) const DROPPED_PARTITION: &str = "DroppedMessage";
 
 /// The tables the fetch writes to.
 #[derive(Clone)]
@@ -477,105 +465,11 @@ impl CallRecordStore {
             )))
             .await?;
         parts.sort_by(|a, b| a.row_key.cmp(&b.row_key));
-        let mut compressed = Vec::new();
-        for entity in parts.iter().take(committed.body_entities as usize) {
-            for n in 0..PARTS_PER_ENTITY {
-                match entity.properties.get(&part_name(n)) {
-                    Some(EdmValue::Binary(bytes)) => compressed.extend_from_slice(bytes),
-                    _ => break,
-                }
-            }
-        }
-        let mut document = Vec::with_capacity(compressed.len() * 8);
-        GzDecoder::new(compressed.as_slice())
-            .read_to_end(&mut document)
-            .map_err(|e| {
+        let document =
+            body::decode(parts.iter().take(committed.body_entities as usize)).map_err(|e| {
                 StoreError::InvalidInput(format!("stored body of {id} is damaged: {e}"))
             })?;
         Ok(Some(document))
-    }
-
-    /// Records that the fetch of `job` was given up, for the health check. Idempotent.
-    ///
-    /// # Errors
-    /// When storage fails or refuses.
-    pub(crate) async fn record_failure(
-        &self,
-        job: &CallRecordJob,
-        reason: GiveUp,
-        detail: &str,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let row = Entity::new(FAILURE_PARTITION, &job.id)
-            .with("CallRecordId", EdmValue::String(job.id.clone()))
-            .with("Reason", EdmValue::String(reason.as_str().to_owned()))
-            .with("Detail", EdmValue::String(truncate(detail, 1024)))
-            .with(
-                "Attempts",
-                EdmValue::Int32(i32::try_from(job.attempt).unwrap_or(i32::MAX)),
-            )
-            .with("ReceivedAt", EdmValue::DateTime(job.received_at))
-            .with("GaveUpAt", EdmValue::DateTime(now));
-        self.ready().await?;
-        self.app_state.upsert(&row, WriteMode::Replace).await?;
-        // Marked on the record too, so that storing it later removes the failure row.
-        let mark = Entity::new(&job.id, STATE_ROW)
-            .with("Failed", EdmValue::String(reason.as_str().to_owned()));
-        self.bodies.upsert(&mark, WriteMode::Merge).await?;
-        Ok(())
-    }
-
-    /// Records that Graph refused the app's token or permission (401/403), for the health check: an
-    /// admin must act. One row, overwritten on every refusal.
-    ///
-    /// # Errors
-    /// When storage fails or refuses.
-    pub(crate) async fn record_graph_refusal(
-        &self,
-        status: u16,
-        code: &str,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let row = Entity::new(GRAPH_STATUS_PARTITION, "refused")
-            .with("Status", EdmValue::Int32(i32::from(status)))
-            .with("Code", EdmValue::String(truncate(code, 256)))
-            .with("At", EdmValue::DateTime(now));
-        self.ready().await?;
-        self.app_state.upsert(&row, WriteMode::Replace).await?;
-        Ok(())
-    }
-
-    /// Forgets a recorded failure of `id` once it has been stored after all.
-    ///
-    /// # Errors
-    /// When storage fails or refuses.
-    pub(crate) async fn clear_failure(&self, id: &str) -> Result<(), StoreError> {
-        self.app_state.delete(FAILURE_PARTITION, id, None).await?;
-        Ok(())
-    }
-
-    /// Records a queue message that could not be read (it is then deleted), for the health check.
-    ///
-    /// # Errors
-    /// When storage fails or refuses.
-    pub(crate) async fn record_dropped(
-        &self,
-        message_id: &str,
-        reason: &str,
-        message: &str,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let row = Entity::new(DROPPED_PARTITION, sanitize_key(message_id))
-            .with("Reason", EdmValue::String(reason.to_owned()))
-            .with("Sample", EdmValue::String(truncate(message, 1024)))
-            .with(
-                "Length",
-                EdmValue::Int32(i32::try_from(message.len()).unwrap_or(i32::MAX)),
-            )
-            .with("DroppedAt", EdmValue::DateTime(now));
-        self.ready().await?;
-        self.app_state.upsert(&row, WriteMode::Replace).await?;
-        Ok(())
     }
 
     /// Rows of `CallRecordSessions` for record `id` (tests and the read API).
@@ -674,270 +568,4 @@ fn committed_row(id: &str, version: i64, day: &str, body_entities: u32) -> Entit
             "BodyEntities",
             EdmValue::Int32(i32::try_from(body_entities).unwrap_or(i32::MAX)),
         )
-}
-
-fn compress(document: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let mut encoder = GzEncoder::new(Vec::with_capacity(document.len() / 8), Compression::new(6));
-    encoder
-        .write_all(document)
-        .and_then(|()| encoder.finish())
-        .map_err(|e| StoreError::InvalidInput(format!("compressing a document: {e}")))
-}
-
-fn body_prefix(version: i64) -> String {
-    // Zero-padded so that row keys sort by version and part; versions are never negative in Graph.
-    format!("body-{:020}-", version.max(0))
-}
-
-fn body_key(version: i64, n: u32) -> String {
-    format!("{}{n:05}", body_prefix(version))
-}
-
-fn part_name(n: usize) -> String {
-    format!("Data{n:02}")
-}
-
-/// The body entities of one version: each holds up to [`PARTS_PER_ENTITY`] parts of 64 KiB.
-fn body_entities(id: &str, version: i64, body: &[u8]) -> Vec<Entity> {
-    let per_entity = PART_BYTES * PARTS_PER_ENTITY;
-    let mut entities = Vec::with_capacity(body.len() / per_entity + 1);
-    for (n, chunk) in body.chunks(per_entity).enumerate() {
-        let mut entity = Entity::new(id, body_key(version, u32::try_from(n).unwrap_or(u32::MAX)));
-        for (p, part) in chunk.chunks(PART_BYTES).enumerate() {
-            entity = entity.with(part_name(p), EdmValue::Binary(part.to_vec()));
-        }
-        entities.push(entity);
-    }
-    entities
-}
-
-/// `yyyy-MM-dd` (UTC) of the call's start: the `CallRecords` partition, so a day is one range read.
-/// A record without a start (never seen in Graph) goes to `0001-01-01` rather than being lost.
-pub(crate) fn partition_day(start: Option<OffsetDateTime>) -> String {
-    match start {
-        Some(start) => {
-            let d = start.to_offset(time::UtcOffset::UTC).date();
-            format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
-        }
-        None => "0001-01-01".to_owned(),
-    }
-}
-
-fn put(entity: Entity, name: &str, value: Option<EdmValue>) -> Entity {
-    match value {
-        Some(value) => entity.with(name, value),
-        None => entity,
-    }
-}
-
-fn string(value: Option<&String>) -> Option<EdmValue> {
-    value.map(|v| EdmValue::String(v.clone()))
-}
-
-/// Sets `{prefix}{name}` for each string that has a value.
-fn put_strings(mut entity: Entity, prefix: &str, fields: &[(&str, Option<&String>)]) -> Entity {
-    for (name, value) in fields {
-        entity = put(entity, &format!("{prefix}{name}"), string(*value));
-    }
-    entity
-}
-
-fn put_party(entity: Entity, prefix: &str, party: &Party) -> Entity {
-    put_strings(
-        entity,
-        prefix,
-        &[
-            ("IdentityType", party.identity_kind.as_ref()),
-            ("Id", party.id.as_ref()),
-            ("DisplayName", party.display_name.as_ref()),
-            ("UserPrincipalName", party.user_principal_name.as_ref()),
-            ("TenantId", party.tenant_id.as_ref()),
-        ],
-    )
-}
-
-fn put_endpoint(entity: Entity, prefix: &str, endpoint: Option<&EndpointInfo>) -> Entity {
-    let Some(endpoint) = endpoint else {
-        return entity;
-    };
-    let entity = put_strings(entity, prefix, &[("EndpointType", endpoint.kind.as_ref())]);
-    let entity = put_party(entity, prefix, &endpoint.party);
-    put_strings(
-        entity,
-        prefix,
-        &[
-            ("UserAgent", endpoint.user_agent.as_ref()),
-            ("Platform", endpoint.platform.as_ref()),
-            ("ProductFamily", endpoint.product_family.as_ref()),
-        ],
-    )
-}
-
-fn record_entity(
-    day: &str,
-    summary: &Summary,
-    document_len: usize,
-    body: &[u8],
-    body_entities: u32,
-    stored_at: OffsetDateTime,
-) -> Entity {
-    let mut e = Entity::new(day, &summary.id)
-        .with("CallRecordId", EdmValue::String(summary.id.clone()))
-        .with("Version", EdmValue::Int64(summary.version))
-        .with("Modalities", EdmValue::String(summary.modalities.clone()))
-        .with(
-            "ParticipantCount",
-            EdmValue::Int32(summary.participant_count),
-        )
-        .with("SessionCount", EdmValue::Int32(summary.session_count))
-        .with("SegmentCount", EdmValue::Int32(summary.segment_count))
-        .with("StoredAt", EdmValue::DateTime(stored_at))
-        .with("BodyEncoding", EdmValue::String("gzip".to_owned()))
-        .with(
-            "BodySize",
-            EdmValue::Int64(i64::try_from(document_len).unwrap_or(i64::MAX)),
-        )
-        .with(
-            "BodyCompressedSize",
-            EdmValue::Int64(i64::try_from(body.len()).unwrap_or(i64::MAX)),
-        )
-        .with(
-            "BodyEntities",
-            EdmValue::Int32(i32::try_from(body_entities).unwrap_or(i32::MAX)),
-        );
-    e = put(e, "Type", string(summary.kind.as_ref()));
-    e = put(e, "StartDateTime", summary.start.map(EdmValue::DateTime));
-    e = put(e, "EndDateTime", summary.end.map(EdmValue::DateTime));
-    e = put(
-        e,
-        "DurationSeconds",
-        summary.duration_seconds.map(EdmValue::Double),
-    );
-    e = put(
-        e,
-        "LastModifiedDateTime",
-        summary.last_modified.map(EdmValue::DateTime),
-    );
-    e = put(e, "JoinWebUrl", string(summary.join_web_url.as_ref()));
-    if let Some(organizer) = &summary.organizer {
-        e = put_party(e, "Organizer", organizer);
-    }
-    e
-}
-
-fn session_entity(summary: &Summary, session: &SessionRow) -> Entity {
-    let mut e = Entity::new(&summary.id, session_key(&session.key))
-        .with("CallRecordId", EdmValue::String(summary.id.clone()))
-        .with("SessionId", EdmValue::String(session.key.clone()))
-        .with("Version", EdmValue::Int64(summary.version))
-        .with("Modalities", EdmValue::String(session.modalities.clone()))
-        .with("SegmentCount", EdmValue::Int32(session.segment_count));
-    e = put(
-        e,
-        "CallStartDateTime",
-        summary.start.map(EdmValue::DateTime),
-    );
-    e = put(e, "StartDateTime", session.start.map(EdmValue::DateTime));
-    e = put(e, "EndDateTime", session.end.map(EdmValue::DateTime));
-    e = put(
-        e,
-        "DurationSeconds",
-        session.duration_seconds.map(EdmValue::Double),
-    );
-    e = put(e, "IsTest", session.is_test.map(EdmValue::Boolean));
-    e = put_endpoint(e, "Caller", session.caller.as_ref());
-    e = put_endpoint(e, "Callee", session.callee.as_ref());
-    e = put(e, "FailureStage", string(session.failure_stage.as_ref()));
-    put(e, "FailureReason", string(session.failure_reason.as_ref()))
-}
-
-/// The `CallRecordSessions` row key of a session.
-fn session_key(key: &str) -> String {
-    sanitize_key(key)
-}
-
-/// A row key from text that may hold characters Table storage forbids in keys: those are replaced,
-/// and the original kept in a column. Graph's ids are GUIDs, so this never changes one.
-fn sanitize_key(key: &str) -> String {
-    key.chars()
-        .map(|c| {
-            if matches!(c, '/' | '\\' | '#' | '?') || c.is_control() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .take(255)
-        .collect()
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use time::macros::datetime;
-
-    #[test]
-    fn bodies_split_into_entities_of_bounded_parts_and_round_trip() {
-        let document: Vec<u8> = (0..3_000_000u32).flat_map(|n| n.to_le_bytes()).collect();
-        let body = compress(&document).unwrap();
-        let entities = body_entities("r", 7, &body);
-        let mut joined = Vec::new();
-        for (n, entity) in entities.iter().enumerate() {
-            assert_eq!(entity.row_key, body_key(7, u32::try_from(n).unwrap()));
-            assert!(entity.properties.len() <= PARTS_PER_ENTITY);
-            for p in 0..entity.properties.len() {
-                let Some(EdmValue::Binary(bytes)) = entity.properties.get(&part_name(p)) else {
-                    panic!("part {p} missing")
-                };
-                assert!(bytes.len() <= PART_BYTES);
-                joined.extend_from_slice(bytes);
-            }
-        }
-        assert_eq!(joined, body);
-        let mut back = Vec::new();
-        GzDecoder::new(joined.as_slice())
-            .read_to_end(&mut back)
-            .unwrap();
-        assert_eq!(back, document);
-    }
-
-    #[test]
-    fn body_keys_sort_by_version_then_part() {
-        let mut keys = vec![
-            body_key(10, 0),
-            body_key(9, 1),
-            body_key(9, 0),
-            body_key(10, 11),
-        ];
-        keys.sort();
-        assert_eq!(
-            keys,
-            vec![
-                body_key(9, 0),
-                body_key(9, 1),
-                body_key(10, 0),
-                body_key(10, 11)
-            ]
-        );
-    }
-
-    #[test]
-    fn partition_day_is_the_utc_start_day() {
-        assert_eq!(
-            partition_day(Some(datetime!(2026-11-27 23:30 -02:00))),
-            "2026-11-28"
-        );
-        assert_eq!(partition_day(None), "0001-01-01");
-    }
 }

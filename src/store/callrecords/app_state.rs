@@ -1,0 +1,103 @@
+//! The `AppState` rows the fetch writes for the health check: records given up on, Graph's last
+//! refusal of our token, and queue messages dropped as unreadable.
+
+use time::OffsetDateTime;
+
+use super::super::StoreError;
+use super::super::table::{EdmValue, Entity, WriteMode};
+use super::rows::{sanitize_key, truncate};
+use super::{CallRecordStore, STATE_ROW};
+use crate::domain::fetch::GiveUp;
+use crate::domain::job::CallRecordJob;
+
+/// Partition of the `AppState` rows that record call records given up on.
+pub(crate) const FAILURE_PARTITION: &str = "FetchFailure";
+/// Partition of the `AppState` row that records Graph's last refusal of our token.
+pub(crate) const GRAPH_STATUS_PARTITION: &str = "GraphStatus";
+/// Partition of the `AppState` rows that record queue messages dropped as unreadable.
+pub(crate) const DROPPED_PARTITION: &str = "DroppedMessage";
+
+impl CallRecordStore {
+    /// Records that the fetch of `job` was given up, for the health check. Idempotent.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn record_failure(
+        &self,
+        job: &CallRecordJob,
+        reason: GiveUp,
+        detail: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let row = Entity::new(FAILURE_PARTITION, &job.id)
+            .with("CallRecordId", EdmValue::String(job.id.clone()))
+            .with("Reason", EdmValue::String(reason.as_str().to_owned()))
+            .with("Detail", EdmValue::String(truncate(detail, 1024)))
+            .with(
+                "Attempts",
+                EdmValue::Int32(i32::try_from(job.attempt).unwrap_or(i32::MAX)),
+            )
+            .with("ReceivedAt", EdmValue::DateTime(job.received_at))
+            .with("GaveUpAt", EdmValue::DateTime(now));
+        self.ready().await?;
+        self.app_state.upsert(&row, WriteMode::Replace).await?;
+        // Marked on the record too, so that storing it later removes the failure row.
+        let mark = Entity::new(&job.id, STATE_ROW)
+            .with("Failed", EdmValue::String(reason.as_str().to_owned()));
+        self.bodies.upsert(&mark, WriteMode::Merge).await?;
+        Ok(())
+    }
+
+    /// Records that Graph refused the app's token or permission (401/403), for the health check: an
+    /// admin must act. One row, overwritten on every refusal.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn record_graph_refusal(
+        &self,
+        status: u16,
+        code: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let row = Entity::new(GRAPH_STATUS_PARTITION, "refused")
+            .with("Status", EdmValue::Int32(i32::from(status)))
+            .with("Code", EdmValue::String(truncate(code, 256)))
+            .with("At", EdmValue::DateTime(now));
+        self.ready().await?;
+        self.app_state.upsert(&row, WriteMode::Replace).await?;
+        Ok(())
+    }
+
+    /// Forgets a recorded failure of `id` once it has been stored after all.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn clear_failure(&self, id: &str) -> Result<(), StoreError> {
+        self.app_state.delete(FAILURE_PARTITION, id, None).await?;
+        Ok(())
+    }
+
+    /// Records a queue message that could not be read (it is then deleted), for the health check.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn record_dropped(
+        &self,
+        message_id: &str,
+        reason: &str,
+        message: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let row = Entity::new(DROPPED_PARTITION, sanitize_key(message_id))
+            .with("Reason", EdmValue::String(reason.to_owned()))
+            .with("Sample", EdmValue::String(truncate(message, 1024)))
+            .with(
+                "Length",
+                EdmValue::Int32(i32::try_from(message.len()).unwrap_or(i32::MAX)),
+            )
+            .with("DroppedAt", EdmValue::DateTime(now));
+        self.ready().await?;
+        self.app_state.upsert(&row, WriteMode::Replace).await?;
+        Ok(())
+    }
+}
