@@ -181,31 +181,37 @@ impl NotificationCollection {
     }
 }
 
-/// The call-record id, if the item is about a call record.
+/// The call-record id, if the item is about a call record, in its one stored form (lower case).
+///
+/// The resource path decides: `communications/callRecords/{id}` names a call record whatever
+/// `@odata.type` says (Graph has spelled the type several ways: `#Microsoft.Graph.callRecord`,
+/// `#microsoft.graph.callRecords.callRecord`), so the type is only logged. An item without a
+/// resource path must say it is a call record by its type.
 fn call_record_id(item: &ChangeNotification) -> Result<String, Rejection> {
     const PREFIX: &str = "communications/callrecords/";
-    // Graph writes `#Microsoft.Graph.callRecord` in notifications and `#microsoft.graph.callRecord`
-    // in entities: compare without case.
     let typed = item
         .resource_data
         .as_ref()
         .and_then(|d| d.odata_type.as_deref());
-    if typed.is_some_and(|t| !t.eq_ignore_ascii_case("#microsoft.graph.callRecord")) {
-        return Err(Rejection::NotCallRecord);
-    }
     let resource = item.resource.as_deref().map(|r| r.trim_start_matches('/'));
     let from_resource = match resource {
-        Some(r) if r.len() > PREFIX.len() && r[..PREFIX.len()].eq_ignore_ascii_case(PREFIX) => {
-            Some(&r[PREFIX.len()..])
-        }
-        Some(_) => return Err(Rejection::NotCallRecord),
-        None if typed.is_none() => return Err(Rejection::NotCallRecord),
-        None => None,
+        // `get` rather than slicing: the prefix length can fall inside a multi-byte character.
+        Some(r) => match (r.get(..PREFIX.len()), r.get(PREFIX.len()..)) {
+            (Some(head), Some(rest)) if head.eq_ignore_ascii_case(PREFIX) && !rest.is_empty() => {
+                Some(rest)
+            }
+            _ => return Err(Rejection::NotCallRecord),
+        },
+        None if typed.is_some_and(is_call_record_type) => None,
+        None => return Err(Rejection::NotCallRecord),
     };
+    if let Some(t) = typed.filter(|t| !is_call_record_type(t)) {
+        tracing::info!(odata_type = %truncated(t, 100), "call-record notification with an unexpected @odata.type");
+    }
     let data_id = item.resource_data.as_ref().and_then(|d| d.id.as_deref());
     // Both name the record: an item whose two ids disagree is not one we can trust.
     if let (Some(a), Some(b)) = (data_id, from_resource)
-        && a != b
+        && !a.eq_ignore_ascii_case(b)
     {
         return Err(Rejection::BadId);
     }
@@ -213,10 +219,27 @@ fn call_record_id(item: &ChangeNotification) -> Result<String, Rejection> {
     if !is_valid_id(id) {
         return Err(Rejection::BadId);
     }
-    Ok(id.to_owned())
+    Ok(normalize_id(id))
 }
 
-/// Ids become table keys later: refuse what Table storage cannot key on (`/ \ # ?`, control characters).
+/// Graph writes `#Microsoft.Graph.callRecord` in notifications and `#microsoft.graph.callRecord`
+/// (or with the `callRecords` namespace) in entities.
+fn is_call_record_type(t: &str) -> bool {
+    t.eq_ignore_ascii_case("#microsoft.graph.callRecord")
+        || t.eq_ignore_ascii_case("#microsoft.graph.callRecords.callRecord")
+}
+
+fn truncated(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}
+
+/// The one form a call-record id is read, keyed and compared in. Graph's ids are GUIDs, which Graph
+/// matches without regard to case; notifications, list results and admins' id lists may spell them
+/// differently, so every id is lower-cased once where it enters (the webhook, a queue message).
+pub(crate) fn normalize_id(id: &str) -> String {
+    id.to_ascii_lowercase()
+}
+
 /// Whether `id` can name a call record in a Graph URL and a Table storage key. Graph's ids are GUIDs;
 /// this only rules out what could change the meaning of a path or a key.
 pub(crate) fn is_valid_id(id: &str) -> bool {
@@ -239,6 +262,8 @@ fn secrets_equal(given: &[u8], expected: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
     use time::macros::datetime;
 
     const TENANT: &str = "84bd8158-6d4d-4958-8b9f-9d6445542f95";
@@ -359,6 +384,7 @@ mod tests {
              "resource": "communications/callRecords/def"},
             {"clientState": "secretClientValue", "tenantId": TENANT, "resourceData": {"@odata.type": "#Microsoft.Graph.chatMessage", "id": "x"},
              "resource": "communications/callRecords/x"},
+            {"clientState": "secretClientValue", "tenantId": TENANT, "resourceData": {"@odata.type": "#Microsoft.Graph.chatMessage", "id": "y"}},
             "not an object",
             {"clientState": 42}
         ]});
@@ -369,7 +395,11 @@ mod tests {
             .iter()
             .map(|j| (j.id.as_str(), j.change_type.as_str()))
             .collect();
-        assert_eq!(ids, vec![("abc", "updated"), ("def", "created")]);
+        // The resource path decides; a type that disagrees is logged, not trusted over it.
+        assert_eq!(
+            ids,
+            vec![("abc", "updated"), ("def", "created"), ("x", "created")]
+        );
         assert_eq!(
             triage.rejected,
             vec![
@@ -432,5 +462,146 @@ mod tests {
         assert!(!secrets_equal(b"abc", b"abd"));
         assert!(!secrets_equal(b"abc", b"abcd"));
         assert!(!secrets_equal(b"", b"abc"));
+    }
+
+    fn item(resource: Value, odata_type: Option<&str>, id: Option<&str>) -> Value {
+        let mut data = serde_json::Map::new();
+        if let Some(t) = odata_type {
+            data.insert("@odata.type".into(), t.into());
+        }
+        if let Some(id) = id {
+            data.insert("id".into(), id.into());
+        }
+        serde_json::json!({"clientState": "secretClientValue", "tenantId": TENANT,
+            "changeType": "created", "resource": resource, "resourceData": data})
+    }
+
+    fn triage_one(item: Value) -> Triage {
+        let collection: NotificationCollection =
+            serde_json::from_value(serde_json::json!({ "value": [item] })).unwrap();
+        collection.triage(&expect(), NOW)
+    }
+
+    #[test]
+    fn call_record_type_in_the_call_records_namespace_is_accepted_on_its_resource_path() {
+        for t in [
+            "#microsoft.graph.callRecords.callRecord",
+            "#MICROSOFT.GRAPH.CALLRECORD",
+            "#microsoft.graph.somethingNew",
+        ] {
+            let triage = triage_one(item(
+                "communications/callRecords/abc".into(),
+                Some(t),
+                Some("abc"),
+            ));
+            assert_eq!(triage.rejected, vec![], "{t}");
+            assert_eq!(triage.accepted.len(), 1, "{t}");
+        }
+        // Without a resource path only the type can say what the item is about.
+        let typed = triage_one(item(
+            Value::Null,
+            Some("#microsoft.graph.callRecords.callRecord"),
+            Some("abc"),
+        ));
+        assert_eq!(typed.accepted.len(), 1);
+        let untyped = triage_one(item(
+            Value::Null,
+            Some("#microsoft.graph.user"),
+            Some("abc"),
+        ));
+        assert_eq!(untyped.rejected, vec![Rejection::NotCallRecord]);
+    }
+
+    #[test]
+    fn ids_that_differ_only_in_case_become_one_lower_case_id() {
+        let upper = "2F1A1100-B174-40A0-ABA7-0B405E01ED92";
+        let triage = triage_one(item(
+            format!("communications/callRecords/{upper}").into(),
+            None,
+            Some(&upper.to_ascii_lowercase()),
+        ));
+        assert_eq!(triage.accepted[0].id, upper.to_ascii_lowercase());
+    }
+
+    #[test]
+    fn a_multi_byte_character_at_the_prefix_boundary_is_rejected_without_a_panic() {
+        // "communications/callRecords" is 26 bytes; a 3-byte character makes byte 27 fall inside it.
+        for resource in [
+            "communications/callRecords\u{20ac}abc",
+            "communications/callRecord\u{20ac}abc",
+            "\u{20ac}\u{20ac}\u{20ac}\u{20ac}\u{20ac}\u{20ac}\u{20ac}\u{20ac}\u{20ac}",
+        ] {
+            let triage = triage_one(item(resource.into(), None, Some("abc")));
+            assert_eq!(
+                triage.rejected,
+                vec![Rejection::NotCallRecord],
+                "{resource}"
+            );
+        }
+    }
+
+    /// Any JSON value: the triage sees whatever a caller can post.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let text = prop_oneof![
+            ".*",
+            "(/)?[cC]ommunications/[cC]all[rR]ecords/.{0,40}",
+            Just("#microsoft.graph.callRecord".to_owned()),
+            Just("secretClientValue".to_owned()),
+            Just(TENANT.to_owned()),
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            text.prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("clientState".to_owned()),
+                        Just("tenantId".to_owned()),
+                        Just("resource".to_owned()),
+                        Just("resourceData".to_owned()),
+                        Just("@odata.type".to_owned()),
+                        Just("id".to_owned()),
+                        Just("changeType".to_owned()),
+                        Just("lifecycleEvent".to_owned()),
+                        ".{0,8}",
+                    ],
+                    inner,
+                    0..8
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A notification item that passes authentication, with hostile resource, type and id.
+    fn authenticated_item() -> impl Strategy<Value = Value> {
+        (
+            prop_oneof![".*", "(/)?communications/callRecords.{0,3}.*", "\\PC{0,30}"],
+            prop::option::of(".*"),
+            prop::option::of(".{0,300}"),
+        )
+            .prop_map(|(resource, t, id)| item(resource.into(), t.as_deref(), id.as_deref()))
+    }
+
+    proptest! {
+        #[test]
+        fn triage_never_panics_on_any_collection(
+            items in prop::collection::vec(prop_oneof![json_value(), authenticated_item()], 0..8)
+        ) {
+            let collection = NotificationCollection { value: items.clone() };
+            let triage = collection.triage(&expect(), NOW);
+            prop_assert_eq!(triage.accepted.len() + triage.rejected.len() + triage.duplicates, items.len());
+            for job in &triage.accepted {
+                prop_assert!(is_valid_id(&job.id));
+                prop_assert_eq!(job.id.clone(), job.id.to_ascii_lowercase());
+            }
+            let lifecycle = NotificationCollection { value: items };
+            let _ = lifecycle.triage_lifecycle(&expect());
+        }
     }
 }

@@ -271,7 +271,9 @@ impl GraphClient {
             } = failure
             {
                 // Everyone waiting for this key waits too, not just this request.
-                self.inner.limiter.block(&key, Instant::now() + after);
+                self.inner
+                    .limiter
+                    .block(&key, rate::deadline(Instant::now(), after));
             }
             match policy.next_step(failure, retries, started.elapsed(), fastrand::f64()) {
                 Step::Retry(wait) => {

@@ -225,6 +225,13 @@ impl RateLimiter {
     }
 }
 
+/// `now + wait`, for a wait that came from a header: a `Retry-After` of centuries would overflow
+/// `Instant`'s addition (a panic); such a wait is held to a year, which no caller waits out anyway.
+pub(crate) fn deadline(now: Instant, wait: Duration) -> Instant {
+    const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
+    now.checked_add(wait.min(LONGEST)).unwrap_or(now)
+}
+
 /// A `429` is about the request's own key: one record's throttling does not hold up the others.
 fn block_bucket(key: &RateKey) -> Bucket {
     match key {

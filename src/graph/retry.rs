@@ -349,4 +349,37 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        /// Whatever a server puts in `Retry-After`, parsing it and turning it into the limiter's
+        /// deadline never panics, and the retry step stays bounded by the policy.
+        #[test]
+        fn any_retry_after_header_is_parsed_and_applied_without_a_panic(
+            value in proptest::prelude::prop_oneof![
+                ".*",
+                "[0-9]{1,40}(\\.[0-9]{0,40})?",
+                "[A-Za-z]{3}, [0-9]{2} [A-Za-z]{3} [0-9]{4,6} [0-9:]{8} GMT",
+            ],
+            retries in 0u32..64,
+        ) {
+            let parsed = parse_retry_after(&value, SystemTime::now());
+            let now = tokio::time::Instant::now();
+            if let Some(after) = parsed {
+                let until = super::super::rate::deadline(now, after);
+                proptest::prop_assert!(until >= now);
+            }
+            let failure = status(429, parsed);
+            if let Step::Retry(wait) = policy().next_step(failure, retries, Duration::ZERO, 0.5) {
+                proptest::prop_assert!(wait <= Duration::from_secs(61));
+            }
+        }
+    }
+
+    #[test]
+    fn a_retry_after_of_centuries_blocks_for_a_year_rather_than_overflowing() {
+        let now = tokio::time::Instant::now();
+        let parsed = parse_retry_after("18000000000000000000", SystemTime::now()).unwrap();
+        let until = super::super::rate::deadline(now, parsed);
+        assert_eq!(until - now, Duration::from_secs(365 * 24 * 3600));
+    }
 }
