@@ -153,6 +153,61 @@ async fn notification_is_not_enqueued_when_a_check_fails() {
 }
 
 #[tokio::test]
+async fn rejected_notifications_are_counted_per_reason_with_the_time_last_seen_and_no_secret() {
+    let app = spawn_app().await;
+    let forged = "s3cr3t-Client-State-after-a-redeploy";
+    for _ in 0..3 {
+        let response = app
+            .post_notification(callrecord_notification(CALL_ID, forged, TENANT_ID))
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+    let foreign = callrecord_notification(
+        CALL_ID,
+        CLIENT_STATE,
+        "00000000-0000-0000-0000-000000000001",
+    );
+    app.post_notification(foreign).await;
+    assert_eq!(app.drain_queue().await, vec![]);
+
+    let counted = |rows: &[teams_cdr_functions::Entity]| {
+        rows.iter()
+            .map(|e| {
+                let count = match e.properties.get("Count") {
+                    Some(teams_cdr_functions::EdmValue::Int64(n)) => *n,
+                    other => panic!("Count: {other:?}"),
+                };
+                (e.row_key.clone(), count)
+            })
+            .collect::<BTreeSet<_>>()
+    };
+    let mut rows = app.app_state_rows("NotificationRejected", 2).await;
+    for _ in 0..100 {
+        if counted(&rows).contains(&("notification-client_state".to_owned(), 3)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        rows = app.app_state_rows("NotificationRejected", 2).await;
+    }
+    assert_eq!(
+        counted(&rows),
+        BTreeSet::from([
+            ("notification-client_state".to_owned(), 3),
+            ("notification-tenant".to_owned(), 1)
+        ])
+    );
+    for row in &rows {
+        assert!(row.properties.contains_key("LastSeenAt"), "{row:?}");
+        assert!(row.properties.contains_key("FirstSeenAt"), "{row:?}");
+        let text = format!("{row:?}");
+        assert!(
+            !text.contains(forged) && !text.contains(CLIENT_STATE),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn only_the_valid_items_of_a_mixed_collection_are_enqueued() {
     let app = spawn_app().await;
     let good: serde_json::Value =

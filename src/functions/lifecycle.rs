@@ -11,7 +11,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::webhook::{collection, expectations, log_rejections, validation_response};
+use super::webhook::{collection, expectations, note_rejections, validation_response};
 use crate::app::AppState;
 use crate::error::ApiError;
 
@@ -26,7 +26,7 @@ pub(crate) async fn handle(
     }
     let (events, rejected) =
         collection(body)?.triage_lifecycle(&expectations(&state.notifications));
-    log_rejections("lifecycle", &rejected);
+    note_rejections(&state, "lifecycle", &rejected);
     for event in &events {
         tracing::warn!(
             lifecycle_event = %event.event,

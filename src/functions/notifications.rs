@@ -10,9 +10,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use time::OffsetDateTime;
 
-use super::webhook::{collection, expectations, log_rejections, validation_response};
+use super::webhook::{collection, expectations, note_rejections, validation_response};
 use crate::app::AppState;
 use crate::error::ApiError;
 
@@ -28,11 +27,8 @@ pub(crate) async fn handle(
         tracing::info!("answered the Graph validation handshake");
         return Ok(response);
     }
-    let triage = collection(body)?.triage(
-        &expectations(&state.notifications),
-        OffsetDateTime::now_utc(),
-    );
-    log_rejections("notification", &triage.rejected);
+    let triage = collection(body)?.triage(&expectations(&state.notifications), state.clock.now());
+    note_rejections(&state, "notification", &triage.rejected);
 
     let jobs = &triage.accepted;
     tokio::time::timeout(

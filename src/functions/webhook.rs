@@ -6,7 +6,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use crate::app::AppState;
 use crate::config::NotificationConfig;
 use crate::domain::notification::{Expectations, NotificationCollection, Rejection};
 use crate::error::ApiError;
@@ -65,8 +67,14 @@ pub(crate) fn expectations(config: &NotificationConfig) -> Expectations<'_> {
     }
 }
 
-/// Logs dropped items, counted by reason (never with their content: it holds the clientState).
-pub(crate) fn log_rejections(what: &'static str, rejected: &[Rejection]) {
+/// How long the rejection counters may take before they are left behind: they are telemetry, and
+/// Graph's 3 s are for the answer.
+const COUNT_BUDGET: Duration = Duration::from_secs(2);
+
+/// Logs dropped items, counted by reason (never with their content: it holds the clientState), and
+/// adds them to the `AppState` counters the health check reads. The counters are written in the
+/// background, so that a flood of bad posts costs its senders, not Graph's deliveries, the wait.
+pub(crate) fn note_rejections(state: &AppState, what: &'static str, rejected: &[Rejection]) {
     if rejected.is_empty() {
         return;
     }
@@ -75,4 +83,18 @@ pub(crate) fn log_rejections(what: &'static str, rejected: &[Rejection]) {
         *by_reason.entry(reason.as_str()).or_insert(0u32) += 1;
     }
     tracing::warn!(rejected = rejected.len(), reasons = ?by_reason, "{what} items dropped");
+    let records = state.records.clone();
+    let now = state.clock.now();
+    tokio::spawn(async move {
+        for (reason, count) in by_reason {
+            let counted = tokio::time::timeout(
+                COUNT_BUDGET,
+                records.count_rejections(what, reason, count, now),
+            )
+            .await;
+            if !matches!(counted, Ok(Ok(()))) {
+                tracing::warn!(reason, "could not count rejected {what} items");
+            }
+        }
+    });
 }

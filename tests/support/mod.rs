@@ -254,6 +254,8 @@ pub struct TestApp {
     /// Reads the app's queue straight from Azurite with the account key (independent of the app's
     /// own credential).
     pub reader: QueueStore,
+    /// The app's `AppState` table, read with the account key.
+    pub app_state: teams_cdr_functions::TableStore,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -282,6 +284,8 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
     config.storage.queue_endpoint = setup.queue_endpoint.clone();
     config.storage.table_endpoint = setup.table_endpoint.clone();
     config.notifications.queue = queue_name.clone();
+    config.tables = teams_cdr_functions::config::TableNames::with_prefix(&unique_table_name("n"));
+    let app_state_table = config.tables.app_state.clone();
 
     let app = App::build_with(config, setup.options)
         .await
@@ -310,6 +314,14 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
         host,
         queue_name,
         reader,
+        app_state: teams_cdr_functions::TableStore::new(
+            &setup.table_endpoint,
+            &app_state_table,
+            &shared_key(),
+            teams_cdr_functions::http_client(setup.extra_ca.as_deref()).unwrap(),
+            StorageRetry::default(),
+        )
+        .unwrap(),
     }
 }
 
@@ -323,6 +335,30 @@ impl TestApp {
                 body,
             )
             .await
+    }
+
+    /// The `AppState` rows of one partition, once at least `min` are there (they are written in the
+    /// background after the answer), or whatever is there after 10 s.
+    pub async fn app_state_rows(
+        &self,
+        partition: &str,
+        min: usize,
+    ) -> Vec<teams_cdr_functions::Entity> {
+        let started = std::time::Instant::now();
+        loop {
+            let rows: Vec<_> = self
+                .app_state
+                .query_all(&teams_cdr_functions::Query::new())
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| e.partition_key == partition)
+                .collect();
+            if rows.len() >= min || started.elapsed() > Duration::from_secs(10) {
+                return rows;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The call-record ids of every message on the app's queue (see [`TestApp::drain_queue`]).

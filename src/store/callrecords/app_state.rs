@@ -4,6 +4,7 @@
 use time::OffsetDateTime;
 
 use super::super::StoreError;
+use super::super::table::ETag;
 use super::super::table::{EdmValue, Entity, WriteMode};
 use super::rows::{sanitize_key, truncate};
 use super::{CallRecordStore, STATE_ROW};
@@ -16,6 +17,10 @@ pub(crate) const FAILURE_PARTITION: &str = "FetchFailure";
 pub(crate) const GRAPH_STATUS_PARTITION: &str = "GraphStatus";
 /// Partition of the `AppState` rows that record queue messages dropped as unreadable.
 pub(crate) const DROPPED_PARTITION: &str = "DroppedMessage";
+/// Partition of the `AppState` rows that count webhook items rejected, per webhook and reason.
+pub(crate) const REJECTED_PARTITION: &str = "NotificationRejected";
+/// Tries of one counter update that loses a race with another instance before it gives up.
+const COUNTER_RACES: usize = 5;
 
 impl CallRecordStore {
     /// Records that the fetch of `job` was given up, for the health check. Idempotent.
@@ -99,5 +104,61 @@ impl CallRecordStore {
         self.ready().await?;
         self.app_state.upsert(&row, WriteMode::Replace).await?;
         Ok(())
+    }
+
+    /// Adds `count` to the rejection counter `{webhook}-{reason}` and stamps it with `now`, so that
+    /// a silent total loss (every notification refused, e.g. after a redeploy changed the client
+    /// state) shows in storage: `Count`, `FirstSeenAt`, `LastSeenAt`. Nothing of the rejected item
+    /// (its client state, its payload) is stored. Counters are read-modify-written under the ETag, so
+    /// concurrent instances add up rather than overwrite each other.
+    ///
+    /// # Errors
+    /// When storage fails or refuses, or other writers kept winning the race.
+    pub(crate) async fn count_rejections(
+        &self,
+        webhook: &str,
+        reason: &str,
+        count: u32,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.ready().await?;
+        let key = format!("{webhook}-{reason}");
+        for _ in 0..COUNTER_RACES {
+            let current = self.app_state.get(REJECTED_PARTITION, &key).await?;
+            let previous = current
+                .as_ref()
+                .and_then(|e| e.get_i64("Count"))
+                .unwrap_or(0);
+            let first = current
+                .as_ref()
+                .and_then(|e| e.get_datetime("FirstSeenAt"))
+                .unwrap_or(now);
+            let row = Entity::new(REJECTED_PARTITION, &key)
+                .with("Webhook", EdmValue::String(webhook.to_owned()))
+                .with("Reason", EdmValue::String(reason.to_owned()))
+                .with(
+                    "Count",
+                    EdmValue::Int64(previous.saturating_add(i64::from(count))),
+                )
+                .with("FirstSeenAt", EdmValue::DateTime(first))
+                .with("LastSeenAt", EdmValue::DateTime(now));
+            let written = match current.and_then(|e| e.etag) {
+                Some(etag) => self.update_counter(&row, &etag).await,
+                None => self.app_state.insert(&row).await.map(|_| ()),
+            };
+            match written {
+                Ok(()) => return Ok(()),
+                Err(StoreError::PreconditionFailed | StoreError::Conflict) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::PreconditionFailed)
+    }
+
+    async fn update_counter(&self, row: &Entity, etag: &ETag) -> Result<(), StoreError> {
+        self.app_state
+            .update(row, WriteMode::Replace, etag)
+            .await
+            .map(|_| ())
     }
 }
