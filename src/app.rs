@@ -109,7 +109,31 @@ impl App {
     /// # Errors
     /// When the CA bundle, the credential or the socket cannot be set up.
     pub async fn build_with(config: Config, options: AppOptions) -> anyhow::Result<Self> {
+        // The longest one storage write can take: every try runs into the request timeout, with
+        // the pipeline's waits in between. A writer's lease must outlive it, or a write that
+        // stalled could land after another writer took the record over (and bring back an old
+        // row): such a setting is refused here rather than trusted.
+        let fence = config.storage_request_timeout * (options.storage_retry.max_retries + 1)
+            + options.storage_retry.max_elapsed;
+        if config.write_lease <= fence {
+            anyhow::bail!(
+                "CALLRECORD_WRITE_LEASE_SECONDS is {} s, but one storage write can take up to {} s \
+                 (STORAGE_REQUEST_TIMEOUT_SECONDS {} s × {} tries + {} s of waits): set the lease \
+                 above {} s or shorten the storage timeout",
+                config.write_lease.as_secs(),
+                fence.as_secs_f64().ceil(),
+                config.storage_request_timeout.as_secs(),
+                options.storage_retry.max_retries + 1,
+                options.storage_retry.max_elapsed.as_secs_f64(),
+                fence.as_secs_f64().ceil(),
+            );
+        }
         let http = http_client(config.extra_ca_file.as_deref()).context("setting up HTTPS")?;
+        let storage_http = crate::http::http_client_with_timeout(
+            config.extra_ca_file.as_deref(),
+            config.storage_request_timeout,
+        )
+        .context("setting up HTTPS")?;
         let auth = match options.storage_auth {
             Some(auth) => auth,
             None => storage_auth(&config.storage.credential, &http)
@@ -119,7 +143,7 @@ impl App {
             &config.storage.queue_endpoint,
             &config.notifications.queue,
             &auth,
-            http.clone(),
+            storage_http.clone(),
             options.storage_retry,
         )
         .context("creating the queue client")?;
@@ -128,7 +152,7 @@ impl App {
                 &config.storage.table_endpoint,
                 name,
                 &auth,
-                http.clone(),
+                storage_http.clone(),
                 options.storage_retry,
             )
             .with_context(|| format!("creating the client of table {name}"))
@@ -139,10 +163,7 @@ impl App {
             table(&config.tables.bodies)?,
             table(&config.tables.app_state)?,
             config.write_lease,
-            // The longest one storage write can take: every try runs into the request timeout,
-            // with the pipeline's waits in between.
-            crate::http::REQUEST_TIMEOUT * (options.storage_retry.max_retries + 1)
-                + options.storage_retry.max_elapsed,
+            fence,
         );
         let graph = GraphClient::new(&config.graph, http.clone(), options.graph_credential)
             .context("setting up the Graph client")?;
@@ -177,7 +198,7 @@ impl App {
                     &config.storage.queue_endpoint,
                     &format!("{}-poison", state.queue.name()),
                     &auth,
-                    http,
+                    storage_http,
                     options.storage_retry,
                 )
                 .context("creating the poison queue client")?,

@@ -68,6 +68,10 @@ pub struct Config {
     /// against other writers before a crashed writer's work may be taken over. Longer than the worst
     /// case of one storage write (3 tries of 30 s), so that a writer rarely has to renew it.
     pub write_lease: Duration,
+    /// `STORAGE_REQUEST_TIMEOUT_SECONDS` (default 30, 1–300): the longest one storage request may
+    /// take. With the storage retries it bounds the longest write, which the write lease must
+    /// outlive (checked at start-up).
+    pub storage_request_timeout: Duration,
     /// Extra CA certificates (PEM) trusted for outgoing HTTPS on top of the platform's, from
     /// `EXTRA_CA_CERTS_FILE`: networks with TLS inspection, and the tests' throw-away CA.
     pub extra_ca_file: Option<PathBuf>,
@@ -277,6 +281,8 @@ impl Config {
             ));
         }
         let write_lease = seconds(&settings, "CALLRECORD_WRITE_LEASE_SECONDS", 300, 2..=3600)?;
+        let storage_request_timeout =
+            seconds(&settings, "STORAGE_REQUEST_TIMEOUT_SECONDS", 30, 1..=300)?;
         Ok(Self {
             mode,
             listen,
@@ -285,6 +291,7 @@ impl Config {
             graph,
             tables: TableNames::default(),
             write_lease,
+            storage_request_timeout,
             extra_ca_file,
         })
     }

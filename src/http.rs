@@ -29,9 +29,21 @@ pub enum HttpSetupError {
 /// # Errors
 /// [`HttpSetupError`] when the CA bundle cannot be read or parsed.
 pub fn http_client(extra_ca: Option<&Path>) -> Result<reqwest::Client, HttpSetupError> {
+    http_client_with_timeout(extra_ca, REQUEST_TIMEOUT)
+}
+
+/// [`http_client`] whose requests may take at most `timeout` (storage's
+/// `STORAGE_REQUEST_TIMEOUT_SECONDS`).
+///
+/// # Errors
+/// [`HttpSetupError`] when the CA bundle cannot be read or parsed.
+pub fn http_client_with_timeout(
+    extra_ca: Option<&Path>,
+    timeout: Duration,
+) -> Result<reqwest::Client, HttpSetupError> {
     let mut builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(Duration::from_secs(5).min(timeout))
+        .timeout(timeout)
         .pool_idle_timeout(Duration::from_secs(50));
     if let Some(path) = extra_ca {
         let pem = std::fs::read(path).map_err(HttpSetupError::CaFile)?;

@@ -52,7 +52,10 @@ async fn handler_killed_mid_batch_then_restarted_ends_as_a_clean_run() {
     let env = binary_env(
         &sim,
         &[
-            ("CALLRECORD_WRITE_LEASE_SECONDS", "3"),
+            // A short lease needs a short storage timeout: start-up checks that the lease outlives
+            // the longest write (2 s × 3 tries + 2 s of waits).
+            ("CALLRECORD_WRITE_LEASE_SECONDS", "9"),
+            ("STORAGE_REQUEST_TIMEOUT_SECONDS", "2"),
             // Debug level, so that the secrecy check below sees everything the binary would log.
             ("RUST_LOG", "debug"),
         ],

@@ -20,7 +20,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 use crate::faults::RequestFault;
-use crate::tenant::ReportRow;
+use crate::tenant::{CallRecord, ReportRow, Tenant};
 use crate::throttle::{Limit, Verdict};
 use crate::{Endpoint, LedgerTag, SimState, auth};
 
@@ -261,7 +261,7 @@ async fn record_or_report(
     }
     let now = state.clock.now();
     let tenant = state.tenant();
-    let Some(version) = tenant.records.get(&id).and_then(|r| r.visible_at(now)) else {
+    let Some(version) = find_record(&tenant, &id).and_then(|r| r.visible_at(now)) else {
         return tag(not_found(), endpoint, Some(&id));
     };
     let mut body = version.base.clone();
@@ -287,6 +287,10 @@ async fn record_or_report(
                     "{base}/v1.0/communications/callRecords/{id}/sessions?{seg}$skiptoken={SESSION_PAGE}"
                 ));
             }
+        } else if expand == "participants_v2"
+            && let Some(response) = participants_v2_unsupported(&state)
+        {
+            return tag(response, endpoint, Some(&id));
         } else if expand == "participants_v2" {
             body["participants_v2"] = Value::Array(
                 version
@@ -365,7 +369,41 @@ async fn participants(
     Query(query): Query_,
     headers: HeaderMap,
 ) -> Response {
+    if let Some(response) = participants_v2_unsupported(&state) {
+        let endpoint = Endpoint::Participants;
+        if let Err(r) = gate(
+            &state,
+            &headers,
+            endpoint,
+            Some(&id),
+            per_record(&state, &id),
+        )
+        .await
+        {
+            return r;
+        }
+        return tag(response, endpoint, Some(&id));
+    }
     child_page(&state, &id, &query, &headers, Child::Participants).await
+}
+
+/// The answer of a national cloud, which does not serve `participants_v2`.
+fn participants_v2_unsupported(state: &SimState) -> Option<Response> {
+    let status = state.config.participants_v2_unsupported?;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    Some(graph_error(
+        status,
+        "BadRequest",
+        "Resource not found for the segment 'participants_v2'.",
+    ))
+}
+
+/// A record by id, matched without regard to case as Graph matches its GUIDs.
+fn find_record<'a>(tenant: &'a Tenant, id: &str) -> Option<&'a CallRecord> {
+    tenant
+        .records
+        .get(id)
+        .or_else(|| tenant.records.get(&id.to_ascii_lowercase()))
 }
 
 /// One page of `…/{id}/sessions` (60, segments if expanded) or `…/{id}/participants_v2` (130).
@@ -388,10 +426,7 @@ async fn child_page(
         Err(r) => return tag(r, endpoint, Some(id)),
     };
     let tenant = state.tenant();
-    let Some(version) = tenant
-        .records
-        .get(id)
-        .and_then(|r| r.visible_at(state.clock.now()))
+    let Some(version) = find_record(&tenant, id).and_then(|r| r.visible_at(state.clock.now()))
     else {
         return tag(not_found(), endpoint, Some(id));
     };

@@ -97,6 +97,9 @@ pub struct SimConfig {
     pub managed_identity_client_ids: Vec<String>,
     /// How long issued tokens are valid (real time).
     pub token_lifetime: Duration,
+    /// Serve `participants_v2` (the path and the `$expand`) with this error status instead, as
+    /// Graph's national clouds do (Graph documents the property for the global service only).
+    pub participants_v2_unsupported: Option<u16>,
 }
 
 /// PEM files for HTTPS serving.
@@ -122,6 +125,7 @@ impl Default for SimConfig {
             tls: None,
             managed_identity_client_ids: vec!["5e4d3c2b-1a09-4f8e-b7d6-c5b4a3928170".into()],
             token_lifetime: Duration::from_secs(3600),
+            participants_v2_unsupported: None,
         }
     }
 }

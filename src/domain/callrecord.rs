@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::write::Incoming;
 use crate::graph::models::{CallRecord, Endpoint, Identity, Session};
 
 /// The merged document does not parse as a call record.
@@ -78,6 +79,11 @@ pub(crate) struct Summary {
     pub(crate) organizer: Option<Party>,
     /// Distinct participant ids (`participants_v2`, else the deprecated `participants`).
     pub(crate) participant_count: i32,
+    /// Which list the participants were counted from: `participants_v2`, `participants` (the
+    /// record's own deprecated list, where `participants_v2` is not served) or `none`.
+    pub(crate) participants_source: &'static str,
+    /// Sessions in the document that could not be read into a row (kept in the document).
+    pub(crate) unreadable_sessions: i32,
     /// Distinct session ids.
     pub(crate) session_count: i32,
     pub(crate) segment_count: i32,
@@ -121,23 +127,35 @@ pub(crate) fn flatten(document: &[u8]) -> Result<(Summary, Vec<SessionRow>), Not
             let (kind, identity) = record.organizer.as_ref()?.primary()?;
             Some(Party::from_identity(Some(kind), identity))
         });
-    let participant_count = if record.participants_v2.is_empty() {
-        distinct(
-            record
-                .participants
-                .iter()
-                .map(|p| p.primary().and_then(|(_, identity)| identity.id.as_deref())),
+    let v2 = record.participants_v2.as_deref().unwrap_or_default();
+    let (participant_count, participants_source) = if !v2.is_empty() {
+        (
+            distinct(v2.iter().map(|p| p.id.as_deref())),
+            "participants_v2",
         )
+    } else if !record.participants.is_empty() {
+        let ids = record
+            .participants
+            .iter()
+            .map(|p| p.primary().and_then(|(_, identity)| identity.id.as_deref()));
+        (distinct(ids), "participants")
+    } else if record.participants_v2.is_some() {
+        (0, "participants_v2")
     } else {
-        distinct(record.participants_v2.iter().map(|p| p.id.as_deref()))
+        (0, "none")
     };
 
     let mut seen = HashSet::new();
     let mut sessions = Vec::with_capacity(record.sessions.len());
     let mut segment_count = 0usize;
+    let mut unreadable = 0usize;
     for (index, raw) in record.sessions.iter().enumerate() {
-        // One session at a time: each is dropped once its row is made.
-        let session: Session = serde_json::from_str(raw.get()).map_err(NotACallRecord)?;
+        // One session at a time: each is dropped once its row is made. A session that does not
+        // read as one stays in the document and is counted; the record is still stored.
+        let Ok(session) = serde_json::from_str::<Session>(raw.get()) else {
+            unreadable += 1;
+            continue;
+        };
         // `~` is allowed in Table keys; Graph's session ids are GUIDs, so this cannot collide.
         let key = session.id.clone().unwrap_or_else(|| format!("~{index}"));
         if !seen.insert(key.clone()) {
@@ -158,10 +176,22 @@ pub(crate) fn flatten(document: &[u8]) -> Result<(Summary, Vec<SessionRow>), Not
         join_web_url: record.join_web_url.clone(),
         organizer,
         participant_count: saturating_i32(participant_count),
+        participants_source,
+        unreadable_sessions: saturating_i32(unreadable),
         session_count: saturating_i32(sessions.len()),
         segment_count: saturating_i32(segment_count),
     };
     Ok((summary, sessions))
+}
+
+impl Summary {
+    /// What the write rule compares with the stored record.
+    pub(crate) fn incoming(&self) -> Incoming {
+        Incoming {
+            version: self.version,
+            last_modified: self.last_modified,
+        }
+    }
 }
 
 fn session_row(key: String, session: &Session) -> SessionRow {
@@ -201,9 +231,14 @@ fn saturating_i32(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// Graph's timestamps (`2020-02-25T18:52:21.2169889Z`); anything else counts as absent.
+/// Graph's timestamps (`2020-02-25T18:52:21.2169889Z`); anything else counts as absent, and so do
+/// times before 1601 or after 9999: Graph writes `0001-01-01T00:00:00Z` (.NET's `MinValue`) for "no
+/// time", and no call happened outside those years (which are also Table storage's range).
 pub(crate) fn parse_time(value: Option<&str>) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(value?, &Rfc3339).ok()
+    let time = OffsetDateTime::parse(value?, &Rfc3339).ok()?;
+    // Checked: `9999-12-31T23:00:00-02:00` is in year 10000 in UTC, which `time` cannot hold.
+    let year = time.checked_to_offset(time::UtcOffset::UTC)?.year();
+    (1601..=9999).contains(&year).then_some(time)
 }
 
 fn duration(start: Option<OffsetDateTime>, end: Option<OffsetDateTime>) -> Option<f64> {
@@ -276,5 +311,46 @@ mod tests {
             Some("821809f5-0000-0000-0000-3b5136c0e777")
         );
         assert!(sessions.is_empty());
+    }
+
+    #[test]
+    fn placeholder_and_out_of_range_times_are_absent() {
+        assert_eq!(parse_time(Some("0001-01-01T00:00:00Z")), None);
+        assert_eq!(parse_time(Some("1600-12-31T23:59:59Z")), None);
+        assert_eq!(parse_time(Some("9999-12-31T23:00:00-02:00")), None);
+        assert!(parse_time(Some("2026-11-27T10:00:00.1234567Z")).is_some());
+    }
+
+    #[test]
+    fn an_unreadable_session_is_counted_and_the_others_are_rows() {
+        let document = br#"{"id":"r","version":2,"startDateTime":"0001-01-01T00:00:00Z",
+            "sessions":[{"id":"a","modalities":["audio"]},{"id":"b","modalities":"not a list"},
+                        {"id":"c","startDateTime":"0001-01-01T00:00:00Z","endDateTime":"2026-11-27T10:00:00Z"}],
+            "participants_v2":[]}"#;
+        let (summary, sessions) = flatten(document).unwrap();
+        assert_eq!(summary.unreadable_sessions, 1);
+        assert_eq!(summary.session_count, 2);
+        assert_eq!(
+            sessions.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(),
+            vec!["a", "c"]
+        );
+        assert_eq!(summary.start, None);
+        assert_eq!(sessions[1].start, None);
+        assert_eq!(sessions[1].duration_seconds, None);
+    }
+
+    #[test]
+    fn participants_come_from_v2_else_from_the_records_own_list() {
+        let v2 = br#"{"id":"r","participants_v2":[{"id":"p1"},{"id":"p2"}],"participants":[{"user":{"id":"u"}}]}"#;
+        let legacy = br#"{"id":"r","participants":[{"user":{"id":"u1"}},{"user":{"id":"u2"}},{"user":{"id":"u1"}}]}"#;
+        let neither = br#"{"id":"r"}"#;
+        let empty_v2 = br#"{"id":"r","participants_v2":[]}"#;
+        let summary = |doc: &[u8]| flatten(doc).unwrap().0;
+        assert_eq!(summary(v2).participants_source, "participants_v2");
+        assert_eq!(summary(v2).participant_count, 2);
+        assert_eq!(summary(legacy).participants_source, "participants");
+        assert_eq!(summary(legacy).participant_count, 2);
+        assert_eq!(summary(neither).participants_source, "none");
+        assert_eq!(summary(empty_v2).participants_source, "participants_v2");
     }
 }

@@ -63,6 +63,11 @@ pub(crate) enum Setback {
     Unavailable,
     /// Graph refused the app's token (401/403): a permission or configuration problem.
     Refused,
+    /// Another writer holds the record for this long (or a crashed one's lease has not run out).
+    /// Counted like a failure, so that a lease that never ends cannot keep a job cycling forever.
+    Busy {
+        retry_in: Duration,
+    },
 }
 
 /// Why a fetch was given up; stored with the failure for the health check.
@@ -78,6 +83,8 @@ pub(crate) enum GiveUp {
     Rejected,
     /// Graph's answer does not parse as a call record.
     Unreadable,
+    /// Storage refused a write in a way another try cannot change (a rule of the Table service).
+    StorageRefused,
 }
 
 impl GiveUp {
@@ -88,6 +95,7 @@ impl GiveUp {
             Self::KeptFailing => "keptFailing",
             Self::Rejected => "rejected",
             Self::Unreadable => "unreadable",
+            Self::StorageRefused => "storageRefused",
         }
     }
 }
@@ -124,6 +132,8 @@ pub(crate) fn after(
         ),
         // Graph said how long to wait: wait exactly that, plus jitter, whatever the attempt.
         Setback::Throttled { retry_after } => (retry_after, policy.failure_horizon),
+        // Come back when the lease has run out.
+        Setback::Busy { retry_in } => (retry_in, policy.failure_horizon),
         Setback::Unavailable => (
             backoff(
                 policy.failure_initial,
@@ -333,5 +343,27 @@ mod tests {
             Duration::from_secs(120)
         );
         assert_eq!(queue_delay(now + time::Duration::days(9), now, week), week);
+    }
+
+    #[test]
+    fn busy_put_backs_count_attempts_and_end_at_the_failure_horizon() {
+        let policy = FetchPolicy::default();
+        let now = datetime!(2026-11-27 10:00 UTC);
+        let busy = Setback::Busy {
+            retry_in: Duration::from_secs(300),
+        };
+        let Next::RetryAt { due, job: next } = after(&job(2, now), busy, now, &policy, 0.0) else {
+            panic!("gave up at once")
+        };
+        assert_eq!(next.attempt, 3);
+        assert_eq!(
+            Duration::try_from(due - now).unwrap(),
+            Duration::from_secs(300)
+        );
+        let stuck = job(900, now - time::Duration::days(3));
+        assert_eq!(
+            after(&stuck, busy, now, &policy, 0.0),
+            Next::GiveUp(GiveUp::KeptFailing)
+        );
     }
 }

@@ -18,10 +18,12 @@ use tracing::Instrument as _;
 
 use crate::app::AppState;
 use crate::domain::callrecord::flatten;
+use crate::domain::callrecord::parse_time;
 use crate::domain::fetch::{self, GiveUp, Next, Setback};
 use crate::domain::job::CallRecordJob;
 use crate::domain::notification::is_valid_id;
-use crate::domain::write::{Decision, decide};
+use crate::domain::notification::normalize_id;
+use crate::domain::write::{Decision, Incoming, decide};
 use crate::error::InvocationError;
 use crate::graph::GraphError;
 use crate::graph::callrecords::FetchError;
@@ -44,7 +46,12 @@ pub(crate) async fn handle(
     // instead of it being deleted unread.
     let invocation = QueueInvocation::decode(&body, BINDING)?;
     let job = match serde_json::from_str::<CallRecordJob>(&invocation.message) {
-        Ok(job) if is_valid_id(&job.id) => job,
+        // Normalised here too: messages written by older releases, or by an admin, keep Graph's
+        // spelling.
+        Ok(mut job) if is_valid_id(&job.id) => {
+            job.id = normalize_id(&job.id);
+            job
+        }
         parsed => {
             let reason = match parsed {
                 Ok(_) => "invalid call record id",
@@ -91,15 +98,31 @@ async fn fetch(state: &AppState, job: CallRecordJob) -> Result<(), InvocationErr
         Ok(first) => first,
         Err(e) => return setback(state, &job, e).await,
     };
-    let version = first.version;
+    let incoming = Incoming {
+        version: first.version,
+        last_modified: parse_time(first.last_modified.as_deref()),
+    };
+    let version = incoming.version;
     let read = state.records.read(&job.id).await?;
-    if let Some(stored) = read.state()
-        && let Decision::Skip(stored) = decide(Some(&stored), version, now, job.repair)
-    {
-        // Saves the remaining pages: the same version is stored already (a duplicate
-        // notification, a redelivery) or a newer one (an out-of-order notification).
-        tracing::info!(version, stored, outcome = "unchanged", "already stored");
-        return Ok(());
+    if let Some(stored) = read.state() {
+        // Decided before the remaining pages are fetched: a duplicate or stale notification, or
+        // one that meets another writer at work, costs one Graph request.
+        match decide(Some(&stored), incoming, now, job.repair) {
+            Decision::Skip(committed) => {
+                if stored.failed {
+                    state.records.clear_failure(&job.id).await?;
+                }
+                tracing::info!(
+                    version,
+                    stored = committed,
+                    outcome = "unchanged",
+                    "already stored"
+                );
+                return Ok(());
+            }
+            Decision::Wait(retry_in) => return busy(state, &job, retry_in).await,
+            Decision::Write => {}
+        }
     }
     // Bounded well below the host's function timeout, so that a fetch Graph keeps slow is put back
     // by us rather than abandoned by the host while it still runs.
@@ -113,7 +136,7 @@ async fn fetch(state: &AppState, job: CallRecordJob) -> Result<(), InvocationErr
         Ok(Err(e)) => return setback(state, &job, e).await,
         Err(_) => return setback(state, &job, FetchError::Deadline).await,
     };
-    let (summary, sessions) = match flatten(&document) {
+    let (mut summary, sessions) = match flatten(&document) {
         // The rows are keyed by the id we were asked for: a document about another record is not
         // one we can store under it.
         Ok(flat) if flat.0.id.eq_ignore_ascii_case(&job.id) => flat,
@@ -123,6 +146,8 @@ async fn fetch(state: &AppState, job: CallRecordJob) -> Result<(), InvocationErr
         }
         Err(e) => return give_up(state, &job, GiveUp::Unreadable, &e.to_string()).await,
     };
+    // One key for reading and writing: the job's id, normalised where it entered.
+    summary.id.clone_from(&job.id);
     let clock = state.clock.clone();
     let saved = state
         .records
@@ -140,23 +165,22 @@ async fn fetch(state: &AppState, job: CallRecordJob) -> Result<(), InvocationErr
             tracing::info!(
                 version,
                 sessions = sessions.len(),
+                unreadable_sessions = summary.unreadable_sessions,
                 participants = summary.participant_count,
+                participants_source = summary.participants_source,
                 bytes = document.len(),
                 graph_requests = count.requests,
                 outcome = "stored",
                 "call record stored"
             );
         }
-        Saved::Unchanged { stored } => {
+        Saved::Unchanged { stored, failed } => {
+            if failed {
+                state.records.clear_failure(&job.id).await?;
+            }
             tracing::info!(version, stored, outcome = "unchanged", "already stored");
         }
-        Saved::Busy { retry_in } => {
-            // Another writer holds the record; come back when its lease has run out.
-            let now = state.clock.now();
-            let due = now + retry_in + time::Duration::seconds(1);
-            put_back(state, &job, due, now).await?;
-            tracing::info!(outcome = "busy", %due, "another writer holds the record");
-        }
+        Saved::Busy { retry_in } => busy(state, &job, retry_in).await?,
         Saved::Superseded { retry_in } => {
             // We may have written rows after another writer took over: have the record rewritten
             // at its latest version once that writer is done.
@@ -169,49 +193,97 @@ async fn fetch(state: &AppState, job: CallRecordJob) -> Result<(), InvocationErr
                 "another writer took over the record; a repair is queued"
             );
         }
+        Saved::Refused { reason } => {
+            return give_up(state, &job, GiveUp::StorageRefused, &reason).await;
+        }
     }
     Ok(())
 }
 
-/// A Graph failure: try again later or give up, per [`fetch::after`].
+/// Another writer holds the record: come back when its lease has run out. Counted as an attempt
+/// against the failure horizon, so that a lease that never ends cannot keep the job cycling.
+async fn busy(
+    state: &AppState,
+    job: &CallRecordJob,
+    retry_in: std::time::Duration,
+) -> Result<(), InvocationError> {
+    let retry_in = retry_in + std::time::Duration::from_secs(1);
+    retry_or_give_up(
+        state,
+        job,
+        Setback::Busy { retry_in },
+        "another writer holds the record",
+    )
+    .await
+}
+
+/// What a failed fetch means for the job: a [`Setback`] to retry after, or a reason to give up
+/// at once. Pure, so that every error's class is tested on its own. `throttled_for` is how long the
+/// record's requests are still held back by a `429` (a deadline that ran out while the client
+/// waited for that is throttling, not a Graph failure).
+pub(crate) fn classify(
+    error: &FetchError,
+    throttled_for: std::time::Duration,
+) -> Result<Setback, GiveUp> {
+    match error {
+        FetchError::Graph(GraphError::NotFound) => Ok(Setback::NotFound),
+        FetchError::Graph(GraphError::Throttled { retry_after }) => Ok(Setback::Throttled {
+            retry_after: *retry_after,
+        }),
+        FetchError::Graph(GraphError::Unauthorized { .. } | GraphError::Credential(_)) => {
+            Ok(Setback::Refused)
+        }
+        FetchError::Graph(GraphError::Transient(_))
+        | FetchError::Page(_)
+        | FetchError::PageGone => Ok(Setback::Unavailable),
+        FetchError::Deadline if !throttled_for.is_zero() => Ok(Setback::Throttled {
+            retry_after: throttled_for,
+        }),
+        FetchError::Deadline => Ok(Setback::Unavailable),
+        FetchError::Graph(GraphError::Rejected { .. } | GraphError::Fatal(_)) => {
+            Err(GiveUp::Rejected)
+        }
+    }
+}
+
+/// A Graph failure: try again later or give up, per [`classify`] and [`fetch::after`].
 async fn setback(
     state: &AppState,
     job: &CallRecordJob,
     error: FetchError,
 ) -> Result<(), InvocationError> {
-    let kind = match &error {
-        FetchError::Graph(GraphError::NotFound) => Setback::NotFound,
-        FetchError::Graph(GraphError::Throttled { retry_after }) => Setback::Throttled {
-            retry_after: *retry_after,
-        },
-        FetchError::Graph(
-            refusal @ (GraphError::Unauthorized { .. } | GraphError::Credential(_)),
-        ) => {
-            // A permission or identity problem an admin must fix: the record waits for it, and the
-            // health check sees the refusal at once.
-            tracing::error!(error = %crate::store::error_chain(&error), "Graph refused the app");
-            let (status, code) = match refusal {
-                GraphError::Unauthorized { status, code } => (*status, code.as_str()),
-                _ => (0, "credential"),
-            };
-            state
-                .records
-                .record_graph_refusal(status, code, state.clock.now())
-                .await?;
-            Setback::Refused
-        }
-        FetchError::Graph(GraphError::Transient(_)) => Setback::Unavailable,
-        FetchError::Graph(GraphError::Fatal(_)) => {
-            return give_up(
-                state,
-                job,
-                GiveUp::Rejected,
-                &crate::store::error_chain(&error),
-            )
-            .await;
-        }
-        FetchError::Page(_) | FetchError::Deadline => Setback::Unavailable,
+    let detail = crate::error::error_chain(&error);
+    let throttled_for = state.graph.throttled_for(&job.id);
+    let kind = match classify(&error, throttled_for) {
+        Ok(kind) => kind,
+        Err(reason) => return give_up(state, job, reason, &detail).await,
     };
+    if let FetchError::Graph(
+        refusal @ (GraphError::Unauthorized { .. } | GraphError::Credential(_)),
+    ) = &error
+    {
+        // A permission or identity problem an admin must fix: the record waits for it, and the
+        // health check sees the refusal at once.
+        tracing::error!(error = %detail, "Graph refused the app");
+        let (status, code) = match refusal {
+            GraphError::Unauthorized { status, code } => (*status, code.as_str()),
+            _ => (0, "credential"),
+        };
+        state
+            .records
+            .record_graph_refusal(status, code, state.clock.now())
+            .await?;
+    }
+    retry_or_give_up(state, job, kind, &detail).await
+}
+
+/// Puts the job back per [`fetch::after`], or gives it up at the end of its horizon.
+async fn retry_or_give_up(
+    state: &AppState,
+    job: &CallRecordJob,
+    kind: Setback,
+    detail: &str,
+) -> Result<(), InvocationError> {
     let now = state.clock.now();
     match fetch::after(job, kind, now, &state.fetch_policy, jitter_unit()) {
         Next::RetryAt { due, job: next } => {
@@ -225,9 +297,7 @@ async fn setback(
             );
             Ok(())
         }
-        Next::GiveUp(reason) => {
-            give_up(state, job, reason, &crate::store::error_chain(&error)).await
-        }
+        Next::GiveUp(reason) => give_up(state, job, reason, detail).await,
     }
 }
 
@@ -273,4 +343,67 @@ fn jitter_unit() -> f64 {
     let bits = std::collections::hash_map::RandomState::new().hash_one(0u8) >> 11;
     // 53 random bits scaled into [0, 1): exact in an f64.
     bits as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn every_fetch_error_has_its_class() {
+        let none = Duration::ZERO;
+        let graph = |e| FetchError::Graph(e);
+        assert_eq!(
+            classify(&graph(GraphError::NotFound), none),
+            Ok(Setback::NotFound)
+        );
+        assert_eq!(
+            classify(
+                &graph(GraphError::Throttled {
+                    retry_after: Duration::from_secs(7)
+                }),
+                none
+            ),
+            Ok(Setback::Throttled {
+                retry_after: Duration::from_secs(7)
+            })
+        );
+        let refused = GraphError::Unauthorized {
+            status: 403,
+            code: "Forbidden".into(),
+        };
+        assert_eq!(classify(&graph(refused), none), Ok(Setback::Refused));
+        assert_eq!(
+            classify(&graph(GraphError::Credential("x".into())), none),
+            Ok(Setback::Refused)
+        );
+        assert_eq!(
+            classify(&graph(GraphError::Transient("x".into())), none),
+            Ok(Setback::Unavailable)
+        );
+        // A link Graph gave us that answers 404 is a broken paging, not "not yet available".
+        assert_eq!(
+            classify(&FetchError::PageGone, none),
+            Ok(Setback::Unavailable)
+        );
+        let rejected = GraphError::Rejected {
+            status: 400,
+            detail: "x".into(),
+        };
+        assert_eq!(classify(&graph(rejected), none), Err(GiveUp::Rejected));
+        assert_eq!(
+            classify(&FetchError::Deadline, none),
+            Ok(Setback::Unavailable)
+        );
+    }
+
+    #[test]
+    fn a_deadline_that_ran_out_while_a_429_held_the_record_back_waits_for_its_retry_after() {
+        let held = Duration::from_secs(90);
+        assert_eq!(
+            classify(&FetchError::Deadline, held),
+            Ok(Setback::Throttled { retry_after: held })
+        );
+    }
 }

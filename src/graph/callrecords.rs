@@ -16,15 +16,31 @@ pub(crate) enum FetchError {
     /// end.
     #[error("Graph sent a page we cannot read")]
     Page(#[from] PageError),
+    /// A paging link Graph gave us answered `404`: the paging broke (the record itself exists),
+    /// which is a failure worth a later try, not "not yet available".
+    #[error("Graph no longer serves a page it linked to")]
+    PageGone,
     /// The fetch took longer than its caller allows.
     #[error("the fetch took too long")]
     Deadline,
 }
 
-/// How many requests a fetch took, for logs and benchmarks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Where a stored document's participants came from (the `ParticipantsSource` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Participants {
+    /// Every page of `participants_v2`.
+    V2,
+    /// `participants_v2` is not served for this record (Graph documents it for the global service
+    /// only; US Government L4/L5 answer `400`/`404`/`501`): the document has the record's own
+    /// deprecated `participants`, if Graph sent them, and no `participants_v2`.
+    RecordOnly,
+}
+
+/// How many requests a fetch took, for logs and benchmarks, and where its participants came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FetchCount {
     pub(crate) requests: u32,
+    pub(crate) participants: Participants,
 }
 
 impl GraphClient {
@@ -53,35 +69,59 @@ impl GraphClient {
         mut first: FirstPage,
     ) -> Result<(Vec<u8>, FetchCount), FetchError> {
         let key = || RateKey::CallRecord(id.to_owned());
-        let mut count = FetchCount { requests: 1 };
+        let mut count = FetchCount {
+            requests: 1,
+            participants: Participants::V2,
+        };
         let mut seen = std::collections::HashSet::new();
         while let Some(next) = first.sessions_next.take() {
             check_next(&mut seen, &next)?;
-            let response = self.get_url(&next, key()).await?;
+            let response = self.get_url(&next, key()).await.map_err(page_gone)?;
             count.requests += 1;
             let page = ListPage::parse(&response.body)?;
             first.sessions_next.clone_from(&page.next);
             first.add_sessions(&page);
         }
-        let mut next = Some(format!(
+        let path = format!(
             "communications/callRecords/{}/participants_v2",
             encode_segment(id)
-        ));
-        let mut first_participants = true;
-        while let Some(url) = next.take() {
-            let response = if first_participants {
-                first_participants = false;
-                self.get(&url, key()).await?
-            } else {
-                check_next(&mut seen, &url)?;
-                self.get_url(&url, key()).await?
-            };
+        );
+        let mut response = match self.get(&path, key()).await {
+            Ok(response) => response,
+            // The record was just read, so this is the path that is not served, not the record.
+            Err(
+                GraphError::NotFound
+                | GraphError::Rejected {
+                    status: 400 | 404 | 501,
+                    ..
+                },
+            ) => {
+                count.requests += 1;
+                count.participants = Participants::RecordOnly;
+                tracing::info!(
+                    "participants_v2 not served for this record; keeping its own participants"
+                );
+                return Ok((first.finish_without_participants(), count));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        loop {
             count.requests += 1;
             let page = ListPage::parse(&response.body)?;
             first.add_participants(&page);
-            next.clone_from(&page.next);
+            let Some(next) = page.next else { break };
+            check_next(&mut seen, &next)?;
+            response = self.get_url(&next, key()).await.map_err(page_gone)?;
         }
         Ok((first.finish(), count))
+    }
+}
+
+/// A `404` on a link Graph gave us is a broken paging, not a record that is not yet available.
+fn page_gone(error: GraphError) -> FetchError {
+    match error {
+        GraphError::NotFound => FetchError::PageGone,
+        other => FetchError::Graph(other),
     }
 }
 

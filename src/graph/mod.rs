@@ -66,7 +66,12 @@ pub enum GraphError {
     /// budget ran out: worth trying again later.
     #[error("Graph is unavailable: {0}")]
     Transient(String),
-    /// Anything else: a request Graph will never accept (`400`), a refused next link, a bad path.
+    /// Graph answered with a status that another try will not change (`400`, `405`, `501`, …).
+    /// Callers that expect some of them (a property a national cloud does not serve) branch on
+    /// `status`.
+    #[error("Graph rejected the request (HTTP {status}): {detail}")]
+    Rejected { status: u16, detail: String },
+    /// Our own refusal before anything was sent: a refused next link, a bad path.
     #[error("Graph request failed: {0}")]
     Fatal(String),
 }
@@ -227,6 +232,13 @@ impl GraphClient {
         Ok(url)
     }
 
+    /// How long requests about call record `id` are still held back by a `429` (zero when not).
+    pub(crate) fn throttled_for(&self, id: &str) -> Duration {
+        self.inner
+            .limiter
+            .blocked_for(&RateKey::CallRecord(id.to_owned()), Instant::now())
+    }
+
     /// The request loop: rate limit, try, and ask the retry policy what next.
     #[tracing::instrument(
         name = "graph_get",
@@ -376,7 +388,10 @@ impl GraphClient {
             s if retry::is_transient_status(s) => {
                 GraphError::Transient(format!("HTTP {status} {code} for {}", url.path()))
             }
-            _ => GraphError::Fatal(format!("HTTP {status} {code}: {message} ({})", url.path())),
+            _ => GraphError::Rejected {
+                status,
+                detail: format!("{code}: {message} ({})", url.path()),
+            },
         }
     }
 }

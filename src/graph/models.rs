@@ -43,8 +43,9 @@ pub(crate) struct CallRecord<'a> {
     pub(crate) organizer: Option<IdentitySet>,
     #[serde(borrow, deserialize_with = "null_as_default")]
     pub(crate) sessions: Vec<&'a RawValue>,
-    #[serde(rename = "participants_v2", deserialize_with = "null_as_default")]
-    pub(crate) participants_v2: Vec<ParticipantId>,
+    /// Absent when Graph does not serve `participants_v2` for the record (national clouds).
+    #[serde(rename = "participants_v2")]
+    pub(crate) participants_v2: Option<Vec<ParticipantId>>,
     /// Deprecated list of identity sets, in payloads from before `participants_v2`.
     #[serde(deserialize_with = "null_as_default")]
     pub(crate) participants: Vec<IdentitySet>,

@@ -37,6 +37,9 @@ pub(crate) struct FirstPage {
     pub(crate) sessions_next: Option<String>,
     /// `version`, 0 when absent (a record without one is older than any with one).
     pub(crate) version: i64,
+    /// `lastModifiedDateTime` as Graph wrote it: what tells two versions of a record without a
+    /// `version` apart.
+    pub(crate) last_modified: Option<String>,
 }
 
 impl FirstPage {
@@ -49,6 +52,7 @@ impl FirstPage {
         let mut sessions = None;
         let mut sessions_next = None;
         let mut version = 0;
+        let mut last_modified = None;
         for (name, value) in &all {
             match name.as_str() {
                 "sessions" => sessions = Some(value),
@@ -63,6 +67,11 @@ impl FirstPage {
                             .map_err(PageError::Record)?
                             .unwrap_or(0);
                     }
+                    if name == "lastModifiedDateTime" {
+                        last_modified = serde_json::from_str::<Option<String>>(value.get())
+                            .ok()
+                            .flatten();
+                    }
                     put_key(&mut out, name);
                     out.extend_from_slice(value.get().as_bytes());
                 }
@@ -76,6 +85,7 @@ impl FirstPage {
             participants: None,
             sessions_next,
             version,
+            last_modified,
         };
         if let Some(sessions) = sessions {
             let items: Option<Vec<&RawValue>> =
@@ -122,6 +132,17 @@ impl FirstPage {
         if self.participants.is_none() {
             self.add_participants(&ListPage::default());
         }
+        self.out.extend_from_slice(b"]}");
+        self.out
+    }
+}
+
+impl FirstPage {
+    /// The complete document of a record whose `participants_v2` Graph does not serve: the first
+    /// page's properties (its deprecated `participants` among them) and every session, with no
+    /// `participants_v2` at all, so that the document does not claim an empty list.
+    pub(crate) fn finish_without_participants(mut self) -> Vec<u8> {
+        debug_assert!(self.participants.is_none(), "participants already added");
         self.out.extend_from_slice(b"]}");
         self.out
     }

@@ -52,12 +52,12 @@ pub(crate) async fn run(
             // A fresh storage account has no queue until the first notification: create it.
             Err(crate::store::StoreError::NotFound) => {
                 if let Err(e) = queue.ensure_exists().await {
-                    tracing::warn!(error = %crate::store::error_chain(&e), "queue consumer cannot create its queue");
+                    tracing::warn!(error = %crate::error::error_chain(&e), "queue consumer cannot create its queue");
                 }
                 Vec::new()
             }
             Err(e) => {
-                tracing::warn!(error = %crate::store::error_chain(&e), "queue consumer cannot receive");
+                tracing::warn!(error = %crate::error::error_chain(&e), "queue consumer cannot receive");
                 Vec::new()
             }
         };
@@ -126,7 +126,7 @@ async fn deliver(
         Ok(())
     };
     if let Err(e) = outcome {
-        tracing::warn!(message_id = %message.id, error = %crate::store::error_chain(&e), "queue consumer could not settle a message");
+        tracing::warn!(message_id = %message.id, error = %crate::error::error_chain(&e), "queue consumer could not settle a message");
     }
 }
 

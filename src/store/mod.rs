@@ -22,6 +22,7 @@ use azure_core::credentials::TokenCredential;
 use azure_core::error::ErrorKind;
 use secrecy::{SecretSlice, SecretString};
 
+use crate::error::error_chain;
 use crate::http::redact_url_queries;
 
 /// A storage operation that failed, coarse enough for callers to decide what to do.
@@ -106,18 +107,6 @@ impl SdkFailure {
     }
 }
 
-/// An error and its causes on one line (`outer: cause: root cause`).
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 impl StoreError {
     pub(crate) fn from_sdk(err: azure_core::Error) -> Self {
         match err.http_status() {
@@ -143,6 +132,21 @@ impl StoreError {
             s if is_transient_status(s) => Self::Transient(detail),
             _ => Self::Fatal(detail),
         }
+    }
+
+    /// A refusal that another try of the same request cannot change: one of the Table service's
+    /// rules (checked before sending, or answered with a 4xx), or a request storage never accepts.
+    /// Retrying these only keeps the work cycling; callers give it up with the reason instead.
+    pub(crate) fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidInput(_)
+                | Self::Fatal(_)
+                | Self::BatchFailed {
+                    kind: BatchFailure::Rejected(_),
+                    ..
+                }
+        )
     }
 
     pub(crate) fn fatal(what: impl std::fmt::Display) -> Self {

@@ -32,6 +32,8 @@ pub struct ReceivedMessage {
     pub dequeue_count: u32,
     /// The message text as stored (base64 for messages this app wrote).
     pub text: String,
+    /// When the queue drops the message unread (year 9999 for messages that never expire).
+    pub expires_at: Option<time::OffsetDateTime>,
 }
 
 /// A handle on one queue. Cheap to clone.
@@ -153,6 +155,10 @@ impl QueueStore {
         let options = QueueClientSendMessageOptions {
             visibility_timeout: (delay_secs > 0)
                 .then(|| i32::try_from(delay_secs).unwrap_or(i32::MAX)),
+            // Never expire: the default time-to-live (7 days) is shorter than the longest a job
+            // waits for Graph (30 days for a refused permission), and a message that expires is a
+            // call lost without a trace. Every message we write is settled by a consumer.
+            message_time_to_live: Some(-1),
             ..Default::default()
         };
         let content = message.try_into().map_err(StoreError::from_sdk)?;
@@ -195,6 +201,7 @@ impl QueueStore {
                     .and_then(|c| u32::try_from(c).ok())
                     .unwrap_or(0),
                 text: m.message_text.unwrap_or_default(),
+                expires_at: m.expiration_time,
             })
             .collect())
     }

@@ -4,12 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::{Value, json};
+use teams_cdr_functions::EdmValue;
 use teams_cdr_functions::config::{Config, RunMode, TableNames};
 use teams_cdr_functions::{
     App, AppOptions, CallRecordJob, CallRecordStore, QueueStore, StorageRetry,
 };
 use teams_cdr_functions::{Entity, Query, TableStore};
 use teams_cdr_sim::RunningSim;
+use teams_cdr_sim::tenant::{CallRecord, RecordVersion};
+
+use super::graph::sim_start;
 
 use super::graph::{SimCredential, SimTime};
 use super::host::{HostEmulator, QueueRun, QueueTrigger};
@@ -211,5 +216,102 @@ impl FetchApp {
     /// The record ids the simulated tenant has.
     pub fn tenant_ids(&self) -> Vec<String> {
         self.sim.tenant().records.keys().cloned().collect()
+    }
+}
+
+pub fn fixture_json(name: &str) -> Value {
+    serde_json::from_str(&super::fixture(&format!("graph/{name}"))).unwrap()
+}
+
+/// Version `version` of record `id`, serving `base` (a documented payload; its own sessions and
+/// paging removed) with `sessions` and `participants`, visible from `issued`.
+pub fn record_version(
+    id: &str,
+    version: u64,
+    mut base: Value,
+    sessions: Vec<Value>,
+    participants: Vec<Value>,
+    issued: time::OffsetDateTime,
+) -> RecordVersion {
+    let object = base.as_object_mut().unwrap();
+    object.remove("sessions");
+    object.remove("sessions@odata.nextLink");
+    object.insert("id".into(), json!(id));
+    object.insert("version".into(), json!(version));
+    RecordVersion {
+        version,
+        issued_at: issued,
+        base,
+        sessions: Arc::new(sessions),
+        participants: Arc::new(participants),
+    }
+}
+
+/// A simulator record of one version, serving `base` as [`record_version`] does (keeping its
+/// `version`, 1 if it has none).
+pub fn sim_record(
+    id: &str,
+    base: Value,
+    sessions: Vec<Value>,
+    participants: Vec<Value>,
+) -> CallRecord {
+    let version = base.get("version").and_then(Value::as_u64).unwrap_or(1);
+    CallRecord {
+        id: id.to_owned(),
+        start: sim_start() - time::Duration::hours(2),
+        end: sim_start() - time::Duration::hours(1),
+        versions: vec![record_version(
+            id,
+            version,
+            base,
+            sessions,
+            participants,
+            sim_start() - time::Duration::minutes(30),
+        )],
+    }
+}
+
+/// What the stored document must equal: the record's properties, every session and every participant.
+pub fn served(record: &CallRecord) -> Value {
+    let version = record.versions.last().unwrap();
+    let mut expected = version.base.clone();
+    let object = expected.as_object_mut().unwrap();
+    object.insert("sessions".into(), Value::Array((*version.sessions).clone()));
+    object.insert(
+        "participants_v2".into(),
+        Value::Array((*version.participants).clone()),
+    );
+    expected
+}
+
+pub async fn stored(app: &FetchApp, id: &str) -> Value {
+    let document = app
+        .store
+        .document(id)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{id} not stored"));
+    serde_json::from_slice(&document).unwrap()
+}
+
+pub fn array_len(document: &Value, key: &str) -> usize {
+    document[key].as_array().map_or(0, Vec::len)
+}
+
+pub async fn record_row(app: &FetchApp, id: &str) -> Entity {
+    let rows: Vec<Entity> = app
+        .rows(&app.tables.records)
+        .await
+        .into_iter()
+        .filter(|e| e.row_key == id)
+        .collect();
+    assert_eq!(rows.len(), 1, "{id}: one CallRecords row, got {rows:?}");
+    rows.into_iter().next().unwrap()
+}
+
+pub fn int64(entity: &Entity, name: &str) -> i64 {
+    match entity.properties.get(name) {
+        Some(EdmValue::Int64(v)) => *v,
+        other => panic!("{name}: {other:?}"),
     }
 }

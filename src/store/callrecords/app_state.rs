@@ -73,13 +73,23 @@ impl CallRecordStore {
         Ok(())
     }
 
-    /// Forgets a recorded failure of `id` once it has been stored after all.
+    /// Forgets a recorded failure of `id` once it has been stored after all: the failure row, then
+    /// the mark on the state row that says one exists. The mark goes last, so that a crash in
+    /// between leaves it, and the next delivery of the record (even one that finds it stored and
+    /// skips) removes the row.
     ///
     /// # Errors
     /// When storage fails or refuses.
     pub(crate) async fn clear_failure(&self, id: &str) -> Result<(), StoreError> {
-        self.app_state.delete(FAILURE_PARTITION, id, None).await?;
-        Ok(())
+        match self.app_state.delete(FAILURE_PARTITION, id, None).await {
+            Ok(_) | Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+        let unmark = Entity::new(id, STATE_ROW).with("Failed", EdmValue::String(String::new()));
+        match self.bodies.upsert(&unmark, WriteMode::Merge).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Records a queue message that could not be read (it is then deleted), for the health check.

@@ -25,13 +25,29 @@ pub(super) fn compress(document: &[u8]) -> Result<Vec<u8>, StoreError> {
         .map_err(|e| StoreError::InvalidInput(format!("compressing a document: {e}")))
 }
 
-pub(super) fn body_prefix(version: i64) -> String {
-    // Zero-padded so that row keys sort by version and part; versions are never negative in Graph.
+/// The row-key prefix of one write's body parts: the version, then the writer's own token, so that
+/// two writes of the same version (a repair, a redelivery after a crash) never share a key and a
+/// reader never joins parts of two gzip streams. Zero-padded so that keys sort by version and part;
+/// versions are never negative in Graph.
+pub(super) fn body_prefix(version: i64, writer: &str) -> String {
+    format!("{}{writer}-", legacy_prefix(version))
+}
+
+/// The prefix of releases that keyed parts by version alone (state rows without `Body`).
+pub(super) fn legacy_prefix(version: i64) -> String {
     format!("body-{:020}-", version.max(0))
 }
 
-pub(super) fn body_key(version: i64, n: u32) -> String {
-    format!("{}{n:05}", body_prefix(version))
+pub(super) fn body_key(prefix: &str, n: u32) -> String {
+    format!("{prefix}{n:05}")
+}
+
+/// Whether `row_key` is a part directly under `prefix` (and not under a longer prefix that starts
+/// the same way: a legacy prefix is the start of every newer prefix of its version).
+pub(super) fn is_part_of(prefix: &str, row_key: &str) -> bool {
+    row_key
+        .strip_prefix(prefix)
+        .is_some_and(|n| n.len() == 5 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn part_name(n: usize) -> String {
@@ -39,11 +55,11 @@ fn part_name(n: usize) -> String {
 }
 
 /// The body entities of one version: each holds up to [`PARTS_PER_ENTITY`] parts of 64 KiB.
-pub(super) fn body_entities(id: &str, version: i64, body: &[u8]) -> Vec<Entity> {
+pub(super) fn body_entities(id: &str, prefix: &str, body: &[u8]) -> Vec<Entity> {
     let per_entity = PART_BYTES * PARTS_PER_ENTITY;
     let mut entities = Vec::with_capacity(body.len() / per_entity + 1);
     for (n, chunk) in body.chunks(per_entity).enumerate() {
-        let mut entity = Entity::new(id, body_key(version, u32::try_from(n).unwrap_or(u32::MAX)));
+        let mut entity = Entity::new(id, body_key(prefix, u32::try_from(n).unwrap_or(u32::MAX)));
         for (p, part) in chunk.chunks(PART_BYTES).enumerate() {
             entity = entity.with(part_name(p), EdmValue::Binary(part.to_vec()));
         }
@@ -79,10 +95,11 @@ mod tests {
     fn bodies_split_into_entities_of_bounded_parts_and_round_trip() {
         let document: Vec<u8> = (0..3_000_000u32).flat_map(|n| n.to_le_bytes()).collect();
         let body = compress(&document).unwrap();
-        let entities = body_entities("r", 7, &body);
+        let prefix = body_prefix(7, "w");
+        let entities = body_entities("r", &prefix, &body);
         let mut joined = Vec::new();
         for (n, entity) in entities.iter().enumerate() {
-            assert_eq!(entity.row_key, body_key(7, u32::try_from(n).unwrap()));
+            assert_eq!(entity.row_key, body_key(&prefix, u32::try_from(n).unwrap()));
             assert!(entity.properties.len() <= PARTS_PER_ENTITY);
             for p in 0..entity.properties.len() {
                 let Some(EdmValue::Binary(bytes)) = entity.properties.get(&part_name(p)) else {
@@ -101,22 +118,31 @@ mod tests {
     }
 
     #[test]
-    fn body_keys_sort_by_version_then_part() {
+    fn body_keys_sort_by_version_then_part_and_each_write_has_its_own() {
+        let key = |version, writer, n| body_key(&body_prefix(version, writer), n);
         let mut keys = vec![
-            body_key(10, 0),
-            body_key(9, 1),
-            body_key(9, 0),
-            body_key(10, 11),
+            key(10, "a", 0),
+            key(9, "a", 1),
+            key(9, "a", 0),
+            key(10, "a", 11),
         ];
         keys.sort();
         assert_eq!(
             keys,
             vec![
-                body_key(9, 0),
-                body_key(9, 1),
-                body_key(10, 0),
-                body_key(10, 11)
+                key(9, "a", 0),
+                key(9, "a", 1),
+                key(10, "a", 0),
+                key(10, "a", 11)
             ]
         );
+        assert_ne!(key(9, "a", 0), key(9, "b", 0));
+        // A legacy prefix does not claim the parts of a newer write of its version.
+        assert!(is_part_of(
+            &legacy_prefix(9),
+            &body_key(&legacy_prefix(9), 3)
+        ));
+        assert!(!is_part_of(&legacy_prefix(9), &key(9, "a", 3)));
+        assert!(is_part_of(&body_prefix(9, "a"), &key(9, "a", 3)));
     }
 }

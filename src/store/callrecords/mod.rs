@@ -40,7 +40,10 @@ use super::StoreError;
 use super::table::{BatchOp, ETag, EdmValue, Entity, Query, TableStore, WriteMode, filter};
 use crate::domain::callrecord::{SessionRow, Summary};
 use crate::domain::write::{Committed, Decision, StoredState, decide};
-use body::{BODY_ENTITIES_PER_BATCH, body_entities, body_key, body_prefix, compress};
+use body::{
+    BODY_ENTITIES_PER_BATCH, body_entities, body_key, body_prefix, compress, is_part_of,
+    legacy_prefix,
+};
 use rows::{partition_day, record_entity, session_entity, session_key};
 
 /// Row key of a record's state row in `CallRecordBodies`.
@@ -67,9 +70,11 @@ pub struct CallRecordStore {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Saved {
     Written,
-    /// The same or a newer version is stored, or is being stored by a live writer.
+    /// The same or a newer version is stored; `failed` when its state row still carries the mark
+    /// of a failure row that must go.
     Unchanged {
         stored: i64,
+        failed: bool,
     },
     /// Another writer's lease runs for this long: try again after it.
     Busy {
@@ -79,6 +84,11 @@ pub(crate) enum Saved {
     /// must be rewritten at its latest version once the new holder is done, in this long.
     Superseded {
         retry_in: Duration,
+    },
+    /// Storage refused a write in a way no retry changes (a rule of the Table service); nothing
+    /// was committed and the lease is released.
+    Refused {
+        reason: String,
     },
 }
 
@@ -143,10 +153,11 @@ impl CallRecordStore {
     }
 
     /// Stores a version of a record per the protocol in the module docs. `now` is read at each step
-    /// that compares with a lease; `repair` rewrites a committed version equal to this one.
+    /// that compares with a lease; `repair` rewrites committed data equal to this.
     ///
     /// # Errors
-    /// When storage fails or refuses; the record is then in a state a retry completes.
+    /// When storage fails (the record is then in a state a retry completes). A refusal that no retry
+    /// can change is not an error but [`Saved::Refused`], with the lease released.
     #[tracing::instrument(skip_all, fields(version = summary.version, sessions = sessions.len()))]
     pub(crate) async fn save(
         &self,
@@ -155,47 +166,91 @@ impl CallRecordStore {
         sessions: &[SessionRow],
         repair: bool,
         read: StateRow,
-        now: &(dyn Fn() -> OffsetDateTime + Send + Sync),
+        now: &Now<'_>,
     ) -> Result<Saved, StoreError> {
         self.ready().await?;
-        let id = summary.id.as_str();
-        let version = summary.version;
         let body = compress(document)?;
-        let day = partition_day(summary.start);
-        let entities = body_entities(id, version, &body);
-        let owner = owner_token();
-        let superseded = Saved::Superseded {
-            retry_in: self.lease + Duration::from_secs(1),
+        let write = Write {
+            id: summary.id.as_str(),
+            summary,
+            sessions,
+            day: partition_day(summary.start),
+            document_len: document.len(),
+            prefix: body_prefix(summary.version, &owner_token()),
+            body: &body,
         };
-
-        // 1–2: read, decide, claim together with the first body entities. Another writer can only
-        // win the race a few times before its lease makes us wait.
-        let mut races = 0;
-        let mut known = Some(read.0);
-        let (mut lease, previous) = loop {
-            races += 1;
-            if races > 5 {
-                return Ok(Saved::Busy {
-                    retry_in: Duration::from_secs(1),
+        let entities = body_entities(write.id, &write.prefix, &body);
+        let (mut lease, previous) = match self.claim(&write, &entities, repair, read, now).await {
+            Ok(Claimed::Held(lease, previous)) => (lease, previous),
+            Ok(Claimed::Declined(saved)) => return Ok(saved),
+            Err(e) if e.is_permanent() => {
+                return Ok(Saved::Refused {
+                    reason: e.to_string(),
                 });
             }
+            Err(e) => return Err(e),
+        };
+        match self
+            .write_claimed(&write, &entities, &mut lease, previous.as_ref(), now)
+            .await
+        {
+            Ok(()) => {}
+            Err(Halt::Superseded) => {
+                return Ok(Saved::Superseded {
+                    retry_in: self.lease + Duration::from_secs(1),
+                });
+            }
+            Err(Halt::Store(e)) if e.is_permanent() => {
+                // Another try would be refused the same way, and the lease would make every
+                // redelivery wait for it: give the record back before giving it up.
+                self.release(&write, &entities, &lease, previous.as_ref())
+                    .await;
+                return Ok(Saved::Refused {
+                    reason: e.to_string(),
+                });
+            }
+            Err(Halt::Store(e)) => return Err(e),
+        }
+        self.clean_up(&write, previous.as_ref()).await?;
+        Ok(Saved::Written)
+    }
+
+    /// Steps 1–2: decide on the state row as read, then claim it together with the first body
+    /// entities. Another writer can only win the race a few times before its lease makes us wait.
+    async fn claim(
+        &self,
+        write: &Write<'_>,
+        entities: &[Entity],
+        repair: bool,
+        read: StateRow,
+        now: &Now<'_>,
+    ) -> Result<Claimed, StoreError> {
+        let incoming = write.summary.incoming();
+        let mut known = Some(read.0);
+        for _ in 0..5 {
             let current = match known.take() {
                 Some(current) => current,
-                None => self.bodies.get(id, STATE_ROW).await?,
+                None => self.bodies.get(write.id, STATE_ROW).await?,
             };
             let state = current.as_ref().map(read_state);
-            match decide(state.as_ref(), version, now(), repair) {
-                Decision::Skip(stored) => return Ok(Saved::Unchanged { stored }),
-                Decision::Wait(retry_in) => return Ok(Saved::Busy { retry_in }),
+            match decide(state.as_ref(), incoming, now(), repair) {
+                Decision::Skip(stored) => {
+                    return Ok(Claimed::Declined(Saved::Unchanged {
+                        stored,
+                        failed: state.is_some_and(|s| s.failed),
+                    }));
+                }
+                Decision::Wait(retry_in) => return Ok(Claimed::Declined(Saved::Busy { retry_in })),
                 Decision::Write => {}
             }
             let until = now() + self.lease;
+            let owner = owner_of(&write.prefix);
             let mut days: BTreeSet<String> = state
                 .as_ref()
                 .map(|s| s.writing_days.iter().cloned().collect())
                 .unwrap_or_default();
-            days.insert(day.clone());
-            let claim = claim_row(id, current.as_ref(), version, &days, until, &owner);
+            days.insert(write.day.clone());
+            let claim = claim_row(write, current.as_ref(), &days, until);
             let mut ops = Vec::with_capacity(BODY_ENTITIES_PER_BATCH + 1);
             ops.push(match current.as_ref().and_then(|e| e.etag.clone()) {
                 Some(etag) => BatchOp::Update(claim, WriteMode::Replace, etag),
@@ -208,30 +263,49 @@ impl CallRecordStore {
                     .cloned()
                     .map(|e| BatchOp::Upsert(e, WriteMode::Replace)),
             );
-            match self.bodies.batch(id, ops).await {
+            match self.bodies.batch(write.id, ops).await {
                 Ok(etags) => {
-                    let etag = etags.into_iter().next().flatten().ok_or_else(|| {
-                        StoreError::InvalidInput("no ETag for the claimed state row".into())
-                    })?;
-                    break (Lease { etag, until, owner }, state);
+                    let etag =
+                        etags.into_iter().next().flatten().ok_or_else(|| {
+                            StoreError::fatal("no ETag for the claimed state row")
+                        })?;
+                    let lease = Lease {
+                        etag,
+                        until,
+                        owner: owner.to_owned(),
+                    };
+                    return Ok(Claimed::Held(lease, state));
                 }
                 // Someone claimed or committed between our read and our claim: read again.
                 Err(StoreError::BatchFailed {
                     index: 0,
                     kind: BatchFailure::Conflict | BatchFailure::PreconditionFailed,
                     ..
-                }) => continue,
+                }) => {}
                 Err(e) => return Err(e),
             }
-        };
+        }
+        Ok(Claimed::Declined(Saved::Busy {
+            retry_in: Duration::from_secs(1),
+        }))
+    }
 
-        // 3: the rest of the body, then the sessions, then the sessions V no longer has.
+    /// Steps 3–5 under our lease: every write is fenced (see the module docs), so none of them can
+    /// land after another writer took over.
+    async fn write_claimed(
+        &self,
+        write: &Write<'_>,
+        entities: &[Entity],
+        lease: &mut Lease,
+        previous: Option<&StoredState>,
+        now: &Now<'_>,
+    ) -> Result<(), Halt> {
+        let id = write.id;
+        // 3: the rest of the body, then the sessions, then the sessions this version no longer has.
         for chunk in
             entities[entities.len().min(BODY_ENTITIES_PER_BATCH)..].chunks(BODY_ENTITIES_PER_BATCH)
         {
-            if !self.fence(id, &mut lease, now).await? {
-                return Ok(superseded);
-            }
+            self.fence(id, lease, now).await?;
             let ops = chunk
                 .iter()
                 .cloned()
@@ -242,18 +316,16 @@ impl CallRecordStore {
         // Built a transaction at a time: a 2,000-session meeting's rows at once would weigh more
         // than its whole document. A transaction may not name a row twice: first one wins.
         let mut keep = BTreeSet::new();
-        for chunk in sessions.chunks(BATCH_MAX) {
+        for chunk in write.sessions.chunks(BATCH_MAX) {
             let ops: Vec<BatchOp> = chunk
                 .iter()
                 .filter(|s| keep.insert(session_key(&s.key)))
-                .map(|s| BatchOp::Upsert(session_entity(summary, s), WriteMode::Replace))
+                .map(|s| BatchOp::Upsert(session_entity(write.summary, s), WriteMode::Replace))
                 .collect();
             if ops.is_empty() {
                 continue;
             }
-            if !self.fence(id, &mut lease, now).await? {
-                return Ok(superseded);
-            }
+            self.fence(id, lease, now).await?;
             self.sessions.batch(id, ops).await?;
         }
         if previous.is_some() {
@@ -275,90 +347,125 @@ impl CallRecordStore {
                 })
                 .collect();
             for chunk in stale.chunks(BATCH_MAX) {
-                if !self.fence(id, &mut lease, now).await? {
-                    return Ok(superseded);
-                }
+                self.fence(id, lease, now).await?;
                 self.sessions.batch(id, chunk.to_vec()).await?;
             }
         }
 
         // 4: rows under other start days first (a crash then leaves none rather than two), then ours.
-        let old_committed = previous.as_ref().and_then(|p| p.committed.clone());
-        let other_days: BTreeSet<&str> = old_committed
+        let other_days: BTreeSet<&str> = previous
             .iter()
-            .map(|c| c.day.as_str())
-            .chain(
-                previous
+            .flat_map(|p| {
+                p.committed
                     .iter()
-                    .flat_map(|p| p.writing_days.iter().map(String::as_str)),
-            )
-            .filter(|d| *d != day)
+                    .map(|c| c.day.as_str())
+                    .chain(p.writing_days.iter().map(String::as_str))
+            })
+            .filter(|d| *d != write.day)
             .collect();
         for other in other_days {
-            if !self.fence(id, &mut lease, now).await? {
-                return Ok(superseded);
-            }
+            self.fence(id, lease, now).await?;
             self.records.delete(other, id, None).await?;
         }
         let body_count = u32::try_from(entities.len().max(1)).unwrap_or(u32::MAX);
-        if !self.fence(id, &mut lease, now).await? {
-            return Ok(superseded);
-        }
-        let record = record_entity(&day, summary, document.len(), &body, body_count, now());
+        self.fence(id, lease, now).await?;
+        let record = record_entity(
+            &write.day,
+            write.summary,
+            write.document_len,
+            write.body,
+            body_count,
+            now(),
+        );
         self.records.upsert(&record, WriteMode::Replace).await?;
 
-        // 5: commit, then drop the bodies of other versions and a recorded failure.
-        let committed = committed_row(id, version, &day, body_count);
+        // 5: commit, keeping a failure mark until the failure row is gone (see `clean_up`).
+        let failed = previous.is_some_and(|p| p.failed);
+        let committed = committed_row(write, body_count, failed);
         match self
             .bodies
             .update(&committed, WriteMode::Replace, &lease.etag)
             .await
         {
-            Ok(_) => {}
+            Ok(_) => Ok(()),
             Err(StoreError::PreconditionFailed) => {
                 // Our commit may have landed with its answer lost; anything else means we lost.
                 let landed = self.state(id).await?.is_some_and(|s| {
-                    s.writing.is_none() && s.committed.is_some_and(|c| c.version == version)
+                    s.writing.is_none()
+                        && s.committed.is_some_and(|c| c.body_prefix == write.prefix)
                 });
-                if !landed {
-                    return Ok(superseded);
+                if landed {
+                    Ok(())
+                } else {
+                    Err(Halt::Superseded)
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => Err(e.into()),
         }
-        let mut stale_versions = Vec::new();
-        if let Some(old) = old_committed.filter(|o| o.version != version) {
-            stale_versions.push((old.version, old.body_entities));
+    }
+
+    /// After the commit: the bodies no row points at any more, and a recorded failure.
+    async fn clean_up(
+        &self,
+        write: &Write<'_>,
+        previous: Option<&StoredState>,
+    ) -> Result<(), StoreError> {
+        let mut stale = Vec::new();
+        if let Some(old) = previous.and_then(|p| p.committed.as_ref()) {
+            stale.push((old.body_prefix.clone(), Some(old.body_entities)));
         }
-        if let Some((writing, _)) = previous.as_ref().and_then(|p| p.writing)
-            && writing != version
-        {
-            // A crashed writer's parts: we don't know how many it wrote, so ask.
-            stale_versions.push((writing, u32::MAX));
+        if let Some(writing) = previous.and_then(|p| p.writing_body.clone()) {
+            // A crashed or refused writer's parts: we don't know how many it wrote, so ask.
+            stale.push((writing, None));
+        } else if let Some((version, _)) = previous.and_then(|p| p.writing) {
+            // A crashed writer of an older release, which keyed parts by version alone.
+            stale.push((legacy_prefix(version), None));
         }
-        for (old_version, count) in stale_versions {
-            if let Err(e) = self.delete_body(id, old_version, count).await {
+        for (prefix, count) in stale {
+            if prefix == write.prefix {
+                continue;
+            }
+            if let Err(e) = self.delete_body(write.id, &prefix, count).await {
                 // Harmless leftovers: no row points at them. Logged, not failed.
-                tracing::warn!(error = %e, old_version, "could not delete an old body");
+                tracing::warn!(error = %e, prefix, "could not delete an old body");
             }
         }
-        if previous.as_ref().is_some_and(|p| p.failed) {
-            self.clear_failure(id).await?;
+        if previous.is_some_and(|p| p.failed) {
+            self.clear_failure(write.id).await?;
         }
-        Ok(Saved::Written)
+        Ok(())
+    }
+
+    /// Gives the record back after a refusal: the state row as it was before our claim (what is
+    /// committed, the days writers wrote to, the failure mark), without our lease, and our own body
+    /// parts deleted. Best effort: if this fails too, the lease runs out on its own.
+    async fn release(
+        &self,
+        write: &Write<'_>,
+        entities: &[Entity],
+        lease: &Lease,
+        previous: Option<&StoredState>,
+    ) {
+        let count = u32::try_from(entities.len()).unwrap_or(u32::MAX);
+        if let Err(e) = self.delete_body(write.id, &write.prefix, Some(count)).await {
+            tracing::warn!(error = %e, "could not delete the parts of a refused write");
+        }
+        let row = released_row(write, previous);
+        if let Err(e) = self
+            .bodies
+            .update(&row, WriteMode::Replace, &lease.etag)
+            .await
+        {
+            tracing::warn!(error = %e, "could not release the lease of a refused write");
+        }
     }
 
     /// Makes sure our lease outlives the next write (see the module docs), renewing it if not.
-    /// `false` when another writer has taken it.
-    async fn fence(
-        &self,
-        id: &str,
-        lease: &mut Lease,
-        now: &(dyn Fn() -> OffsetDateTime + Send + Sync),
-    ) -> Result<bool, StoreError> {
+    /// [`Halt::Superseded`] when another writer has taken it.
+    async fn fence(&self, id: &str, lease: &mut Lease, now: &Now<'_>) -> Result<(), Halt> {
         let now = now();
         if lease.until - now > self.fence {
-            return Ok(true);
+            return Ok(());
         }
         let until = now + self.lease;
         let row = Entity::new(id, STATE_ROW)
@@ -372,14 +479,14 @@ impl CallRecordStore {
             Ok(etag) => {
                 lease.etag = etag;
                 lease.until = until;
-                Ok(true)
+                Ok(())
             }
             Err(StoreError::PreconditionFailed) => {
                 // Our renewal may have landed with its answer lost (the pipeline retried it), or
                 // the row changed for another reason (a failure noted on it): still ours if it
                 // names us.
                 let Some(current) = self.bodies.get(id, STATE_ROW).await? else {
-                    return Ok(false);
+                    return Err(Halt::Superseded);
                 };
                 let ours = current.get_str("LeaseOwner") == Some(lease.owner.as_str());
                 match (
@@ -390,34 +497,30 @@ impl CallRecordStore {
                     (true, Some(etag), Some(until)) if until > now => {
                         lease.etag = etag;
                         lease.until = until;
-                        Ok(true)
+                        Ok(())
                     }
-                    _ => Ok(false),
+                    _ => Err(Halt::Superseded),
                 }
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
-    async fn delete_body(&self, id: &str, version: i64, count: u32) -> Result<(), StoreError> {
-        let keys: Vec<String> = if count == u32::MAX {
-            let prefix = body_prefix(version);
-            self.bodies
-                .query_all(
-                    &Query::new()
-                        .filter(format!(
-                            "{} and {}",
-                            filter::eq("PartitionKey", id),
-                            filter::starts_with("RowKey", &prefix)
-                        ))
-                        .select(["RowKey"]),
-                )
+    /// Deletes the body parts under `prefix`: `count` of them, or as many as a query finds.
+    async fn delete_body(
+        &self,
+        id: &str,
+        prefix: &str,
+        count: Option<u32>,
+    ) -> Result<(), StoreError> {
+        let keys: Vec<String> = match count {
+            Some(count) => (0..count).map(|n| body_key(prefix, n)).collect(),
+            None => self
+                .body_parts(id, prefix, &["RowKey"])
                 .await?
                 .into_iter()
                 .map(|e| e.row_key)
-                .collect()
-        } else {
-            (0..count).map(|n| body_key(version, n)).collect()
+                .collect(),
         };
         for chunk in keys.chunks(BATCH_MAX) {
             let ops = chunk
@@ -435,7 +538,10 @@ impl CallRecordStore {
                     ..
                 }) => {
                     for rk in chunk {
-                        self.bodies.delete(id, rk, None).await?;
+                        match self.bodies.delete(id, rk, None).await {
+                            Ok(_) | Err(StoreError::NotFound) => {}
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
                 Err(e) => return Err(e),
@@ -444,32 +550,61 @@ impl CallRecordStore {
         Ok(())
     }
 
+    /// The body entities under `prefix`, in part order (`select` limits the columns read).
+    async fn body_parts(
+        &self,
+        id: &str,
+        prefix: &str,
+        select: &[&str],
+    ) -> Result<Vec<Entity>, StoreError> {
+        let mut query = Query::new().filter(format!(
+            "{} and {}",
+            filter::eq("PartitionKey", id),
+            filter::starts_with("RowKey", prefix)
+        ));
+        if !select.is_empty() {
+            query = query.select(select.iter().copied());
+        }
+        let mut parts: Vec<Entity> = self
+            .bodies
+            .query_all(&query)
+            .await?
+            .into_iter()
+            .filter(|e| is_part_of(prefix, &e.row_key))
+            .collect();
+        parts.sort_by(|a, b| a.row_key.cmp(&b.row_key));
+        Ok(parts)
+    }
+
     /// The committed document of record `id`, decompressed: Graph's merged JSON, byte for byte.
+    ///
+    /// Always one complete document: each write keeps its parts under its own prefix, and a reader
+    /// that finds the parts it was pointed at gone (a newer version committed and cleaned up in the
+    /// meantime) reads the state again and follows it.
     ///
     /// # Errors
     /// When storage fails, or the stored parts are not a complete gzip stream.
     pub async fn document(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(state) = self.state(id).await? else {
-            return Ok(None);
-        };
-        let Some(committed) = state.committed else {
-            return Ok(None);
-        };
-        let prefix = body_prefix(committed.version);
-        let mut parts = self
-            .bodies
-            .query_all(&Query::new().filter(format!(
-                "{} and {}",
-                filter::eq("PartitionKey", id),
-                filter::starts_with("RowKey", &prefix)
-            )))
-            .await?;
-        parts.sort_by(|a, b| a.row_key.cmp(&b.row_key));
-        let document =
-            body::decode(parts.iter().take(committed.body_entities as usize)).map_err(|e| {
-                StoreError::InvalidInput(format!("stored body of {id} is damaged: {e}"))
-            })?;
-        Ok(Some(document))
+        let mut last_prefix = None;
+        for _ in 0..3 {
+            let Some(committed) = self.state(id).await?.and_then(|s| s.committed) else {
+                return Ok(None);
+            };
+            let parts = self.body_parts(id, &committed.body_prefix, &[]).await?;
+            let expected = committed.body_entities as usize;
+            if parts.len() >= expected
+                && let Ok(document) = body::decode(parts.iter().take(expected))
+            {
+                return Ok(Some(document));
+            }
+            if last_prefix.as_ref() == Some(&committed.body_prefix) {
+                break;
+            }
+            last_prefix = Some(committed.body_prefix);
+        }
+        Err(StoreError::InvalidInput(format!(
+            "stored body of {id} is damaged"
+        )))
     }
 
     /// Rows of `CallRecordSessions` for record `id` (tests and the read API).
@@ -493,6 +628,41 @@ impl StateRow {
     }
 }
 
+/// Where a writer reads the time (the app's clock).
+pub(crate) type Now<'a> = dyn Fn() -> OffsetDateTime + Send + Sync + 'a;
+
+/// One version of a record being written, and where its rows go.
+struct Write<'a> {
+    id: &'a str,
+    summary: &'a Summary,
+    sessions: &'a [SessionRow],
+    /// The `CallRecords` partition (the UTC start day).
+    day: String,
+    document_len: usize,
+    /// This write's body prefix, which also holds its owner token.
+    prefix: String,
+    body: &'a [u8],
+}
+
+enum Claimed {
+    Held(Lease, Option<StoredState>),
+    /// Not ours to write (stored already, or held by another writer).
+    Declined(Saved),
+}
+
+/// Why a claimed write stopped before its commit.
+enum Halt {
+    /// Another writer took the record over.
+    Superseded,
+    Store(StoreError),
+}
+
+impl From<StoreError> for Halt {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
 struct Lease {
     etag: ETag,
     until: OffsetDateTime,
@@ -506,10 +676,23 @@ fn owner_token() -> String {
     format!("{:016x}{:016x}", random(), random())
 }
 
+/// The owner token inside a body prefix (`body-{version}-{owner}-`).
+fn owner_of(prefix: &str) -> &str {
+    prefix
+        .trim_end_matches('-')
+        .rsplit('-')
+        .next()
+        .unwrap_or_default()
+}
+
 fn read_state(entity: &Entity) -> StoredState {
     let committed = entity.get_i64("Version").map(|version| Committed {
         version,
+        last_modified: entity.get_datetime("LastModified"),
         day: entity.get_str("Day").unwrap_or_default().to_owned(),
+        body_prefix: entity
+            .get_str("Body")
+            .map_or_else(|| legacy_prefix(version), str::to_owned),
         body_entities: entity
             .get_i32("BodyEntities")
             .and_then(|n| u32::try_from(n).ok())
@@ -530,42 +713,97 @@ fn read_state(entity: &Entity) -> StoredState {
     StoredState {
         committed,
         writing,
+        writing_body: entity.get_str("WritingBody").map(str::to_owned),
         writing_days,
-        failed: entity.get_str("Failed").is_some(),
+        failed: entity.get_str("Failed").is_some_and(|f| !f.is_empty()),
     }
 }
+
+/// The columns of the state row that describe what is committed, and the failure mark.
+const KEPT_ON_CLAIM: [&str; 6] = [
+    "Version",
+    "LastModified",
+    "Day",
+    "Body",
+    "BodyEntities",
+    "Failed",
+];
 
 /// The state row with our claim, keeping what is committed, the days earlier writers wrote to and
 /// the failure mark.
 fn claim_row(
-    id: &str,
+    write: &Write<'_>,
     current: Option<&Entity>,
-    version: i64,
     days: &BTreeSet<String>,
     until: OffsetDateTime,
-    owner: &str,
 ) -> Entity {
+    let row = kept(write.id, current);
+    let days: Vec<&str> = days.iter().map(String::as_str).collect();
+    row.with("WritingVersion", EdmValue::Int64(write.summary.version))
+        .with("WritingDays", EdmValue::String(days.join(",")))
+        .with("WritingBody", EdmValue::String(write.prefix.clone()))
+        .with("LeaseUntil", EdmValue::DateTime(until))
+        .with(
+            "LeaseOwner",
+            EdmValue::String(owner_of(&write.prefix).to_owned()),
+        )
+}
+
+fn kept(id: &str, current: Option<&Entity>) -> Entity {
     let mut row = Entity::new(id, STATE_ROW);
     if let Some(current) = current {
-        for name in ["Version", "Day", "BodyEntities", "Failed"] {
+        for name in KEPT_ON_CLAIM {
             if let Some(value) = current.properties.get(name) {
                 row = row.with(name, value.clone());
             }
         }
     }
-    let days: Vec<&str> = days.iter().map(String::as_str).collect();
-    row.with("WritingVersion", EdmValue::Int64(version))
-        .with("WritingDays", EdmValue::String(days.join(",")))
-        .with("LeaseUntil", EdmValue::DateTime(until))
-        .with("LeaseOwner", EdmValue::String(owner.to_owned()))
+    row
 }
 
-fn committed_row(id: &str, version: i64, day: &str, body_entities: u32) -> Entity {
-    Entity::new(id, STATE_ROW)
-        .with("Version", EdmValue::Int64(version))
-        .with("Day", EdmValue::String(day.to_owned()))
+fn committed_row(write: &Write<'_>, body_entities: u32, failed: bool) -> Entity {
+    let mut row = Entity::new(write.id, STATE_ROW)
+        .with("Version", EdmValue::Int64(write.summary.version))
+        .with("Day", EdmValue::String(write.day.clone()))
+        .with("Body", EdmValue::String(write.prefix.clone()))
         .with(
             "BodyEntities",
             EdmValue::Int32(i32::try_from(body_entities).unwrap_or(i32::MAX)),
-        )
+        );
+    if let Some(t) = write.summary.last_modified {
+        row = row.with("LastModified", EdmValue::DateTime(t));
+    }
+    if failed {
+        row = row.with("Failed", EdmValue::String("stored".to_owned()));
+    }
+    row
+}
+
+/// The state row after a refused write: what was there before our claim, and the days we may have
+/// written a `CallRecords` row to (so that the next writer removes it), without a lease.
+fn released_row(write: &Write<'_>, previous: Option<&StoredState>) -> Entity {
+    let mut row = Entity::new(write.id, STATE_ROW);
+    if let Some(c) = previous.and_then(|p| p.committed.as_ref()) {
+        row = row
+            .with("Version", EdmValue::Int64(c.version))
+            .with("Day", EdmValue::String(c.day.clone()))
+            .with("Body", EdmValue::String(c.body_prefix.clone()))
+            .with(
+                "BodyEntities",
+                EdmValue::Int32(i32::try_from(c.body_entities).unwrap_or(i32::MAX)),
+            );
+        if let Some(t) = c.last_modified {
+            row = row.with("LastModified", EdmValue::DateTime(t));
+        }
+    }
+    let mut days: BTreeSet<&str> = previous
+        .map(|p| p.writing_days.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    days.insert(&write.day);
+    let days: Vec<&str> = days.into_iter().collect();
+    row = row.with("WritingDays", EdmValue::String(days.join(",")));
+    if previous.is_some_and(|p| p.failed) {
+        row = row.with("Failed", EdmValue::String("stored".to_owned()));
+    }
+    row
 }

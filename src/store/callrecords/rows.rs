@@ -25,8 +25,20 @@ fn put(entity: Entity, name: &str, value: Option<EdmValue>) -> Entity {
     }
 }
 
+/// Longest text a column holds, in characters. Table storage refuses strings over 64 KiB (and
+/// entities over 1 MiB); a user agent or display name longer than this is cut in its column and kept
+/// whole in the document, so that no value Graph sends can make a record unstorable.
+pub(super) const MAX_COLUMN_CHARS: usize = 4096;
+
 fn string(value: Option<&String>) -> Option<EdmValue> {
-    value.map(|v| EdmValue::String(v.clone()))
+    value.map(|v| EdmValue::String(column_text(v)))
+}
+
+fn column_text(text: &str) -> String {
+    match text.char_indices().nth(MAX_COLUMN_CHARS) {
+        Some((end, _)) => text[..end].to_owned(),
+        None => text.to_owned(),
+    }
 }
 
 /// Sets `{prefix}{name}` for each string that has a value.
@@ -79,10 +91,21 @@ pub(super) fn record_entity(
     let mut e = Entity::new(day, &summary.id)
         .with("CallRecordId", EdmValue::String(summary.id.clone()))
         .with("Version", EdmValue::Int64(summary.version))
-        .with("Modalities", EdmValue::String(summary.modalities.clone()))
+        .with(
+            "Modalities",
+            EdmValue::String(column_text(&summary.modalities)),
+        )
         .with(
             "ParticipantCount",
             EdmValue::Int32(summary.participant_count),
+        )
+        .with(
+            "ParticipantsSource",
+            EdmValue::String(summary.participants_source.to_owned()),
+        )
+        .with(
+            "UnreadableSessions",
+            EdmValue::Int32(summary.unreadable_sessions),
         )
         .with("SessionCount", EdmValue::Int32(summary.session_count))
         .with("SegmentCount", EdmValue::Int32(summary.segment_count))
@@ -123,9 +146,12 @@ pub(super) fn record_entity(
 pub(super) fn session_entity(summary: &Summary, session: &SessionRow) -> Entity {
     let mut e = Entity::new(&summary.id, session_key(&session.key))
         .with("CallRecordId", EdmValue::String(summary.id.clone()))
-        .with("SessionId", EdmValue::String(session.key.clone()))
+        .with("SessionId", EdmValue::String(column_text(&session.key)))
         .with("Version", EdmValue::Int64(summary.version))
-        .with("Modalities", EdmValue::String(session.modalities.clone()))
+        .with(
+            "Modalities",
+            EdmValue::String(column_text(&session.modalities)),
+        )
         .with("SegmentCount", EdmValue::Int32(session.segment_count));
     e = put(
         e,

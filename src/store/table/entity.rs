@@ -194,8 +194,9 @@ impl EdmValue {
                 "binary property `{name}` is larger than {MAX_BINARY_BYTES} bytes"
             ))),
             Self::DateTime(t) => {
-                let year = t.to_offset(UtcOffset::UTC).year();
-                if (1601..=9999).contains(&year) {
+                // Checked: a time near year 9999 with a negative offset is past it in UTC.
+                let year = t.checked_to_offset(UtcOffset::UTC).map(OffsetDateTime::year);
+                if year.is_some_and(|y| (1601..=9999).contains(&y)) {
                     Ok(())
                 } else {
                     Err(StoreError::invalid(format!(
