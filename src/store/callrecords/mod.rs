@@ -373,8 +373,7 @@ impl CallRecordStore {
             &write.day,
             write.summary,
             write.document_len,
-            write.body,
-            body_count,
+            (write.body, &write.prefix, body_count),
             now(),
         );
         self.records.upsert(&record, WriteMode::Replace).await?;

@@ -84,8 +84,7 @@ pub(super) fn record_entity(
     day: &str,
     summary: &Summary,
     document_len: usize,
-    body: &[u8],
-    body_entities: u32,
+    (body, body_prefix, body_entities): (&[u8], &str, u32),
     stored_at: OffsetDateTime,
 ) -> Entity {
     let mut e = Entity::new(day, &summary.id)
@@ -111,6 +110,7 @@ pub(super) fn record_entity(
         .with("SegmentCount", EdmValue::Int32(summary.segment_count))
         .with("StoredAt", EdmValue::DateTime(stored_at))
         .with("BodyEncoding", EdmValue::String("gzip".to_owned()))
+        .with("BodyPrefix", EdmValue::String(body_prefix.to_owned()))
         .with(
             "BodySize",
             EdmValue::Int64(i64::try_from(document_len).unwrap_or(i64::MAX)),

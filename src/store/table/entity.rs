@@ -195,7 +195,9 @@ impl EdmValue {
             ))),
             Self::DateTime(t) => {
                 // Checked: a time near year 9999 with a negative offset is past it in UTC.
-                let year = t.checked_to_offset(UtcOffset::UTC).map(OffsetDateTime::year);
+                let year = t
+                    .checked_to_offset(UtcOffset::UTC)
+                    .map(OffsetDateTime::year);
                 if year.is_some_and(|y| (1601..=9999).contains(&y)) {
                     Ok(())
                 } else {
