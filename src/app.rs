@@ -50,6 +50,8 @@ pub(crate) struct AppState {
     /// The longest visibility delay a message is given; a message due later comes back early and is
     /// put back.
     pub(crate) max_queue_delay: Duration,
+    /// Webhook items rejected and not yet counted in `AppState`.
+    pub(crate) rejections: Arc<functions::RejectionTally>,
 }
 
 /// Knobs tests and benchmarks turn; production uses [`AppOptions::default`].
@@ -186,6 +188,7 @@ impl App {
             clock: options.clock,
             fetch_policy: Arc::new(options.fetch_policy),
             max_queue_delay: options.max_queue_delay,
+            rejections: Arc::default(),
         };
         let listener = TcpListener::bind(config.listen)
             .await

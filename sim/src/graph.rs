@@ -421,6 +421,11 @@ async fn child_page(
     if let Err(r) = gate(state, headers, endpoint, Some(id), per_record(state, id)).await {
         return r;
     }
+    if child == Child::Participants
+        && let Some(response) = participants_v2_unsupported(state)
+    {
+        return tag(response, endpoint, Some(id));
+    }
     let offset = match skip(query, "$skiptoken") {
         Ok(o) => o,
         Err(r) => return tag(r, endpoint, Some(id)),

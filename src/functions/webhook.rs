@@ -6,12 +6,17 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use time::OffsetDateTime;
 
 use crate::app::AppState;
 use crate::config::NotificationConfig;
 use crate::domain::notification::{Expectations, NotificationCollection, Rejection};
 use crate::error::ApiError;
+use crate::store::callrecords::CallRecordStore;
 
 /// Largest body accepted. A full Graph collection is far smaller (Graph batches at most a few
 /// hundred items of well under 1 KiB each).
@@ -67,13 +72,41 @@ pub(crate) fn expectations(config: &NotificationConfig) -> Expectations<'_> {
     }
 }
 
-/// How long the rejection counters may take before they are left behind: they are telemetry, and
-/// Graph's 3 s are for the answer.
+/// How long one counter write may take.
 const COUNT_BUDGET: Duration = Duration::from_secs(2);
+/// Rejections arriving within this long of each other are written together.
+const COALESCE: Duration = Duration::from_millis(500);
+/// The wait before trying again after a counter write failed.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+
+/// (webhook, reason) → (count, last seen).
+type Pending = BTreeMap<(&'static str, &'static str), (u32, OffsetDateTime)>;
+
+/// Rejected items not yet added to the `AppState` counters, per webhook and reason, with the time
+/// last seen. One flusher per process writes them, so a flood of bad posts (the webhooks are
+/// anonymous) costs a few storage requests a second, not two per post.
+#[derive(Debug, Default)]
+pub(crate) struct RejectionTally {
+    pending: Mutex<Pending>,
+    flushing: AtomicBool,
+}
+
+impl RejectionTally {
+    fn add(&self, what: &'static str, reason: &'static str, count: u32, now: OffsetDateTime) {
+        let mut pending = self.lock();
+        let entry = pending.entry((what, reason)).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(count);
+        entry.1 = entry.1.max(now);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // Only whole values are written under the lock; a panic elsewhere cannot leave it torn.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// Logs dropped items, counted by reason (never with their content: it holds the clientState), and
-/// adds them to the `AppState` counters the health check reads. The counters are written in the
-/// background, so that a flood of bad posts costs its senders, not Graph's deliveries, the wait.
+/// adds them to the `AppState` counters the health check reads, in the background.
 pub(crate) fn note_rejections(state: &AppState, what: &'static str, rejected: &[Rejection]) {
     if rejected.is_empty() {
         return;
@@ -83,18 +116,45 @@ pub(crate) fn note_rejections(state: &AppState, what: &'static str, rejected: &[
         *by_reason.entry(reason.as_str()).or_insert(0u32) += 1;
     }
     tracing::warn!(rejected = rejected.len(), reasons = ?by_reason, "{what} items dropped");
-    let records = state.records.clone();
+    let tally = &state.rejections;
     let now = state.clock.now();
-    tokio::spawn(async move {
-        for (reason, count) in by_reason {
+    for (reason, count) in by_reason {
+        tally.add(what, reason, count, now);
+    }
+    if !tally.flushing.swap(true, Ordering::AcqRel) {
+        tokio::spawn(flush(state.records.clone(), Arc::clone(tally)));
+    }
+}
+
+/// Writes the pending rejections until none are left, then lets the next one start a flusher.
+async fn flush(records: CallRecordStore, tally: Arc<RejectionTally>) {
+    let mut wait = COALESCE;
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = COALESCE;
+        let batch = std::mem::take(&mut *tally.lock());
+        for ((what, reason), (count, seen)) in batch {
             let counted = tokio::time::timeout(
                 COUNT_BUDGET,
-                records.count_rejections(what, reason, count, now),
+                records.count_rejections(what, reason, count, seen),
             )
             .await;
             if !matches!(counted, Ok(Ok(()))) {
-                tracing::warn!(reason, "could not count rejected {what} items");
+                tracing::warn!(
+                    reason,
+                    "could not count rejected {what} items; trying again later"
+                );
+                tally.add(what, reason, count, seen);
+                wait = RETRY_AFTER_FAILURE;
             }
         }
-    });
+        if tally.lock().is_empty() {
+            tally.flushing.store(false, Ordering::Release);
+            // A rejection noted between the check and the store saw a flusher running: take over
+            // again unless a new flusher already did.
+            if tally.lock().is_empty() || tally.flushing.swap(true, Ordering::AcqRel) {
+                return;
+            }
+        }
+    }
 }

@@ -170,13 +170,15 @@ impl CallRecordStore {
     ) -> Result<Saved, StoreError> {
         self.ready().await?;
         let body = compress(document)?;
+        let owner = owner_token();
         let write = Write {
             id: summary.id.as_str(),
             summary,
             sessions,
             day: partition_day(summary.start),
             document_len: document.len(),
-            prefix: body_prefix(summary.version, &owner_token()),
+            prefix: body_prefix(summary.version, &owner),
+            owner,
             body: &body,
         };
         let entities = body_entities(write.id, &write.prefix, &body);
@@ -244,7 +246,6 @@ impl CallRecordStore {
                 Decision::Write => {}
             }
             let until = now() + self.lease;
-            let owner = owner_of(&write.prefix);
             let mut days: BTreeSet<String> = state
                 .as_ref()
                 .map(|s| s.writing_days.iter().cloned().collect())
@@ -272,7 +273,7 @@ impl CallRecordStore {
                     let lease = Lease {
                         etag,
                         until,
-                        owner: owner.to_owned(),
+                        owner: write.owner.clone(),
                     };
                     return Ok(Claimed::Held(lease, state));
                 }
@@ -638,7 +639,9 @@ struct Write<'a> {
     /// The `CallRecords` partition (the UTC start day).
     day: String,
     document_len: usize,
-    /// This write's body prefix, which also holds its owner token.
+    /// Random per write: names the lease's holder and keys the body parts.
+    owner: String,
+    /// This write's body prefix (version and owner).
     prefix: String,
     body: &'a [u8],
 }
@@ -673,15 +676,6 @@ fn owner_token() -> String {
     use std::hash::BuildHasher as _;
     let random = || std::collections::hash_map::RandomState::new().hash_one(0u8);
     format!("{:016x}{:016x}", random(), random())
-}
-
-/// The owner token inside a body prefix (`body-{version}-{owner}-`).
-fn owner_of(prefix: &str) -> &str {
-    prefix
-        .trim_end_matches('-')
-        .rsplit('-')
-        .next()
-        .unwrap_or_default()
 }
 
 fn read_state(entity: &Entity) -> StoredState {
@@ -742,10 +736,7 @@ fn claim_row(
         .with("WritingDays", EdmValue::String(days.join(",")))
         .with("WritingBody", EdmValue::String(write.prefix.clone()))
         .with("LeaseUntil", EdmValue::DateTime(until))
-        .with(
-            "LeaseOwner",
-            EdmValue::String(owner_of(&write.prefix).to_owned()),
-        )
+        .with("LeaseOwner", EdmValue::String(write.owner.clone()))
 }
 
 fn kept(id: &str, current: Option<&Entity>) -> Entity {
@@ -761,21 +752,17 @@ fn kept(id: &str, current: Option<&Entity>) -> Entity {
 }
 
 fn committed_row(write: &Write<'_>, body_entities: u32, failed: bool) -> Entity {
-    let mut row = Entity::new(write.id, STATE_ROW)
-        .with("Version", EdmValue::Int64(write.summary.version))
-        .with("Day", EdmValue::String(write.day.clone()))
-        .with("Body", EdmValue::String(write.prefix.clone()))
-        .with(
-            "BodyEntities",
-            EdmValue::Int32(i32::try_from(body_entities).unwrap_or(i32::MAX)),
-        );
-    if let Some(t) = write.summary.last_modified {
-        row = row.with("LastModified", EdmValue::DateTime(t));
-    }
-    if failed {
-        row = row.with("Failed", EdmValue::String("stored".to_owned()));
-    }
-    row
+    let committed = Committed {
+        version: write.summary.version,
+        last_modified: write.summary.last_modified,
+        day: write.day.clone(),
+        body_prefix: write.prefix.clone(),
+        body_entities,
+    };
+    with_failure_mark(
+        with_committed(Entity::new(write.id, STATE_ROW), &committed),
+        failed,
+    )
 }
 
 /// The state row after a refused write: what was there before our claim, and the days we may have
@@ -783,17 +770,7 @@ fn committed_row(write: &Write<'_>, body_entities: u32, failed: bool) -> Entity 
 fn released_row(write: &Write<'_>, previous: Option<&StoredState>) -> Entity {
     let mut row = Entity::new(write.id, STATE_ROW);
     if let Some(c) = previous.and_then(|p| p.committed.as_ref()) {
-        row = row
-            .with("Version", EdmValue::Int64(c.version))
-            .with("Day", EdmValue::String(c.day.clone()))
-            .with("Body", EdmValue::String(c.body_prefix.clone()))
-            .with(
-                "BodyEntities",
-                EdmValue::Int32(i32::try_from(c.body_entities).unwrap_or(i32::MAX)),
-            );
-        if let Some(t) = c.last_modified {
-            row = row.with("LastModified", EdmValue::DateTime(t));
-        }
+        row = with_committed(row, c);
     }
     let mut days: BTreeSet<&str> = previous
         .map(|p| p.writing_days.iter().map(String::as_str).collect())
@@ -801,8 +778,30 @@ fn released_row(write: &Write<'_>, previous: Option<&StoredState>) -> Entity {
     days.insert(&write.day);
     let days: Vec<&str> = days.into_iter().collect();
     row = row.with("WritingDays", EdmValue::String(days.join(",")));
-    if previous.is_some_and(|p| p.failed) {
-        row = row.with("Failed", EdmValue::String("stored".to_owned()));
+    with_failure_mark(row, previous.is_some_and(|p| p.failed))
+}
+
+/// The columns [`read_state`] reads back as [`Committed`].
+fn with_committed(row: Entity, c: &Committed) -> Entity {
+    let row = row
+        .with("Version", EdmValue::Int64(c.version))
+        .with("Day", EdmValue::String(c.day.clone()))
+        .with("Body", EdmValue::String(c.body_prefix.clone()))
+        .with(
+            "BodyEntities",
+            EdmValue::Int32(i32::try_from(c.body_entities).unwrap_or(i32::MAX)),
+        );
+    match c.last_modified {
+        Some(t) => row.with("LastModified", EdmValue::DateTime(t)),
+        None => row,
     }
-    row
+}
+
+/// The mark that a `FetchFailure` row may exist for the record (removed by `clear_failure`).
+fn with_failure_mark(row: Entity, failed: bool) -> Entity {
+    if failed {
+        row.with("Failed", EdmValue::String("stored".to_owned()))
+    } else {
+        row
+    }
 }
