@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, NotificationConfig, RunMode};
+use crate::config::{Config, RunMode};
 use crate::domain::fetch::FetchPolicy;
 use crate::functions::{
     self, HTTP_FUNCTIONS, HttpFunction, INVOCATION_FUNCTIONS, InvocationFunction,
@@ -30,29 +30,12 @@ use crate::graph::GraphClient;
 use crate::host;
 use crate::host::standalone::{self, ConsumerOptions};
 use crate::http::http_client;
+use crate::state::AppState;
 use crate::store::StorageAuth;
 use crate::store::auth::storage_auth;
 use crate::store::callrecords::CallRecordStore;
 use crate::store::queue::{QueueStore, StorageRetry};
 use crate::store::table::TableStore;
-
-/// What every handler can reach. Cheap to clone (all shared).
-#[derive(Clone)]
-pub(crate) struct AppState {
-    pub(crate) notifications: Arc<NotificationConfig>,
-    pub(crate) queue: QueueStore,
-    /// How long the webhook waits for the queue before answering `503` (Graph gives us 3 s in all).
-    pub(crate) enqueue_budget: Duration,
-    pub(crate) graph: GraphClient,
-    pub(crate) records: CallRecordStore,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) fetch_policy: Arc<FetchPolicy>,
-    /// The longest visibility delay a message is given; a message due later comes back early and is
-    /// put back.
-    pub(crate) max_queue_delay: Duration,
-    /// Webhook items rejected and not yet counted in `AppState`.
-    pub(crate) rejections: Arc<functions::RejectionTally>,
-}
 
 /// Knobs tests and benchmarks turn; production uses [`AppOptions::default`].
 #[derive(Debug, Clone)]

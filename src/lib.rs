@@ -4,19 +4,22 @@
 //! The map of the crate, one concern a module; dependencies point from the edges inwards:
 //! - [`config`]: every setting, read once at start-up by [`config::Config::from_env`]; secrets stay
 //!   [`secrecy::SecretString`] and never reach a log line.
-//! - [`app`]: the axum router (the forwarded HTTP functions), the shared state and the two run modes
-//!   (custom handler behind the Functions host, `standalone` without it).
+//! - [`app`]: the axum router (the forwarded HTTP functions), building the shared state, and the two
+//!   run modes (custom handler behind the Functions host, `standalone` without it).
+//! - `state`: what every function handler can reach (`AppState`); `functions` read it, `app`
+//!   builds it, so neither depends on the other through it.
 //! - [`clock`]: where the app reads the time (tests pass the Graph simulator's clock).
 //! - `host`: the custom-handler side of the Functions host protocol (readiness, invocation ids, the
 //!   invocation payloads of queue triggers).
 //! - `functions`: one file per Azure Function: decode the request, call the domain, encode the answer.
 //!   No storage or Graph details live there.
 //! - `domain`: pure logic without IO (which notification items are accepted, what a queue job says,
-//!   how a call record's pages merge and flatten into rows, when a failed fetch is retried).
+//!   the typed views of Graph's call-record payloads and how they flatten into rows, who may write
+//!   which version, when a failed fetch is retried). It imports no other module of the crate but
+//!   `clock`-free helpers of its own.
 //! - `graph`: Microsoft Graph behind [`GraphClient`]: the credential (managed identity or client
 //!   secret), the one retry policy, the client-side rate limiter; the only module that knows Graph's
-//!   authentication and throttling rules; reading a call record completely (every page), and the
-//!   typed models of what we read.
+//!   authentication and throttling rules; reading a call record completely (every page) as bytes.
 //! - `store`: Azure Storage behind our own types (the call-record queue, our Table storage client,
 //!   the call-record tables and their write protocol); the only module that knows the storage SDK.
 //! - `error`: the one place where errors become HTTP status codes.
@@ -32,6 +35,7 @@ mod functions;
 mod graph;
 mod host;
 pub mod http;
+mod state;
 mod store;
 pub mod telemetry;
 

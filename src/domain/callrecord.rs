@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::models::{CallRecord, Endpoint, Identity, Session};
 use super::write::Incoming;
-use crate::graph::models::{CallRecord, Endpoint, Identity, Session};
 
 /// The merged document does not parse as a call record.
 #[derive(Debug, thiserror::Error)]

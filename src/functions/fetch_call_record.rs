@@ -16,7 +16,6 @@ use axum::http::HeaderMap;
 use time::OffsetDateTime;
 use tracing::Instrument as _;
 
-use crate::app::AppState;
 use crate::domain::callrecord::flatten;
 use crate::domain::callrecord::parse_time;
 use crate::domain::fetch::{self, GiveUp, Next, Setback};
@@ -28,6 +27,7 @@ use crate::error::InvocationError;
 use crate::graph::GraphError;
 use crate::graph::callrecords::FetchError;
 use crate::host::invocation::{InvocationResponse, QueueInvocation};
+use crate::state::AppState;
 use crate::store::callrecords::Saved;
 
 /// The `name` of the queue-trigger binding in `handlers/FetchCallRecord/function.json`.

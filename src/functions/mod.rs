@@ -7,7 +7,7 @@ pub(crate) mod lifecycle;
 pub(crate) mod notifications;
 mod webhook;
 
-pub(crate) use webhook::{MAX_BODY_BYTES, RejectionTally};
+pub(crate) use webhook::MAX_BODY_BYTES;
 
 use axum::http::Method;
 

@@ -12,8 +12,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::webhook::{collection, expectations, note_rejections, validation_response};
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// At most this many queue writes of one collection are in flight at once.
 const ENQUEUE_CONCURRENCY: usize = 32;

@@ -6,16 +6,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use time::OffsetDateTime;
-
-use crate::app::AppState;
 use crate::config::NotificationConfig;
 use crate::domain::notification::{Expectations, NotificationCollection, Rejection};
 use crate::error::ApiError;
+use crate::state::{AppState, RejectionTally};
 use crate::store::callrecords::CallRecordStore;
 
 /// Largest body accepted. A full Graph collection is far smaller (Graph batches at most a few
@@ -78,32 +76,6 @@ const COUNT_BUDGET: Duration = Duration::from_secs(2);
 const COALESCE: Duration = Duration::from_millis(500);
 /// The wait before trying again after a counter write failed.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
-
-/// (webhook, reason) → (count, last seen).
-type Pending = BTreeMap<(&'static str, &'static str), (u32, OffsetDateTime)>;
-
-/// Rejected items not yet added to the `AppState` counters, per webhook and reason, with the time
-/// last seen. One flusher per process writes them, so a flood of bad posts (the webhooks are
-/// anonymous) costs a few storage requests a second, not two per post.
-#[derive(Debug, Default)]
-pub(crate) struct RejectionTally {
-    pending: Mutex<Pending>,
-    flushing: AtomicBool,
-}
-
-impl RejectionTally {
-    fn add(&self, what: &'static str, reason: &'static str, count: u32, now: OffsetDateTime) {
-        let mut pending = self.lock();
-        let entry = pending.entry((what, reason)).or_insert((0, now));
-        entry.0 = entry.0.saturating_add(count);
-        entry.1 = entry.1.max(now);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
-        // Only whole values are written under the lock; a panic elsewhere cannot leave it torn.
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
 
 /// Logs dropped items, counted by reason (never with their content: it holds the clientState), and
 /// adds them to the `AppState` counters the health check reads, in the background.

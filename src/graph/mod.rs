@@ -18,7 +18,6 @@
 
 mod auth;
 pub(crate) mod callrecords;
-pub(crate) mod models;
 pub(crate) mod pages;
 mod rate;
 mod retry;

@@ -1,0 +1,68 @@
+//! What every function handler can reach: the clients, the settings they act on and the clock. Its
+//! own module so that `functions` (which read it) and `app` (which builds it and mounts the
+//! functions) depend on it without depending on each other.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::clock::Clock;
+use crate::config::NotificationConfig;
+use crate::domain::fetch::FetchPolicy;
+use crate::graph::GraphClient;
+use crate::store::callrecords::CallRecordStore;
+use crate::store::queue::QueueStore;
+
+/// What every handler can reach. Cheap to clone (all shared).
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) notifications: Arc<NotificationConfig>,
+    pub(crate) queue: QueueStore,
+    /// How long the webhook waits for the queue before answering `503` (Graph gives us 3 s in all).
+    pub(crate) enqueue_budget: Duration,
+    pub(crate) graph: GraphClient,
+    pub(crate) records: CallRecordStore,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) fetch_policy: Arc<FetchPolicy>,
+    /// The longest visibility delay a message is given; a message due later comes back early and is
+    /// put back.
+    pub(crate) max_queue_delay: Duration,
+    /// Webhook items rejected and not yet counted in `AppState`.
+    pub(crate) rejections: Arc<RejectionTally>,
+}
+
+/// (webhook, reason) → (count, last seen).
+pub(crate) type Pending = BTreeMap<(&'static str, &'static str), (u32, OffsetDateTime)>;
+
+/// Rejected items not yet added to the `AppState` counters, per webhook and reason, with the time
+/// last seen. One flusher per process writes them, so a flood of bad posts (the webhooks are
+/// anonymous) costs a few storage requests a second, not two per post.
+#[derive(Debug, Default)]
+pub(crate) struct RejectionTally {
+    pending: Mutex<Pending>,
+    /// A flusher task is running (`functions::webhook`).
+    pub(crate) flushing: AtomicBool,
+}
+
+impl RejectionTally {
+    pub(crate) fn add(
+        &self,
+        what: &'static str,
+        reason: &'static str,
+        count: u32,
+        now: OffsetDateTime,
+    ) {
+        let mut pending = self.lock();
+        let entry = pending.entry((what, reason)).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(count);
+        entry.1 = entry.1.max(now);
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // Only whole values are written under the lock; a panic elsewhere cannot leave it torn.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
