@@ -53,6 +53,13 @@ pub fn http_client_with_timeout(
     builder.build().map_err(HttpSetupError::Client)
 }
 
+/// Statuses worth another try, for Graph and storage alike: request timeout, throttling, and the
+/// server-side failures both document as temporary
+/// (<https://learn.microsoft.com/graph/errors#http-status-codes>).
+pub(crate) fn is_transient_status(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+}
+
 /// Replaces the query string of every `http(s)://` URL in `text` with `?REDACTED`: HTTP client errors
 /// quote the request URL, and a query can hold a SAS or other credentials.
 pub(crate) fn redact_url_queries(text: &str) -> String {

@@ -23,6 +23,7 @@
 //! - `store`: Azure Storage behind our own types (the call-record queue, our Table storage client,
 //!   the call-record tables and their write protocol); the only module that knows the storage SDK.
 //! - `error`: the one place where errors become HTTP status codes.
+//! - `random`: the one source of randomness (tokens, jitter).
 //! - [`http`]: the outgoing HTTP client every Azure pipeline uses (TLS roots, time limits).
 //! - [`telemetry`]: `tracing` set-up, one JSON line per event on stdout for the Functions host.
 
@@ -35,6 +36,7 @@ mod functions;
 mod graph;
 mod host;
 pub mod http;
+mod random;
 mod state;
 mod store;
 pub mod telemetry;

@@ -7,8 +7,6 @@
 //! unreadable message dropped and recorded. It fails (5xx, the host retries and finally poisons the
 //! message) only when storage fails, because then neither the result nor the retry could be saved.
 
-use std::hash::BuildHasher as _;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -285,7 +283,7 @@ async fn retry_or_give_up(
     detail: &str,
 ) -> Result<(), InvocationError> {
     let now = state.clock.now();
-    match fetch::after(job, kind, now, &state.fetch_policy, jitter_unit()) {
+    match fetch::after(job, kind, now, &state.fetch_policy, crate::random::unit()) {
         Next::RetryAt { due, job: next } => {
             put_back(state, &next, due, now).await?;
             tracing::info!(
@@ -335,14 +333,6 @@ async fn put_back(
         u32::try_from(delay.as_secs() + u64::from(delay.subsec_nanos() > 0)).unwrap_or(u32::MAX);
     state.queue.send_json(&job, secs).await?;
     Ok(())
-}
-
-/// A number in `[0, 1)` for retry jitter. `RandomState` is seeded randomly per instance, which is all
-/// the randomness jitter needs.
-fn jitter_unit() -> f64 {
-    let bits = std::collections::hash_map::RandomState::new().hash_one(0u8) >> 11;
-    // 53 random bits scaled into [0, 1): exact in an f64.
-    bits as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

@@ -286,7 +286,7 @@ impl GraphClient {
                     .limiter
                     .block(&key, rate::deadline(Instant::now(), after));
             }
-            match policy.next_step(failure, retries, started.elapsed(), fastrand::f64()) {
+            match policy.next_step(failure, retries, started.elapsed(), crate::random::unit()) {
                 Step::Retry(wait) => {
                     tracing::warn!(
                         attempt,

@@ -132,9 +132,7 @@ async fn deliver(
 
 /// A random GUID-shaped invocation id, as the host sends.
 fn new_invocation_id() -> String {
-    use std::hash::BuildHasher as _;
-    let random = || std::collections::hash_map::RandomState::new().hash_one(0u8);
-    let (a, b) = (random(), random());
+    let (a, b) = (crate::random::bits(), crate::random::bits());
     format!(
         "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
         a >> 32,

@@ -23,7 +23,7 @@ use azure_core::error::ErrorKind;
 use secrecy::{SecretSlice, SecretString};
 
 use crate::error::error_chain;
-use crate::http::redact_url_queries;
+use crate::http::{is_transient_status, redact_url_queries};
 
 /// A storage operation that failed, coarse enough for callers to decide what to do.
 #[derive(Debug, thiserror::Error)]
@@ -156,10 +156,6 @@ impl StoreError {
     pub(crate) fn invalid(what: impl Into<String>) -> Self {
         Self::InvalidInput(what.into())
     }
-}
-
-fn is_transient_status(status: u16) -> bool {
-    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
 }
 
 /// How storage requests are authenticated.

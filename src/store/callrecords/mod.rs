@@ -170,7 +170,7 @@ impl CallRecordStore {
     ) -> Result<Saved, StoreError> {
         self.ready().await?;
         let body = compress(document)?;
-        let owner = owner_token();
+        let owner = crate::random::token();
         let write = Write {
             id: summary.id.as_str(),
             summary,
@@ -670,12 +670,6 @@ struct Lease {
     until: OffsetDateTime,
     /// Random per write, so a writer recognises its own lease after a lost acknowledgement.
     owner: String,
-}
-
-fn owner_token() -> String {
-    use std::hash::BuildHasher as _;
-    let random = || std::collections::hash_map::RandomState::new().hash_one(0u8);
-    format!("{:016x}{:016x}", random(), random())
 }
 
 fn read_state(entity: &Entity) -> StoredState {

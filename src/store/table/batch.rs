@@ -5,8 +5,6 @@
 //! The changeset is atomic: on failure the service answers with the one failed operation, whose
 //! error message starts with its 0-based index (`"1:The specified entity already exists."`).
 
-use std::hash::{BuildHasher as _, Hasher as _};
-
 use serde_json::Value;
 
 use super::entity::ETag;
@@ -116,19 +114,9 @@ fn mode_method(mode: WriteMode) -> &'static str {
     }
 }
 
-/// 32 hex digits from the standard library's per-process random hash keys.
+/// 32 random hex digits.
 fn random_id() -> String {
-    let mut id = String::new();
-    for _ in 0..2 {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        id.push_str(&format!("{:016x}", hasher.finish()));
-    }
-    id
+    crate::random::token()
 }
 
 /// Reads the response to a `$batch` of `ops`: the ETag of each operation (`None` for deletes), or
