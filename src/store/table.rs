@@ -24,6 +24,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use tracing::instrument;
 
+pub(crate) use entity::forbidden_in_key;
 pub use entity::{ETag, EdmValue, Entity};
 
 use super::pipeline::{StorageRetry, pipeline};

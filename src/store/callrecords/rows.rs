@@ -3,7 +3,7 @@
 
 use time::OffsetDateTime;
 
-use super::super::table::{EdmValue, Entity};
+use super::super::table::{EdmValue, Entity, forbidden_in_key};
 use crate::domain::callrecord::{EndpointInfo, Party, SessionRow, Summary};
 
 /// `yyyy-MM-dd` (UTC) of the call's start: the `CallRecords` partition, so a day is one range read.
@@ -181,13 +181,7 @@ pub(super) fn session_key(key: &str) -> String {
 /// and the original kept in a column. Graph's ids are GUIDs, so this never changes one.
 pub(crate) fn sanitize_key(key: &str) -> String {
     key.chars()
-        .map(|c| {
-            if matches!(c, '/' | '\\' | '#' | '?') || c.is_control() {
-                '_'
-            } else {
-                c
-            }
-        })
+        .map(|c| if forbidden_in_key(c) { '_' } else { c })
         .take(255)
         .collect()
 }
@@ -215,5 +209,22 @@ mod tests {
             "2026-11-28"
         );
         assert_eq!(partition_day(None), "0001-01-01");
+    }
+
+    #[test]
+    fn the_id_rule_and_the_key_rule_forbid_the_same_characters() {
+        use crate::domain::notification::is_valid_id;
+        for c in (0..=0x2fff_u32).filter_map(char::from_u32) {
+            assert_eq!(
+                is_valid_id(&format!("a{c}b")),
+                !forbidden_in_key(c),
+                "U+{:04X}",
+                u32::from(c)
+            );
+            assert_eq!(
+                sanitize_key(&format!("a{c}b")) == format!("a{c}b"),
+                !forbidden_in_key(c)
+            );
+        }
     }
 }
