@@ -138,7 +138,7 @@ async fn run() {
         config.storage.table_endpoint = table_proxy.parse().unwrap();
         config.storage.queue_endpoint = queue_proxy.parse().unwrap();
         options.clock = Arc::new(teams_cdr_functions::clock::SystemClock);
-        options.max_queue_delay = Duration::from_secs(7 * 24 * 3600);
+        config.fetch.max_queue_delay = Duration::from_secs(7 * 24 * 3600);
     })
     .await;
     let ids = app.tenant_ids();

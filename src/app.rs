@@ -22,7 +22,6 @@ use tracing::Instrument as _;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, RunMode};
-use crate::domain::fetch::FetchPolicy;
 use crate::functions::{
     self, HTTP_FUNCTIONS, HttpFunction, INVOCATION_FUNCTIONS, InvocationFunction,
 };
@@ -44,17 +43,11 @@ pub struct AppOptions {
     /// token credential this way).
     pub storage_auth: Option<StorageAuth>,
     pub storage_retry: StorageRetry,
-    pub enqueue_budget: Duration,
     /// Use this Graph credential instead of the one the configuration describes (tests inject one
     /// for the simulator this way).
     pub graph_credential: Option<Arc<dyn TokenCredential>>,
     /// Where the app reads the time (tests: the Graph simulator's clock).
     pub clock: Arc<dyn Clock>,
-    /// When a fetch is tried again and when it is given up.
-    pub fetch_policy: FetchPolicy,
-    /// Longest queue visibility delay: Azure Storage queues allow 7 days; tests use 0, so that a
-    /// message due later comes straight back and they never wait for the queue.
-    pub max_queue_delay: Duration,
 }
 
 impl Default for AppOptions {
@@ -62,11 +55,8 @@ impl Default for AppOptions {
         Self {
             storage_auth: None,
             storage_retry: StorageRetry::default(),
-            enqueue_budget: Duration::from_millis(2500),
             graph_credential: None,
             clock: Arc::new(SystemClock),
-            fetch_policy: FetchPolicy::default(),
-            max_queue_delay: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -165,12 +155,11 @@ impl App {
         let state = AppState {
             notifications: Arc::new(config.notifications),
             queue,
-            enqueue_budget: options.enqueue_budget,
             graph,
             records,
             clock: options.clock,
-            fetch_policy: Arc::new(options.fetch_policy),
-            max_queue_delay: options.max_queue_delay,
+            fetch_policy: Arc::new(config.fetch.policy),
+            max_queue_delay: config.fetch.max_queue_delay,
             rejections: Arc::default(),
         };
         let listener = TcpListener::bind(config.listen)

@@ -15,6 +15,8 @@ use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use url::Url;
 
+use crate::domain::fetch::FetchPolicy;
+
 /// Azurite's well-known development account (documented, not a secret).
 const DEV_ACCOUNT: &str = "devstoreaccount1";
 const DEV_ACCOUNT_KEY: &str =
@@ -75,6 +77,22 @@ pub struct Config {
     /// Extra CA certificates (PEM) trusted for outgoing HTTPS on top of the platform's, from
     /// `EXTRA_CA_CERTS_FILE`: networks with TLS inspection, and the tests' throw-away CA.
     pub extra_ca_file: Option<PathBuf>,
+    /// When a failed fetch is tried again and when it is given up.
+    pub fetch: FetchConfig,
+}
+
+/// The call-record fetch's retry schedule and how the queue carries it.
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    /// Delays and horizons. `FETCH_NOT_FOUND_HORIZON_HOURS` (default 8, 1–72) bounds how long a
+    /// record Graph answers `404` for is awaited; `FETCH_FAILURE_HORIZON_HOURS` (default 72, 1–720)
+    /// how long a failing or busy fetch is retried. The rest are Graph's facts (30-day retention)
+    /// and back-off steps.
+    pub policy: FetchPolicy,
+    /// The longest visibility delay a queue message is given: 7 days, Azure Storage queues' limit.
+    /// A message due later comes back early and is put back (tests use 0, so that they never wait
+    /// for a hidden message).
+    pub max_queue_delay: Duration,
 }
 
 /// Names of the tables the app writes (Bicep creates them; the app creates missing ones).
@@ -113,6 +131,8 @@ pub struct NotificationConfig {
     pub client_state: SecretString,
     /// Queue the accepted call-record ids go to.
     pub queue: String,
+    /// How long the webhook waits for the queue before answering `503` (2.5 s: Graph gives 3 s).
+    pub enqueue_budget: Duration,
 }
 
 /// How the app reaches Microsoft Graph: where, as whom, and how patiently.
@@ -283,6 +303,7 @@ impl Config {
         let write_lease = seconds(&settings, "CALLRECORD_WRITE_LEASE_SECONDS", 300, 2..=3600)?;
         let storage_request_timeout =
             seconds(&settings, "STORAGE_REQUEST_TIMEOUT_SECONDS", 30, 1..=300)?;
+        let fetch = fetch_config(&settings)?;
         Ok(Self {
             mode,
             listen,
@@ -293,6 +314,7 @@ impl Config {
             write_lease,
             storage_request_timeout,
             extra_ca_file,
+            fetch,
         })
     }
 }
@@ -336,6 +358,7 @@ fn notification_config(settings: &Settings) -> Result<NotificationConfig, Config
         tenant_id: tenant_id.to_ascii_lowercase(),
         client_state: SecretString::from(client_state.to_owned()),
         queue: CALLRECORD_QUEUE.to_owned(),
+        enqueue_budget: Duration::from_millis(2500),
     })
 }
 
@@ -464,6 +487,20 @@ fn seconds(
     range: std::ops::RangeInclusive<u32>,
 ) -> Result<Duration, ConfigError> {
     number(settings, name, default, range).map(|s| Duration::from_secs(u64::from(s)))
+}
+
+fn fetch_config(settings: &Settings) -> Result<FetchConfig, ConfigError> {
+    let hours = |name, default, range| {
+        number(settings, name, default, range).map(|h| Duration::from_secs(u64::from(h) * 3600))
+    };
+    Ok(FetchConfig {
+        policy: FetchPolicy {
+            not_found_horizon: hours("FETCH_NOT_FOUND_HORIZON_HOURS", 8, 1..=72)?,
+            failure_horizon: hours("FETCH_FAILURE_HORIZON_HOURS", 72, 1..=720)?,
+            ..FetchPolicy::default()
+        },
+        max_queue_delay: Duration::from_secs(7 * 24 * 3600),
+    })
 }
 
 /// True for the `8-4-4-4-12` hex form of a GUID.
@@ -738,6 +775,9 @@ mod tests {
             "GRAPH_BASE_URL",
             "GRAPH_AUTHORITY_HOST",
             "CALLRECORD_WRITE_LEASE_SECONDS",
+            "STORAGE_REQUEST_TIMEOUT_SECONDS",
+            "FETCH_NOT_FOUND_HORIZON_HOURS",
+            "FETCH_FAILURE_HORIZON_HOURS",
             "EXTRA_CA_CERTS_FILE",
         ] {
             assert!(

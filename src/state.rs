@@ -21,8 +21,6 @@ use crate::store::queue::QueueStore;
 pub(crate) struct AppState {
     pub(crate) notifications: Arc<NotificationConfig>,
     pub(crate) queue: QueueStore,
-    /// How long the webhook waits for the queue before answering `503` (Graph gives us 3 s in all).
-    pub(crate) enqueue_budget: Duration,
     pub(crate) graph: GraphClient,
     pub(crate) records: CallRecordStore,
     pub(crate) clock: Arc<dyn Clock>,

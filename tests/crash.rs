@@ -78,9 +78,9 @@ async fn handler_killed_mid_batch_then_restarted_ends_as_a_clean_run() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
     // The reference: a clean run of the same tenant, in-process, into tables of its own.
-    let reference = spawn_fetch_app(sim, |_, options| {
+    let reference = spawn_fetch_app(sim, |config, options| {
         options.clock = std::sync::Arc::new(teams_cdr_functions::clock::SystemClock);
-        options.max_queue_delay = Duration::from_secs(7 * 24 * 3600);
+        config.fetch.max_queue_delay = Duration::from_secs(7 * 24 * 3600);
     })
     .await;
     let ids = reference.tenant_ids();

@@ -166,6 +166,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     GRAPH_REQUEST_TIMEOUT_SECONDS: '30'
     GRAPH_MAX_INLINE_RETRY_AFTER_SECONDS: '30'
     CALLRECORD_WRITE_LEASE_SECONDS: '300'
+    STORAGE_REQUEST_TIMEOUT_SECONDS: '30'
+    FETCH_NOT_FOUND_HORIZON_HOURS: '8'
+    FETCH_FAILURE_HORIZON_HOURS: '72'
     NOTIFICATION_URL: 'https://${hostName}/api/notifications'
     LIFECYCLE_NOTIFICATION_URL: 'https://${hostName}/api/lifecycle'
     NOTIFICATION_CLIENT_STATE: notificationClientState

@@ -32,7 +32,7 @@ pub(crate) async fn handle(
 
     let jobs = &triage.accepted;
     tokio::time::timeout(
-        state.enqueue_budget,
+        state.notifications.enqueue_budget,
         state.queue.send_all_json(jobs, ENQUEUE_CONCURRENCY),
     )
     .await

@@ -120,9 +120,9 @@ pub async fn spawn_fetch_app(
     let mut options = AppOptions {
         graph_credential: Some(SimCredential::new(&sim)),
         clock: Arc::new(SimTime(sim.clock().clone())),
-        max_queue_delay: Duration::ZERO,
         ..AppOptions::default()
     };
+    config.fetch.max_queue_delay = Duration::ZERO;
     tweak(&mut config, &mut options);
     let names = config.tables.clone();
 
