@@ -22,11 +22,13 @@ use tracing::Instrument as _;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, RunMode};
+use crate::domain::schedule::Schedule;
 use crate::functions::{
     self, HTTP_FUNCTIONS, HttpFunction, INVOCATION_FUNCTIONS, InvocationFunction,
 };
-use crate::graph::GraphClient;
+use crate::graph::{GraphClient, GraphOptions};
 use crate::host;
+use crate::host::scheduler::{self, Timer};
 use crate::host::standalone::{self, ConsumerOptions};
 use crate::http::http_client;
 use crate::state::AppState;
@@ -34,6 +36,7 @@ use crate::store::StorageAuth;
 use crate::store::auth::storage_auth;
 use crate::store::callrecords::CallRecordStore;
 use crate::store::queue::{QueueStore, StorageRetry};
+use crate::store::reports::ReportStore;
 use crate::store::table::TableStore;
 
 /// Knobs tests and benchmarks turn; production uses [`AppOptions::default`].
@@ -48,6 +51,9 @@ pub struct AppOptions {
     pub graph_credential: Option<Arc<dyn TokenCredential>>,
     /// Where the app reads the time (tests: the Graph simulator's clock).
     pub clock: Arc<dyn Clock>,
+    /// Use these client-side Graph limits instead of Graph's documented ones (tests and benchmarks
+    /// whose simulator allows more, so that a month of reports does not take minutes of waiting).
+    pub graph_limits: Option<crate::graph::RateLimits>,
 }
 
 impl Default for AppOptions {
@@ -57,6 +63,7 @@ impl Default for AppOptions {
             storage_retry: StorageRetry::default(),
             graph_credential: None,
             clock: Arc::new(SystemClock),
+            graph_limits: None,
         }
     }
 }
@@ -66,8 +73,46 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     mode: RunMode,
-    /// Standalone mode's queue consumer: the call-record queue and its poison queue.
-    consumer: Option<(QueueStore, QueueStore)>,
+    /// What standalone mode runs besides the routes, where the host would.
+    standalone: Option<Standalone>,
+}
+
+/// Standalone mode's stand-ins for the host's triggers.
+struct Standalone {
+    /// The call-record queue and its poison queue.
+    queue: QueueStore,
+    poison: QueueStore,
+    timers: Vec<Timer>,
+    clock: Arc<dyn Clock>,
+}
+
+/// The timer functions with their schedules, from the built-in `function.json` files, `%SETTING%`
+/// resolved as the host resolves it.
+fn timers(config: &Config) -> anyhow::Result<Vec<Timer>> {
+    let mut timers = Vec::new();
+    for (function, json) in functions::TIMER_FUNCTION_JSON {
+        let described: serde_json::Value =
+            serde_json::from_str(json).with_context(|| format!("{function}/function.json"))?;
+        let binding = &described["bindings"][0];
+        let written = binding["schedule"].as_str().unwrap_or_default();
+        let schedule = match written.strip_prefix('%').and_then(|s| s.strip_suffix('%')) {
+            Some(setting) => config
+                .schedule_setting(setting)
+                .with_context(|| format!("{function}: no value for %{setting}%"))?,
+            None => written,
+        };
+        let function_binding = INVOCATION_FUNCTIONS
+            .iter()
+            .find(|f| f.name == *function)
+            .map(|f| f.binding)
+            .with_context(|| format!("{function} is not an invocation function"))?;
+        timers.push(Timer {
+            function,
+            binding: function_binding,
+            schedule: Schedule::parse(schedule).with_context(|| format!("{function} schedule"))?,
+        });
+    }
+    Ok(timers)
 }
 
 impl App {
@@ -140,8 +185,23 @@ impl App {
             config.write_lease,
             fence,
         );
-        let graph = GraphClient::new(&config.graph, http.clone(), options.graph_credential)
-            .context("setting up the Graph client")?;
+        let reports = ReportStore::new(
+            table(&config.tables.pstn_calls)?,
+            table(&config.tables.direct_routing_calls)?,
+            table(&config.tables.app_state)?,
+        );
+        let mut graph_options = GraphOptions::from_config(&config.graph);
+        if let Some(limits) = options.graph_limits {
+            graph_options.limits = limits;
+        }
+        let graph = GraphClient::with_options(
+            &config.graph,
+            http.clone(),
+            options.graph_credential,
+            graph_options,
+        )
+        .context("setting up the Graph client")?;
+        let timers = timers(&config)?;
         tracing::info!(
             mode = ?config.mode,
             queue_endpoint = %config.storage.queue_endpoint,
@@ -160,16 +220,19 @@ impl App {
             clock: options.clock,
             fetch_policy: Arc::new(config.fetch.policy),
             max_queue_delay: config.fetch.max_queue_delay,
+            reports,
+            reports_config: Arc::new(config.reports.clone()),
+            api_keys: Arc::new(config.read_api_keys.clone()),
             rejections: Arc::default(),
         };
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
-        let consumer = match config.mode {
+        let standalone = match config.mode {
             RunMode::CustomHandler => None,
-            RunMode::Standalone => Some((
-                state.queue.clone(),
-                QueueStore::new(
+            RunMode::Standalone => Some(Standalone {
+                queue: state.queue.clone(),
+                poison: QueueStore::new(
                     &config.storage.queue_endpoint,
                     &format!("{}-poison", state.queue.name()),
                     &auth,
@@ -177,13 +240,15 @@ impl App {
                     options.storage_retry,
                 )
                 .context("creating the poison queue client")?,
-            )),
+                timers,
+                clock: Arc::clone(&state.clock),
+            }),
         };
         Ok(Self {
             listener,
-            router: router(state),
+            router: router(state, config.mode),
             mode: config.mode,
-            consumer,
+            standalone,
         })
     }
 
@@ -225,16 +290,19 @@ impl App {
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, mode = ?self.mode, "listening");
         let (stop, stopped) = watch::channel(false);
-        // Without a host, the app consumes its queue itself, through its own invocation route.
-        let consumer = self.consumer.map(|(queue, poison)| {
-            let handler = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port());
-            tokio::spawn(standalone::run(
-                queue,
-                poison,
+        // Without a host, the app consumes its queue and runs its timers itself, through its own
+        // invocation routes.
+        let handler = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port());
+        let consumer = self.standalone.map(|s| {
+            let queue = tokio::spawn(standalone::run(
+                s.queue,
+                s.poison,
                 handler,
                 standalone_consumer(),
-                stopped,
-            ))
+                stopped.clone(),
+            ));
+            let timers = tokio::spawn(scheduler::run(s.timers, handler, s.clock, stopped));
+            futures::future::join(queue, timers)
         });
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(async move {
@@ -263,10 +331,18 @@ fn standalone_consumer() -> ConsumerOptions {
     }
 }
 
-fn router(state: AppState) -> Router {
+fn router(state: AppState, mode: RunMode) -> Router {
     // Every HTTP function of `HTTP_FUNCTIONS`, at `/api/{route}`; a test checks the two against
     // `handlers/`, by listing and by calling each route.
-    Router::new()
+    let mut router = Router::new();
+    if mode == RunMode::Standalone {
+        // The host's admin API, where there is no host.
+        router = router.route(
+            "/admin/functions/{name}",
+            post(functions::admin::run_function),
+        );
+    }
+    router
         // The host probes the handler until it answers anything; answer at once, without IO.
         .route("/", get(|| async { "ok" }))
         .route("/api/notifications", post(functions::notifications::handle))
@@ -276,6 +352,7 @@ fn router(state: AppState) -> Router {
             "/FetchCallRecord",
             post(functions::fetch_call_record::handle),
         )
+        .route("/PullReports", post(functions::pull_reports::handle))
         .layer(DefaultBodyLimit::max(functions::MAX_BODY_BYTES))
         .layer(middleware::from_fn(request_span))
         .with_state(state)

@@ -16,6 +16,8 @@ use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use url::Url;
 
 use crate::domain::fetch::FetchPolicy;
+use crate::domain::reports::ReportSettings;
+use crate::domain::schedule::Schedule;
 
 /// Azurite's well-known development account (documented, not a secret).
 const DEV_ACCOUNT: &str = "devstoreaccount1";
@@ -79,6 +81,12 @@ pub struct Config {
     pub extra_ca_file: Option<PathBuf>,
     /// When a failed fetch is tried again and when it is given up.
     pub fetch: FetchConfig,
+    /// The report pulls.
+    pub reports: ReportsConfig,
+    /// `READ_API_KEYS` (standalone mode): comma-separated keys that the routes the host would guard
+    /// with function keys accept (`x-functions-key` header or `code` parameter), compared in
+    /// constant time. Empty: those routes refuse every request.
+    pub read_api_keys: Vec<SecretString>,
 }
 
 /// The call-record fetch's retry schedule and how the queue carries it.
@@ -95,6 +103,23 @@ pub struct FetchConfig {
     pub max_queue_delay: Duration,
 }
 
+/// The PSTN and Direct Routing report pulls (`PullReports`).
+#[derive(Debug, Clone)]
+pub struct ReportsConfig {
+    /// `REPORTS_SCHEDULE` (default `0 */15 * * * *`): when `PullReports` runs, six-field NCRONTAB.
+    /// `handlers/PullReports/function.json` names it (`%REPORTS_SCHEDULE%`), so the host and the
+    /// standalone scheduler read the same value; checked at start-up.
+    pub schedule: String,
+    /// `REPORTS_BACKFILL_DAYS` (30, 1–365), `REPORTS_LOOKBACK_HOURS` (3, 0–72),
+    /// `REPORTS_DEEP_LOOKBACK_HOURS` (96, 1–2160), `REPORTS_DEEP_EVERY_HOURS` (24, 1–168).
+    pub settings: ReportSettings,
+    /// How long one pull may run before it stops at a window's end (the rest waits for the next
+    /// run): well inside the host's function timeout.
+    pub run_budget: Duration,
+    /// How long a pull holds a report against other pulls (renewed while it runs).
+    pub lease: Duration,
+}
+
 /// Names of the tables the app writes (Bicep creates them; the app creates missing ones).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableNames {
@@ -102,6 +127,8 @@ pub struct TableNames {
     pub sessions: String,
     pub bodies: String,
     pub app_state: String,
+    pub pstn_calls: String,
+    pub direct_routing_calls: String,
 }
 
 impl Default for TableNames {
@@ -118,6 +145,8 @@ impl TableNames {
             sessions: format!("{prefix}CallRecordSessions"),
             bodies: format!("{prefix}CallRecordBodies"),
             app_state: format!("{prefix}AppState"),
+            pstn_calls: format!("{prefix}PstnCalls"),
+            direct_routing_calls: format!("{prefix}DirectRoutingCalls"),
         }
     }
 }
@@ -304,6 +333,15 @@ impl Config {
         let storage_request_timeout =
             seconds(&settings, "STORAGE_REQUEST_TIMEOUT_SECONDS", 30, 1..=300)?;
         let fetch = fetch_config(&settings)?;
+        let reports = reports_config(&settings)?;
+        let read_api_keys = settings
+            .get("READ_API_KEYS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| SecretString::from(k.to_owned()))
+            .collect();
         Ok(Self {
             mode,
             listen,
@@ -315,6 +353,8 @@ impl Config {
             storage_request_timeout,
             extra_ca_file,
             fetch,
+            reports,
+            read_api_keys,
         })
     }
 }
@@ -487,6 +527,44 @@ fn seconds(
     range: std::ops::RangeInclusive<u32>,
 ) -> Result<Duration, ConfigError> {
     number(settings, name, default, range).map(|s| Duration::from_secs(u64::from(s)))
+}
+
+fn reports_config(settings: &Settings) -> Result<ReportsConfig, ConfigError> {
+    let hours = |name, default, range| {
+        number(settings, name, default, range).map(|h| Duration::from_secs(u64::from(h) * 3600))
+    };
+    let schedule = settings
+        .get("REPORTS_SCHEDULE")
+        .unwrap_or(DEFAULT_REPORTS_SCHEDULE)
+        .trim()
+        .to_owned();
+    if let Err(e) = Schedule::parse(&schedule) {
+        return Err(ConfigError::malformed("REPORTS_SCHEDULE", e.to_string()));
+    }
+    Ok(ReportsConfig {
+        schedule,
+        settings: ReportSettings {
+            backfill: hours("REPORTS_BACKFILL_DAYS", 30, 1..=365)?.saturating_mul(24),
+            lookback: hours("REPORTS_LOOKBACK_HOURS", 3, 0..=72)?,
+            deep_lookback: hours("REPORTS_DEEP_LOOKBACK_HOURS", 96, 1..=2160)?,
+            deep_every: hours("REPORTS_DEEP_EVERY_HOURS", 24, 1..=168)?,
+        },
+        run_budget: Duration::from_secs(240),
+        lease: Duration::from_secs(300),
+    })
+}
+
+/// Every quarter of an hour, on the quarter.
+pub const DEFAULT_REPORTS_SCHEDULE: &str = "0 */15 * * * *";
+
+impl Config {
+    /// The value of an app setting a timer's `schedule` names as `%NAME%`, as the host resolves it.
+    pub fn schedule_setting(&self, name: &str) -> Option<&str> {
+        match name {
+            "REPORTS_SCHEDULE" => Some(&self.reports.schedule),
+            _ => None,
+        }
+    }
 }
 
 fn fetch_config(settings: &Settings) -> Result<FetchConfig, ConfigError> {

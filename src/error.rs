@@ -25,12 +25,24 @@ pub(crate) enum ApiError {
     /// Storage did not answer within the time the caller waits for us.
     #[error("storage did not answer in time")]
     StorageTimeout,
+    /// No key, or not one of the configured keys.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// Nothing of that name; the message says what was looked for.
+    #[error("not found: {0}")]
+    NotFound(&'static str),
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = match &self {
             Self::BadRequest(message) => (StatusCode::BAD_REQUEST, "BadRequest", *message),
+            Self::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "a valid key is required (x-functions-key header or code parameter)",
+            ),
+            Self::NotFound(message) => (StatusCode::NOT_FOUND, "NotFound", *message),
             Self::PayloadTooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "PayloadTooLarge",
@@ -68,7 +80,10 @@ impl IntoResponse for ApiError {
                 tracing::warn!(error = %error_chain(&self), "request failed");
             }
             // Client mistakes are the client's to fix: not an error of ours.
-            Self::BadRequest(_) | Self::PayloadTooLarge { .. } => {
+            Self::BadRequest(_)
+            | Self::PayloadTooLarge { .. }
+            | Self::Unauthorized
+            | Self::NotFound(_) => {
                 tracing::info!(error = %self, "request rejected");
             }
         }

@@ -45,6 +45,7 @@ pub use app::App;
 pub use app::AppOptions;
 pub use domain::fetch::FetchPolicy;
 pub use domain::job::CallRecordJob;
+pub use domain::reports::ReportSettings;
 pub use functions::{HttpFunction, InvocationFunction};
 pub use graph::{
     GraphClient, GraphError, GraphOptions, GraphResponse, RateKey, RateLimit, RateLimits,

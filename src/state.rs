@@ -10,11 +10,12 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::clock::Clock;
-use crate::config::NotificationConfig;
+use crate::config::{NotificationConfig, ReportsConfig};
 use crate::domain::fetch::FetchPolicy;
 use crate::graph::GraphClient;
 use crate::store::callrecords::CallRecordStore;
 use crate::store::queue::QueueStore;
+use crate::store::reports::ReportStore;
 
 /// What every handler can reach. Cheap to clone (all shared).
 #[derive(Clone)]
@@ -28,6 +29,11 @@ pub(crate) struct AppState {
     /// The longest visibility delay a message is given; a message due later comes back early and is
     /// put back.
     pub(crate) max_queue_delay: Duration,
+    /// The report tables and checkpoints, and how the pulls run.
+    pub(crate) reports: ReportStore,
+    pub(crate) reports_config: Arc<ReportsConfig>,
+    /// `READ_API_KEYS`: what the routes the host would guard with keys accept in standalone mode.
+    pub(crate) api_keys: Arc<Vec<secrecy::SecretString>>,
     /// Webhook items rejected and not yet counted in `AppState`.
     pub(crate) rejections: Arc<RejectionTally>,
 }

@@ -231,6 +231,19 @@ impl RunningSim {
         tenant.records.insert(record.id.clone(), record);
     }
 
+    /// Adds a report row (`direct_routing` picks the report), for tests that place rows at given
+    /// times: on a window's edge, or published hours after the call.
+    pub fn insert_report_row(&self, direct_routing: bool, row: tenant::ReportRow) {
+        let mut tenant = self.state.tenant.write().unwrap_or_else(|p| p.into_inner());
+        let rows = if direct_routing {
+            &mut tenant.direct_routing
+        } else {
+            &mut tenant.pstn
+        };
+        let at = rows.partition_point(|r| r.start <= row.start);
+        rows.insert(at, row);
+    }
+
     /// A valid bearer token, as if the client-credentials flow had run (for tests that are not about
     /// authentication).
     pub fn token(&self) -> String {

@@ -118,7 +118,8 @@ pub struct ReportRow {
 }
 
 impl ReportRow {
-    fn new(start: OffsetDateTime, visible_at: OffsetDateTime, row: &Value) -> Self {
+    /// A row filed under `start` (what the report filters on), published at `visible_at`.
+    pub fn new(start: OffsetDateTime, visible_at: OffsetDateTime, row: &Value) -> Self {
         // A `Value` always serializes.
         let json =
             serde_json::value::to_raw_value(row).unwrap_or_else(|e| panic!("report row: {e}"));

@@ -235,10 +235,24 @@ fn saturating_i32(n: usize) -> i32 {
 /// times before 1601 or after 9999: Graph writes `0001-01-01T00:00:00Z` (.NET's `MinValue`) for "no
 /// time", and no call happened outside those years (which are also Table storage's range).
 pub(crate) fn parse_time(value: Option<&str>) -> Option<OffsetDateTime> {
-    let time = OffsetDateTime::parse(value?, &Rfc3339).ok()?;
+    graph_time(value?).ok().flatten()
+}
+
+/// A Graph timestamp that is not one (not RFC 3339).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotATime;
+
+/// [`parse_time`] telling "no time" (Graph's placeholder, anything outside 1601–9999: `Ok(None)`)
+/// from text that is not a time at all (`Err`), for callers that count the latter as bad data.
+pub(crate) fn graph_time(text: &str) -> Result<Option<OffsetDateTime>, NotATime> {
+    let time = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| NotATime)?;
     // Checked: `9999-12-31T23:00:00-02:00` is in year 10000 in UTC, which `time` cannot hold.
-    let year = time.checked_to_offset(time::UtcOffset::UTC)?.year();
-    (1601..=9999).contains(&year).then_some(time)
+    let year = time
+        .checked_to_offset(time::UtcOffset::UTC)
+        .map(OffsetDateTime::year);
+    Ok(year
+        .is_some_and(|y| (1601..=9999).contains(&y))
+        .then_some(time))
 }
 
 fn duration(start: Option<OffsetDateTime>, end: Option<OffsetDateTime>) -> Option<f64> {

@@ -9,4 +9,7 @@ pub(crate) mod fetch;
 pub(crate) mod job;
 pub(crate) mod models;
 pub(crate) mod notification;
+pub(crate) mod reports;
+pub(crate) mod schedule;
+pub(crate) mod secret;
 pub(crate) mod write;

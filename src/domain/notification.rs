@@ -9,11 +9,10 @@
 use std::collections::HashSet;
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use super::job::CallRecordJob;
+use super::secret::secrets_equal;
 
 /// The body Graph POSTs: `{"value": [ …items… ]}`. Items are kept as raw JSON so that one odd item
 /// is rejected on its own instead of failing the whole collection.
@@ -254,13 +253,6 @@ pub(crate) fn is_valid_id(id: &str) -> bool {
             .any(|c| matches!(c, '/' | '\\' | '#' | '?') || c.is_control())
 }
 
-/// Constant-time comparison that does not even reveal the length: both sides are hashed first.
-fn secrets_equal(given: &[u8], expected: &[u8]) -> bool {
-    let a = Sha256::digest(given);
-    let b = Sha256::digest(expected);
-    a.ct_eq(&b).into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,14 +448,6 @@ mod tests {
             assert!(events.is_empty(), "{name}: forged event accepted");
             assert_eq!(rejected, vec![Rejection::ClientState], "{name}");
         }
-    }
-
-    #[test]
-    fn secrets_compare_equal_only_when_identical() {
-        assert!(secrets_equal(b"abc", b"abc"));
-        assert!(!secrets_equal(b"abc", b"abd"));
-        assert!(!secrets_equal(b"abc", b"abcd"));
-        assert!(!secrets_equal(b"", b"abc"));
     }
 
     fn item(resource: Value, odata_type: Option<&str>, id: Option<&str>) -> Value {

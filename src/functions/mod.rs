@@ -2,9 +2,11 @@
 //! No storage or Graph details live here; [`HTTP_FUNCTIONS`] is the list the router mounts and the
 //! test compares with `handlers/*/function.json`.
 
+pub(crate) mod admin;
 pub(crate) mod fetch_call_record;
 pub(crate) mod lifecycle;
 pub(crate) mod notifications;
+pub(crate) mod pull_reports;
 mod webhook;
 
 pub(crate) use webhook::MAX_BODY_BYTES;
@@ -47,8 +49,22 @@ pub struct InvocationFunction {
 }
 
 /// Every invoked function the handler serves.
-pub(crate) const INVOCATION_FUNCTIONS: &[InvocationFunction] = &[InvocationFunction {
-    name: "FetchCallRecord",
-    trigger: "queueTrigger",
-    binding: fetch_call_record::BINDING,
-}];
+pub(crate) const INVOCATION_FUNCTIONS: &[InvocationFunction] = &[
+    InvocationFunction {
+        name: "FetchCallRecord",
+        trigger: "queueTrigger",
+        binding: fetch_call_record::BINDING,
+    },
+    InvocationFunction {
+        name: "PullReports",
+        trigger: "timerTrigger",
+        binding: pull_reports::BINDING,
+    },
+];
+
+/// The `function.json` of every timer function, built in, so that the standalone scheduler reads
+/// the very schedules the host reads (a test checks them against `handlers/`).
+pub(crate) const TIMER_FUNCTION_JSON: &[(&str, &str)] = &[(
+    "PullReports",
+    include_str!("../../handlers/PullReports/function.json"),
+)];

@@ -20,6 +20,7 @@ mod auth;
 pub(crate) mod callrecords;
 pub(crate) mod pages;
 mod rate;
+pub(crate) mod reports;
 mod retry;
 
 use std::sync::Arc;

@@ -26,8 +26,8 @@ pub enum RateKey {
     CallRecord(String),
     /// The call-record list: 40 / 20 s.
     CallRecordList,
-    /// `getPstnCalls` / `getDirectRoutingCalls`: 50 / 60 s.
-    Report,
+    /// One report by its function name (`getPstnCalls`, `getDirectRoutingCalls`): 50 / 60 s each.
+    Report(&'static str),
     /// Anything else (subscriptions): no client-side limit, but a `429` still blocks it.
     Other,
 }
@@ -73,7 +73,7 @@ impl Default for RateLimits {
 enum Bucket {
     Record(String),
     List,
-    Report,
+    Report(&'static str),
     CallRecordsApp,
     Other,
 }
@@ -198,7 +198,7 @@ impl RateLimiter {
                 (Bucket::List, l.list),
                 (Bucket::CallRecordsApp, l.call_records_app),
             ],
-            RateKey::Report => vec![(Bucket::Report, l.report)],
+            RateKey::Report(name) => vec![(Bucket::Report(name), l.report)],
             RateKey::Other => Vec::new(),
         }
     }
@@ -218,7 +218,7 @@ impl RateLimiter {
         match bucket {
             Bucket::Record(_) => l.per_record.window,
             Bucket::List => l.list.window,
-            Bucket::Report => l.report.window,
+            Bucket::Report(_) => l.report.window,
             Bucket::CallRecordsApp => l.call_records_app.window,
             Bucket::Other => Duration::ZERO,
         }
@@ -237,7 +237,7 @@ fn block_bucket(key: &RateKey) -> Bucket {
     match key {
         RateKey::CallRecord(id) => Bucket::Record(id.clone()),
         RateKey::CallRecordList => Bucket::List,
-        RateKey::Report => Bucket::Report,
+        RateKey::Report(name) => Bucket::Report(name),
         RateKey::Other => Bucket::Other,
     }
 }
@@ -299,9 +299,19 @@ mod tests {
         let limiter = limiter(Duration::ZERO);
         let t0 = Instant::now();
         for _ in 0..50 {
-            limiter.try_acquire(&RateKey::Report, t0).unwrap();
+            limiter
+                .try_acquire(&RateKey::Report("getPstnCalls"), t0)
+                .unwrap();
         }
-        assert_eq!(limiter.try_acquire(&RateKey::Report, t0 + s(1)), Err(s(59)));
+        assert_eq!(
+            limiter.try_acquire(&RateKey::Report("getPstnCalls"), t0 + s(1)),
+            Err(s(59))
+        );
+        // Each report has its own 50.
+        assert_eq!(
+            limiter.try_acquire(&RateKey::Report("getDirectRoutingCalls"), t0),
+            Ok(())
+        );
         // Reports do not count against the call-record limits.
         assert_eq!(limiter.try_acquire(&RateKey::CallRecordList, t0), Ok(()));
     }

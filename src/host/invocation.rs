@@ -52,6 +52,41 @@ impl QueueInvocation {
     }
 }
 
+/// A timer-trigger invocation: `Data.<binding>` is the host's `TimerInfo`
+/// (`{"Schedule":…,"ScheduleStatus":…|null,"IsPastDue":bool}`), as an object or, like the queue's
+/// values, encoded once more as a JSON string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TimerInvocation {
+    /// The host started this run later than scheduled (it was down, or the previous run overran).
+    pub(crate) is_past_due: bool,
+}
+
+impl TimerInvocation {
+    /// Decodes the payload the host posts for a timer trigger whose binding is named `binding`.
+    ///
+    /// # Errors
+    /// When the payload is not JSON or carries no value for the binding.
+    pub(crate) fn decode(body: &[u8], binding: &str) -> Result<Self, PayloadError> {
+        let payload: Value = serde_json::from_slice(body).map_err(|_| PayloadError::NotJson)?;
+        let data = payload
+            .get("Data")
+            .and_then(|d| d.get(binding))
+            .ok_or_else(|| PayloadError::MissingData(binding.to_owned()))?;
+        let info = match data {
+            Value::String(s) => serde_json::from_str(s).unwrap_or(Value::Null),
+            other => other.clone(),
+        };
+        let past_due = info.get("IsPastDue").or_else(|| info.get("isPastDue"));
+        Ok(Self {
+            is_past_due: match past_due {
+                Some(Value::Bool(b)) => *b,
+                Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+                _ => false,
+            },
+        })
+    }
+}
+
 /// The message text from `Data.<binding>`: a string that may itself be a JSON string literal (the
 /// real host's second encoding), or a JSON value the host already parsed.
 fn message_text(data: &Value) -> String {
@@ -176,5 +211,33 @@ mod tests {
             serde_json::to_value(InvocationResponse::done()).unwrap(),
             serde_json::json!({"Outputs":{},"Logs":[],"ReturnValue":null})
         );
+    }
+
+    #[test]
+    fn real_host_timer_capture_decodes_and_past_due_is_read_in_every_shape() {
+        let invocation = TimerInvocation::decode(
+            &fixture("timer-trigger.request.real-capture.host-4.24.4.4.json"),
+            "timer",
+        )
+        .unwrap();
+        assert!(!invocation.is_past_due);
+        let info = String::from_utf8(fixture("timer-object.docs-example.json")).unwrap();
+        let past_due = info.replace("\"IsPastDue\":false", "\"IsPastDue\":true");
+        assert_ne!(info, past_due);
+        for data in [
+            serde_json::from_str::<Value>(&past_due).unwrap(),
+            Value::String(past_due.clone()),
+        ] {
+            let body = serde_json::json!({"Data": {"timer": data}, "Metadata": {}}).to_string();
+            assert!(
+                TimerInvocation::decode(body.as_bytes(), "timer")
+                    .unwrap()
+                    .is_past_due
+            );
+        }
+        assert!(matches!(
+            TimerInvocation::decode(b"{}", "timer"),
+            Err(PayloadError::MissingData(_))
+        ));
     }
 }

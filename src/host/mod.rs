@@ -7,6 +7,7 @@
 //! See <https://learn.microsoft.com/azure/azure-functions/functions-custom-handlers>.
 
 pub(crate) mod invocation;
+pub(crate) mod scheduler;
 pub(crate) mod standalone;
 
 use axum::http::HeaderMap;

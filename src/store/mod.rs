@@ -12,8 +12,10 @@
 
 pub(crate) mod auth;
 pub(crate) mod callrecords;
+pub(crate) mod columns;
 pub(crate) mod pipeline;
 pub(crate) mod queue;
+pub(crate) mod reports;
 pub(crate) mod table;
 
 use std::sync::Arc;

@@ -24,8 +24,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use tracing::instrument;
 
-pub(crate) use entity::forbidden_in_key;
 pub use entity::{ETag, EdmValue, Entity};
+pub(crate) use entity::{forbidden_in_key, validate_property_name};
 
 use super::pipeline::{StorageRetry, pipeline};
 use super::{SdkFailure, StorageAuth, StoreError};

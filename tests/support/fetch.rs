@@ -26,6 +26,8 @@ pub struct Tables {
     pub sessions: TableStore,
     pub bodies: TableStore,
     pub app_state: TableStore,
+    pub pstn: TableStore,
+    pub direct_routing: TableStore,
 }
 
 impl Tables {
@@ -36,6 +38,8 @@ impl Tables {
             sessions: azurite_table(&names.sessions),
             bodies: azurite_table(&names.bodies),
             app_state: azurite_table(&names.app_state),
+            pstn: azurite_table(&names.pstn_calls),
+            direct_routing: azurite_table(&names.direct_routing_calls),
         }
     }
 
@@ -170,6 +174,15 @@ impl FetchApp {
         for id in ids {
             self.enqueue(&self.job(id)).await;
         }
+    }
+
+    /// One `PullReports` run, as the host's timer trigger invokes it; the status it answered.
+    pub async fn pull_reports(&self) -> u16 {
+        self.host
+            .invoke("PullReports", &super::host::timer_invocation(false))
+            .await
+            .status()
+            .as_u16()
     }
 
     /// The host's queue trigger for `FetchCallRecord` on this app's queue.

@@ -274,6 +274,17 @@ impl QueueTrigger<'_> {
 
 /// The message text as the host hands it to the function: base64-decoded (host.json
 /// `messageEncoding: base64`).
+/// A timer-trigger invocation exactly as the real host sent it
+/// (`functions/timer-trigger.request.real-capture.host-4.24.4.4.json`), `IsPastDue` set as asked.
+pub fn timer_invocation(past_due: bool) -> Value {
+    let mut payload: Value = serde_json::from_str(&super::fixture(
+        "functions/timer-trigger.request.real-capture.host-4.24.4.4.json",
+    ))
+    .unwrap();
+    payload["Data"]["timer"]["IsPastDue"] = json!(past_due);
+    payload
+}
+
 pub fn decode_text(stored: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD

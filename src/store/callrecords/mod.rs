@@ -37,6 +37,7 @@ use tokio::sync::OnceCell;
 
 use super::BatchFailure;
 use super::StoreError;
+use super::columns::partition_day;
 use super::table::{BatchOp, ETag, EdmValue, Entity, Query, TableStore, WriteMode, filter};
 use crate::domain::callrecord::{SessionRow, Summary};
 use crate::domain::write::{Committed, Decision, StoredState, decide};
@@ -44,7 +45,7 @@ use body::{
     BODY_ENTITIES_PER_BATCH, body_entities, body_key, body_prefix, compress, is_part_of,
     legacy_prefix,
 };
-use rows::{partition_day, record_entity, session_entity, session_key};
+use rows::{record_entity, session_entity, session_key};
 
 /// Row key of a record's state row in `CallRecordBodies`.
 const STATE_ROW: &str = "state";

@@ -3,20 +3,9 @@
 
 use time::OffsetDateTime;
 
+use super::super::columns::column_text;
 use super::super::table::{EdmValue, Entity, forbidden_in_key};
 use crate::domain::callrecord::{EndpointInfo, Party, SessionRow, Summary};
-
-/// `yyyy-MM-dd` (UTC) of the call's start: the `CallRecords` partition, so a day is one range read.
-/// A record without a start (never seen in Graph) goes to `0001-01-01` rather than being lost.
-pub(crate) fn partition_day(start: Option<OffsetDateTime>) -> String {
-    match start {
-        Some(start) => {
-            let d = start.to_offset(time::UtcOffset::UTC).date();
-            format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
-        }
-        None => "0001-01-01".to_owned(),
-    }
-}
 
 fn put(entity: Entity, name: &str, value: Option<EdmValue>) -> Entity {
     match value {
@@ -25,20 +14,8 @@ fn put(entity: Entity, name: &str, value: Option<EdmValue>) -> Entity {
     }
 }
 
-/// Longest text a column holds, in characters. Table storage refuses strings over 64 KiB (and
-/// entities over 1 MiB); a user agent or display name longer than this is cut in its column and kept
-/// whole in the document, so that no value Graph sends can make a record unstorable.
-pub(super) const MAX_COLUMN_CHARS: usize = 4096;
-
 fn string(value: Option<&String>) -> Option<EdmValue> {
     value.map(|v| EdmValue::String(column_text(v)))
-}
-
-fn column_text(text: &str) -> String {
-    match text.char_indices().nth(MAX_COLUMN_CHARS) {
-        Some((end, _)) => text[..end].to_owned(),
-        None => text.to_owned(),
-    }
 }
 
 /// Sets `{prefix}{name}` for each string that has a value.
@@ -200,6 +177,7 @@ pub(super) fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::columns::partition_day;
     use time::macros::datetime;
 
     #[test]

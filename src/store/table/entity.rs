@@ -463,7 +463,7 @@ pub(crate) fn forbidden_in_key(c: char) -> bool {
 
 /// Property names are C#-style identifiers of at most 255 characters; the system properties'
 /// names are taken.
-fn validate_property_name(name: &str) -> Result<(), StoreError> {
+pub(crate) fn validate_property_name(name: &str) -> Result<(), StoreError> {
     let mut chars = name.chars();
     let valid_start = chars.next().is_some_and(|c| c.is_alphabetic() || c == '_');
     if !valid_start || !chars.all(|c| c.is_alphanumeric() || c == '_') {

@@ -1,0 +1,227 @@
+//! `PullReports` (timer, `REPORTS_SCHEDULE`, every 15 minutes by default): pulls the PSTN and the
+//! Direct Routing report into `PstnCalls` and `DirectRoutingCalls`, one report after the other.
+//!
+//! For each report: take its lease in `AppState` (another pull of the same report, on another
+//! instance or in standalone mode beside the host, skips and says so), plan the windows from the
+//! checkpoint ([`crate::domain::reports::plan`]), and read them oldest first, page by page: each
+//! page is written (upserts by row id) before the next is read, so memory stays flat whatever the
+//! window holds, and the checkpoint moves past a window only once all of its pages are stored. A
+//! pull that dies midway resumes from the last completed window; one that Graph throttles, refuses
+//! or fails stops there and the next run goes on. The invocation fails only when storage fails.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use tracing::Instrument as _;
+
+use crate::domain::reports::{Plan, Report, Window, plan};
+use crate::error::InvocationError;
+use crate::graph::GraphError;
+use crate::graph::pages::ListPage;
+use crate::host::invocation::{InvocationResponse, TimerInvocation};
+use crate::state::AppState;
+use crate::store::StoreError;
+use crate::store::reports::{BadRow, Finish, Held};
+
+/// The `name` of the timer binding in `handlers/PullReports/function.json`.
+pub(crate) const BINDING: &str = "timer";
+
+/// Far more pages than one day of a report has: past this, Graph is paging in circles.
+const MAX_PAGES: usize = 10_000;
+
+pub(crate) async fn handle(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<InvocationResponse>, InvocationError> {
+    let timer = TimerInvocation::decode(&body, BINDING)?;
+    let span = tracing::info_span!(
+        "pull_reports",
+        invocation_id = %crate::host::invocation_id(&headers),
+        past_due = timer.is_past_due,
+    );
+    run(&state).instrument(span).await?;
+    Ok(Json(InvocationResponse::done()))
+}
+
+/// One run: both reports, one after the other.
+///
+/// # Errors
+/// When storage fails.
+pub(crate) async fn run(state: &AppState) -> Result<(), InvocationError> {
+    for report in Report::ALL {
+        pull(state, report)
+            .instrument(tracing::info_span!("report", report = report.key()))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Why a window stopped before its last page.
+enum Stop {
+    /// Graph throttled, failed or refused: the next run tries again from the checkpoint.
+    Graph(GraphError),
+    /// Graph's pages did not read as a report page, or paged without end.
+    Pages(String),
+    /// Another pull took the report over (our lease ran out).
+    Taken,
+    Store(StoreError),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+async fn pull(state: &AppState, report: Report) -> Result<(), InvocationError> {
+    let config = &state.reports_config;
+    let owner = crate::random::token();
+    let now = state.clock.now();
+    let until = now + config.lease;
+    let mut held = match state.reports.claim(report, &owner, now, until).await? {
+        Ok(held) => held,
+        Err(taken) => {
+            tracing::info!(until = %taken.until, outcome = "skipped", "another pull holds this report");
+            return Ok(());
+        }
+    };
+    let Plan { windows, deep } = plan(&held.checkpoint, now, &config.settings);
+    let started = tokio::time::Instant::now();
+    let mut finish = Finish::default();
+    let mut rows = 0u64;
+    let mut requests = 0u64;
+    let mut completed = 0usize;
+    for window in &windows {
+        if started.elapsed() > config.run_budget {
+            finish.error = Some("the run's time budget ran out; the next run goes on".to_owned());
+            break;
+        }
+        match pull_window(state, &mut held, *window, &mut requests).await {
+            Ok(stored) => {
+                rows += stored;
+                completed += 1;
+            }
+            Err(Stop::Store(e)) => return Err(e.into()),
+            Err(Stop::Taken) => {
+                tracing::warn!(
+                    outcome = "taken_over",
+                    "another pull took this report over; stopping"
+                );
+                return Ok(());
+            }
+            Err(Stop::Graph(e)) => {
+                if let GraphError::Unauthorized { status, code } = &e {
+                    state
+                        .records
+                        .record_graph_refusal(*status, code, state.clock.now())
+                        .await?;
+                }
+                tracing::warn!(error = %crate::error::error_chain(&e), "report pull stopped");
+                finish.error = Some(e.to_string());
+                break;
+            }
+            Err(Stop::Pages(what)) => {
+                tracing::warn!(error = %what, "report pull stopped");
+                finish.error = Some(what);
+                break;
+            }
+        }
+    }
+    finish.complete = completed == windows.len();
+    finish.deep_done = (finish.complete && deep).then_some(now);
+    tracing::info!(
+        windows = windows.len(),
+        completed,
+        deep,
+        rows,
+        graph_requests = requests,
+        through = ?held.checkpoint.through,
+        outcome = if finish.complete { "pulled" } else { "partial" },
+        "report pulled"
+    );
+    state
+        .reports
+        .finish(held, &finish, state.clock.now())
+        .await?;
+    Ok(())
+}
+
+/// Reads every page of one window, storing each before the next, then moves the checkpoint past
+/// the window. Returns the rows stored.
+async fn pull_window(
+    state: &AppState,
+    held: &mut Held,
+    window: Window,
+    requests: &mut u64,
+) -> Result<u64, Stop> {
+    let report = held.report;
+    let mut response = state
+        .graph
+        .report_page(report, window)
+        .await
+        .map_err(Stop::Graph)?;
+    *requests += 1;
+    let mut seen = std::collections::HashSet::new();
+    let mut stored = 0;
+    let mut bad = Vec::new();
+    loop {
+        let page = ListPage::parse(&response.body)
+            .map_err(|e| Stop::Pages(format!("{} page: {e}", report.function())))?;
+        let written = state.reports.write_page(report, &page.value).await?;
+        log_bad_rows(&written.bad);
+        stored += written.stored;
+        bad.extend(written.bad);
+        let Some(next) = page.next else {
+            // The window is complete: the checkpoint may move past it (one write per window).
+            keep_lease(state, held, Some(window.to), stored, &bad).await?;
+            return Ok(stored);
+        };
+        if seen.len() >= MAX_PAGES || !seen.insert(next.clone()) {
+            return Err(Stop::Pages(format!(
+                "{}: next links repeat or do not end",
+                report.function()
+            )));
+        }
+        // Renewed only when half of it has passed: a page costs no checkpoint write.
+        let lease = state.reports_config.lease;
+        if held.until - state.clock.now() < lease / 2 {
+            keep_lease(state, held, None, 0, &[]).await?;
+        }
+        response = state
+            .graph
+            .report_next_page(report, &next)
+            .await
+            .map_err(Stop::Graph)?;
+        *requests += 1;
+    }
+}
+
+/// Adds a page's counts to the checkpoint row, moves it to `through` when given, and extends the
+/// lease; [`Stop::Taken`] when another pull took the report over.
+async fn keep_lease(
+    state: &AppState,
+    held: &mut Held,
+    through: Option<time::OffsetDateTime>,
+    stored: u64,
+    bad: &[BadRow],
+) -> Result<(), Stop> {
+    let until = state.clock.now() + state.reports_config.lease;
+    if state
+        .reports
+        .advance(held, through, stored, bad, until)
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(Stop::Taken)
+    }
+}
+
+/// Bad rows are logged by reason (never with their values) and counted on the checkpoint row.
+fn log_bad_rows(bad: &[BadRow]) {
+    for row in bad {
+        tracing::warn!(reason = %row, "report row not stored");
+    }
+}

@@ -1,0 +1,564 @@
+//! The `PstnCalls` and `DirectRoutingCalls` tables (README "Tables") and each report's checkpoint
+//! and lease in `AppState` (`ReportCheckpoint`).
+//!
+//! Rows: one entity per Graph row, `RowKey` = the row's `id` (lower case), `PartitionKey` = the UTC
+//! day of the time Graph filters on ([`Report::partition_times`]). Every Graph property is kept
+//! under its Graph name (camelCase) with an EDM type read from the JSON: times (`…DateTime`) as
+//! DateTime (Graph's `0001-01-01` placeholder absent), whole numbers as Int64 (Int32 for the
+//! documented Int32 fields), booleans, strings; money (`charge`, `connectionCharge`) and any other
+//! fraction as the exact decimal text Graph sent (String, never through a float); objects and
+//! arrays as their JSON text. Columns we derive are PascalCase (`Direction`, `RingSeconds`), so they
+//! can never collide with a property Graph adds later. Writes are upserts in entity-group
+//! transactions of up to 100 rows of one partition: a row read twice is written twice, never doubled.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::{StreamExt as _, TryStreamExt as _, stream};
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+use tokio::sync::OnceCell;
+
+use super::StoreError;
+use super::columns::{column_text, partition_day};
+use super::table::{
+    BatchOp, ETag, EdmValue, Entity, TableStore, WriteMode, forbidden_in_key,
+    validate_property_name,
+};
+use crate::domain::callrecord::graph_time;
+use crate::domain::notification::normalize_id;
+use crate::domain::reports::{Checkpoint, Report, ring_seconds};
+
+/// Partition of the `AppState` rows that hold each report's checkpoint and lease.
+pub(crate) const CHECKPOINT_PARTITION: &str = "ReportCheckpoint";
+/// Entity group transactions take at most 100 operations.
+const BATCH_MAX: usize = 100;
+/// Transactions of one page written at once.
+const WRITES_IN_FLIGHT: usize = 4;
+/// Money: kept as the decimal text Graph sent.
+const MONEY: [&str; 2] = ["charge", "connectionCharge"];
+/// Whole numbers Graph documents as Int32; every other whole number is stored as Int64.
+const INT32: [&str; 3] = ["duration", "finalSipCode", "callEndSubReason"];
+
+/// A Graph row we cannot store, and why (no personal data: names of properties, not values).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct BadRow(pub(crate) String);
+
+/// The entity for one Graph row of `report`.
+///
+/// # Errors
+/// [`BadRow`] for a row without a usable `id`, with a time that is not one, or money that is not a
+/// number.
+pub(crate) fn report_entity(report: Report, raw: &RawValue) -> Result<Entity, BadRow> {
+    let fields: BTreeMap<String, &RawValue> = serde_json::from_str(raw.get())
+        .map_err(|_| BadRow("the row is not a JSON object".to_owned()))?;
+    let id = fields
+        .get("id")
+        .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+        .map(|id| normalize_id(&id))
+        .filter(|id| !id.is_empty() && id.len() <= 256 && !id.chars().any(forbidden_in_key))
+        .ok_or_else(|| BadRow("the row has no usable id".to_owned()))?;
+    let mut properties = Vec::with_capacity(fields.len() + 2);
+    let mut times = BTreeMap::new();
+    for (name, value) in &fields {
+        if validate_property_name(name).is_err() {
+            // `@odata.…` annotations and anything Table storage cannot name.
+            continue;
+        }
+        if let Some(value) = edm_value(name, value.get())? {
+            if let EdmValue::DateTime(t) = value {
+                times.insert(name.as_str(), t);
+            }
+            properties.push((name.clone(), value));
+        }
+    }
+    let day = report
+        .partition_times()
+        .iter()
+        .find_map(|name| times.get(name).copied());
+    let mut entity = Entity::new(partition_day(day), id);
+    for (name, value) in properties {
+        entity = entity.with(name, value);
+    }
+    let call_type = fields
+        .get("callType")
+        .and_then(|v| serde_json::from_str::<String>(v.get()).ok());
+    if let Some(direction) = call_type.and_then(|t| report.direction(&t)) {
+        entity = entity.with("Direction", EdmValue::String(direction.to_owned()));
+    }
+    if report == Report::DirectRouting
+        && let Some(ring) = ring_seconds(
+            times.get("inviteDateTime").copied(),
+            times.get("startDateTime").copied(),
+            times.get("failureDateTime").copied(),
+        )
+    {
+        entity = entity.with("RingSeconds", EdmValue::Double(ring));
+    }
+    Ok(entity)
+}
+
+/// The EDM value of one Graph property, `None` for JSON `null` and for Graph's time placeholder.
+fn edm_value(name: &str, raw: &str) -> Result<Option<EdmValue>, BadRow> {
+    let bad = |what: &str| BadRow(format!("`{name}` is {what}"));
+    let raw = raw.trim();
+    Ok(Some(match raw.as_bytes().first() {
+        None | Some(b'n') => return Ok(None),
+        Some(b't' | b'f' | b'{' | b'[') if MONEY.contains(&name) => {
+            return Err(bad("not a number"));
+        }
+        Some(b't') => EdmValue::Boolean(true),
+        Some(b'f') => EdmValue::Boolean(false),
+        Some(b'{' | b'[') => EdmValue::String(column_text(raw)),
+        Some(b'"') => {
+            let text: String = serde_json::from_str(raw).map_err(|_| bad("not a string"))?;
+            if name.ends_with("DateTime") {
+                match graph_time(&text).map_err(|_| bad("not a time"))? {
+                    Some(t) => EdmValue::DateTime(t),
+                    None => return Ok(None),
+                }
+            } else if MONEY.contains(&name) {
+                decimal(&text).ok_or_else(|| bad("not a number"))?
+            } else {
+                EdmValue::String(column_text(&text))
+            }
+        }
+        Some(_) if MONEY.contains(&name) => decimal(raw).ok_or_else(|| bad("not a number"))?,
+        Some(_) => match raw.parse::<i64>() {
+            Ok(n) if INT32.contains(&name) => match i32::try_from(n) {
+                Ok(n) => EdmValue::Int32(n),
+                Err(_) => EdmValue::Int64(n),
+            },
+            Ok(n) => EdmValue::Int64(n),
+            // A fraction (or a whole number too large for Int64): its exact text.
+            Err(_) => decimal(raw).ok_or_else(|| bad("not a number"))?,
+        },
+    }))
+}
+
+/// A JSON number's text, kept exactly, if it is one (`0.0190`, `-1.5e-3`, `12345678.901234567`).
+fn decimal(text: &str) -> Option<EdmValue> {
+    let is_number = serde_json::from_str::<serde_json::Number>(text).is_ok()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'));
+    is_number.then(|| EdmValue::String(text.to_owned()))
+}
+
+/// What one page's rows came to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PageWrite {
+    pub(crate) stored: u64,
+    pub(crate) bad: Vec<BadRow>,
+}
+
+/// A report's checkpoint row as this pull holds it.
+#[derive(Debug)]
+pub(crate) struct Held {
+    pub(crate) report: Report,
+    pub(crate) checkpoint: Checkpoint,
+    etag: ETag,
+    owner: String,
+    pub(crate) until: OffsetDateTime,
+    /// `RowsStored` and `BadRows` as of the claim, plus what this pull added.
+    rows_total: i64,
+    bad_total: i64,
+}
+
+/// Why a pull did not get its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Taken {
+    /// The other pull's lease runs until then.
+    pub(crate) until: OffsetDateTime,
+}
+
+/// How a pull ended, for its checkpoint row.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Finish {
+    /// Every window of the plan was stored.
+    pub(crate) complete: bool,
+    /// The plan was deep and complete: the deep pull is done as of this time.
+    pub(crate) deep_done: Option<OffsetDateTime>,
+    /// What stopped it early (Graph refusing, throttling, failing; the run's time budget).
+    pub(crate) error: Option<String>,
+}
+
+/// The report tables and their checkpoints.
+#[derive(Clone)]
+pub(crate) struct ReportStore {
+    pstn: TableStore,
+    direct_routing: TableStore,
+    app_state: TableStore,
+    ready: Arc<OnceCell<()>>,
+}
+
+impl ReportStore {
+    pub(crate) fn new(pstn: TableStore, direct_routing: TableStore, app_state: TableStore) -> Self {
+        Self {
+            pstn,
+            direct_routing,
+            app_state,
+            ready: Arc::new(OnceCell::new()),
+        }
+    }
+
+    /// The table of `report`'s rows.
+    fn table(&self, report: Report) -> &TableStore {
+        match report {
+            Report::Pstn => &self.pstn,
+            Report::DirectRouting => &self.direct_routing,
+        }
+    }
+
+    /// Creates the tables that are missing, once per process (Bicep creates them in Azure).
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.ready
+            .get_or_try_init(|| async {
+                for table in [&self.pstn, &self.direct_routing, &self.app_state] {
+                    table.ensure_exists().await?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Stores one page of rows: the rows that convert, upserted per partition in transactions of
+    /// up to 100; the others are returned as bad rows. A row twice in a page is written once.
+    ///
+    /// # Errors
+    /// When storage fails or refuses; nothing of the page is then known to be stored.
+    pub(crate) async fn write_page(
+        &self,
+        report: Report,
+        rows: &[&RawValue],
+    ) -> Result<PageWrite, StoreError> {
+        self.ready().await?;
+        let mut result = PageWrite::default();
+        let mut partitions: BTreeMap<String, BTreeMap<String, Entity>> = BTreeMap::new();
+        for raw in rows {
+            match report_entity(report, raw) {
+                Ok(entity) => {
+                    partitions
+                        .entry(entity.partition_key.clone())
+                        .or_default()
+                        .insert(entity.row_key.clone(), entity);
+                }
+                Err(bad) => result.bad.push(bad),
+            }
+        }
+        let mut batches = Vec::new();
+        for (partition, rows) in partitions {
+            let rows: Vec<Entity> = rows.into_values().collect();
+            for chunk in rows.chunks(BATCH_MAX) {
+                let ops: Vec<BatchOp> = chunk
+                    .iter()
+                    .cloned()
+                    .map(|e| BatchOp::Upsert(e, WriteMode::Replace))
+                    .collect();
+                batches.push((partition.clone(), ops));
+            }
+        }
+        let table = self.table(report).clone();
+        let written: Vec<usize> = stream::iter(batches.into_iter().map(|(partition, ops)| {
+            let table = table.clone();
+            async move {
+                let n = ops.len();
+                table.batch(&partition, ops).await.map(|_| n)
+            }
+        }))
+        .buffer_unordered(WRITES_IN_FLIGHT)
+        .try_collect()
+        .await?;
+        result.stored = written.into_iter().map(|n| n as u64).sum();
+        Ok(result)
+    }
+
+    /// Takes `report` for this pull (`owner`) until `until`, unless another pull's lease is live.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn claim(
+        &self,
+        report: Report,
+        owner: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<Result<Held, Taken>, StoreError> {
+        self.ready().await?;
+        let current = self
+            .app_state
+            .get(CHECKPOINT_PARTITION, report.key())
+            .await?;
+        if let Some(row) = &current
+            && let Some(other) = row.get_datetime("LeaseUntil").filter(|t| *t > now)
+            && row.get_str("LeaseOwner") != Some(owner)
+        {
+            return Ok(Err(Taken { until: other }));
+        }
+        let claim = Entity::new(CHECKPOINT_PARTITION, report.key())
+            .with("LeaseUntil", EdmValue::DateTime(until))
+            .with("LeaseOwner", EdmValue::String(owner.to_owned()))
+            .with("LastRunAt", EdmValue::DateTime(now));
+        let written = match current.as_ref().and_then(|e| e.etag.clone()) {
+            Some(etag) => self.app_state.update(&claim, WriteMode::Merge, &etag).await,
+            None => self.app_state.insert(&claim).await,
+        };
+        let etag = match written {
+            Ok(etag) => etag,
+            // Another pull claimed it between our read and our write.
+            Err(StoreError::PreconditionFailed | StoreError::Conflict) => {
+                return Ok(Err(Taken { until }));
+            }
+            Err(e) => return Err(e),
+        };
+        let checkpoint = current
+            .as_ref()
+            .map_or_else(Checkpoint::default, |row| Checkpoint {
+                through: row.get_datetime("Through"),
+                last_deep: row.get_datetime("LastDeepAt"),
+            });
+        let count = |name| {
+            current
+                .as_ref()
+                .and_then(|row| row.get_i64(name))
+                .unwrap_or(0)
+        };
+        Ok(Ok(Held {
+            report,
+            checkpoint,
+            etag,
+            owner: owner.to_owned(),
+            until,
+            rows_total: count("RowsStored"),
+            bad_total: count("BadRows"),
+        }))
+    }
+
+    /// Records that everything before `through` is stored (never moving it back), adds the
+    /// counts, and extends the lease to `until`: one write, conditional on our last one. `false`
+    /// when another pull took the report over: then nothing is written and this pull must stop.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn advance(
+        &self,
+        held: &mut Held,
+        through: Option<OffsetDateTime>,
+        stored: u64,
+        bad: &[BadRow],
+        until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut row = Entity::new(CHECKPOINT_PARTITION, held.report.key())
+            .with("LeaseUntil", EdmValue::DateTime(until))
+            .with("LeaseOwner", EdmValue::String(held.owner.clone()));
+        let through = through.map(|t| held.checkpoint.through.map_or(t, |c| c.max(t)));
+        if let Some(through) = through {
+            row = row.with("Through", EdmValue::DateTime(through));
+        }
+        let rows_total = held
+            .rows_total
+            .saturating_add(i64::try_from(stored).unwrap_or(i64::MAX));
+        let bad_total = held
+            .bad_total
+            .saturating_add(i64::try_from(bad.len()).unwrap_or(i64::MAX));
+        if stored > 0 {
+            row = row.with("RowsStored", EdmValue::Int64(rows_total));
+        }
+        if let Some(last) = bad.last() {
+            row = row
+                .with("BadRows", EdmValue::Int64(bad_total))
+                .with("LastBadRow", EdmValue::String(column_text(&last.0)));
+        }
+        match self
+            .app_state
+            .update(&row, WriteMode::Merge, &held.etag)
+            .await
+        {
+            Ok(etag) => {
+                held.etag = etag;
+                held.until = until;
+                held.rows_total = rows_total;
+                held.bad_total = bad_total;
+                if through.is_some() {
+                    held.checkpoint.through = through;
+                }
+                Ok(true)
+            }
+            Err(StoreError::PreconditionFailed | StoreError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ends the pull: releases the lease and records how it went.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn finish(
+        &self,
+        held: Held,
+        finish: &Finish,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut row = Entity::new(CHECKPOINT_PARTITION, held.report.key())
+            .with("LeaseUntil", EdmValue::DateTime(now))
+            .with("LeaseOwner", EdmValue::String(String::new()));
+        if let Some(at) = finish.deep_done {
+            row = row.with("LastDeepAt", EdmValue::DateTime(at));
+        }
+        if finish.complete {
+            row = row.with("LastSuccessAt", EdmValue::DateTime(now));
+        }
+        row = match &finish.error {
+            Some(error) => row
+                .with("LastError", EdmValue::String(column_text(error)))
+                .with("LastErrorAt", EdmValue::DateTime(now)),
+            None => row.with("LastError", EdmValue::String(String::new())),
+        };
+        match self
+            .app_state
+            .update(&row, WriteMode::Merge, &held.etag)
+            .await
+        {
+            // Another pull took over (our lease ran out): its row stands.
+            Ok(_) | Err(StoreError::PreconditionFailed) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    /// The first row of a documented report page, as Graph's bytes.
+    fn fixture_row(name: &str) -> Box<RawValue> {
+        let path = format!("{}/tests/fixtures/graph/{name}", env!("CARGO_MANIFEST_DIR"));
+        let body = std::fs::read(&path).unwrap();
+        let page = crate::graph::pages::ListPage::parse(&body).unwrap();
+        raw(page.value[0].get())
+    }
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn the_documented_pstn_row_is_typed_by_its_graph_names() {
+        let e = report_entity(Report::Pstn, &fixture_row("getpstncalls-response.json")).unwrap();
+        assert_eq!(e.partition_key, "2019-11-01");
+        assert_eq!(e.row_key, "9c4984c7-6c3c-427d-a30c-bd0b2eacee90");
+        let p = &e.properties;
+        assert_eq!(
+            p.get("startDateTime"),
+            Some(&EdmValue::DateTime(
+                datetime!(2019-11-01 00:00:08.2589935 UTC)
+            ))
+        );
+        assert_eq!(p.get("duration"), Some(&EdmValue::Int32(219)));
+        assert_eq!(p.get("charge"), Some(&EdmValue::String("0.00".into())));
+        assert_eq!(p.get("currency"), Some(&EdmValue::String("USD".into())));
+        assert_eq!(
+            p.get("Direction"),
+            Some(&EdmValue::String("inbound".into()))
+        );
+        assert!(!p.contains_key("destinationContext"), "null is absent");
+        assert_eq!(
+            p.get("id"),
+            Some(&EdmValue::String(
+                "9c4984c7-6c3c-427d-a30c-bd0b2eacee90".into()
+            )),
+            "the id is the RowKey and a column"
+        );
+    }
+
+    #[test]
+    fn the_documented_direct_routing_row_has_its_ring_time_and_no_placeholder() {
+        let row = fixture_row("getdirectroutingcalls-response.json");
+        let e = report_entity(Report::DirectRouting, &row).unwrap();
+        let p = &e.properties;
+        assert_eq!(e.partition_key, "2019-11-01");
+        assert!(!p.contains_key("failureDateTime"), "0001-01-01 is absent");
+        assert_eq!(p.get("finalSipCode"), Some(&EdmValue::Int32(0)));
+        assert_eq!(p.get("callEndSubReason"), Some(&EdmValue::Int32(540_000)));
+        assert_eq!(p.get("successfulCall"), Some(&EdmValue::Boolean(true)));
+        assert_eq!(p.get("mediaBypassEnabled"), Some(&EdmValue::Boolean(false)));
+        let Some(EdmValue::Double(ring)) = p.get("RingSeconds") else {
+            panic!("{p:?}")
+        };
+        assert!((ring - 3.156).abs() < 1e-9);
+        assert_eq!(
+            p.get("Direction"),
+            Some(&EdmValue::String("inbound".into()))
+        );
+    }
+
+    #[test]
+    fn money_keeps_the_exact_decimal_text_graph_sent() {
+        for text in ["0.0190", "12345678.901234567", "1e-3", "-0.5000"] {
+            let row = raw(&format!(
+                r#"{{"id":"a","startDateTime":"2026-11-28T10:00:00Z","charge":{text},"connectionCharge":"{text}"}}"#
+            ));
+            let e = report_entity(Report::Pstn, &row).unwrap();
+            assert_eq!(
+                e.properties.get("charge"),
+                Some(&EdmValue::String(text.into()))
+            );
+            assert_eq!(
+                e.properties.get("connectionCharge"),
+                Some(&EdmValue::String(text.into()))
+            );
+        }
+    }
+
+    #[test]
+    fn bad_rows_say_why_without_their_values() {
+        let cases = [
+            (
+                r#"{"startDateTime":"2026-11-28T10:00:00Z"}"#,
+                "no usable id",
+            ),
+            (r#"{"id":"a/b"}"#, "no usable id"),
+            (
+                r#"{"id":"a","startDateTime":"yesterday"}"#,
+                "`startDateTime` is not a time",
+            ),
+            (r#"{"id":"a","charge":"1,50"}"#, "`charge` is not a number"),
+            (r#"{"id":"a","charge":true}"#, "`charge` is not a number"),
+            ("[1,2]", "not a JSON object"),
+        ];
+        for (row, why) in cases {
+            let error = report_entity(Report::Pstn, &raw(row)).unwrap_err();
+            assert!(error.0.contains(why), "{row}: {error}");
+            assert!(!error.0.contains("yesterday") && !error.0.contains("1,50"));
+        }
+    }
+
+    #[test]
+    fn unknown_properties_are_kept_and_a_failed_attempt_files_under_its_invite() {
+        let row = raw(
+            r##"{"id":"A","inviteDateTime":"2026-11-27T23:59:59Z","startDateTime":"0001-01-01T00:00:00Z",
+                "failureDateTime":"2026-11-28T00:00:09Z","newCounter":12345678901,"newRatio":0.25,
+                "newFlag":true,"newList":[{"x":1}],"@odata.type":"#x","callType":"ByotOut"}"##,
+        );
+        let e = report_entity(Report::DirectRouting, &row).unwrap();
+        assert_eq!(e.row_key, "a");
+        assert_eq!(e.partition_key, "2026-11-27");
+        let p = &e.properties;
+        assert_eq!(p.get("newCounter"), Some(&EdmValue::Int64(12_345_678_901)));
+        assert_eq!(p.get("newRatio"), Some(&EdmValue::String("0.25".into())));
+        assert_eq!(p.get("newFlag"), Some(&EdmValue::Boolean(true)));
+        assert_eq!(
+            p.get("newList"),
+            Some(&EdmValue::String(r#"[{"x":1}]"#.into()))
+        );
+        assert!(!p.contains_key("startDateTime"));
+        assert_eq!(p.get("RingSeconds"), Some(&EdmValue::Double(10.0)));
+        assert_eq!(
+            p.get("Direction"),
+            Some(&EdmValue::String("outbound".into()))
+        );
+    }
+}

@@ -1,0 +1,435 @@
+//! `PullReports` through the host emulator's timer invocation, against Azurite and the Graph
+//! simulator: every PSTN and Direct Routing row exactly once, late rows included, money exact.
+
+// Test code panics on purpose.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::fetch::{FetchApp, fixture_json, spawn_fetch_app};
+use support::graph::{sim_config, sim_start, start_sim};
+use teams_cdr_functions::{EdmValue, Entity, Query, RateLimit, RateLimits, TableStore};
+use teams_cdr_sim::tenant::{NO_DATE, ReportRow, graph_time};
+use teams_cdr_sim::{Limits, RunningSim, SimConfig};
+use time::OffsetDateTime;
+
+/// Limits far above Graph's, on both sides, so that a month of reports takes seconds, not minutes.
+fn fast_limits() -> (Limits, RateLimits) {
+    let mut sim = Limits::default();
+    sim.per_report.requests = 100_000;
+    let client = RateLimits {
+        report: RateLimit {
+            requests: 100_000,
+            window: Duration::from_secs(60),
+        },
+        ..RateLimits::default()
+    };
+    (sim, client)
+}
+
+async fn reports_app(config: SimConfig) -> FetchApp {
+    let (sim_limits, client_limits) = fast_limits();
+    let sim = start_sim(SimConfig {
+        limits: sim_limits,
+        ..config
+    })
+    .await;
+    spawn_fetch_app(sim, move |config, options| {
+        options.graph_limits = Some(client_limits);
+        // The host emulator waits 30 s for an answer: a long back-fill goes on over several runs.
+        config.reports.run_budget = Duration::from_secs(8);
+    })
+    .await
+}
+
+fn pstn_template() -> Value {
+    fixture_json("getpstncalls-response.json")["value"][0].clone()
+}
+
+fn direct_routing_template() -> Value {
+    fixture_json("getdirectroutingcalls-response.json")["value"][0].clone()
+}
+
+/// A PSTN row from the documented one, started at `start`, as JSON text: the charge goes in as
+/// text, since a `Value` number would pass through a float.
+fn pstn_row(id: &str, start: OffsetDateTime, charge: &str) -> String {
+    let mut row = pstn_template();
+    row["id"] = json!(id);
+    row["startDateTime"] = json!(graph_time(start));
+    row["endDateTime"] = json!(graph_time(start + time::Duration::minutes(3)));
+    let text = row.to_string();
+    assert!(text.contains("\"charge\":0.0,"), "{text}");
+    text.replace("\"charge\":0.0,", &format!("\"charge\":{charge},"))
+}
+
+/// A Direct Routing row from the documented one, invited at `invite`; `failed` makes it an attempt
+/// that was never answered.
+fn direct_routing_row(id: &str, invite: OffsetDateTime, failed: bool) -> Value {
+    let mut row = direct_routing_template();
+    row["id"] = json!(id);
+    row["inviteDateTime"] = json!(graph_time(invite));
+    if failed {
+        row["startDateTime"] = json!(NO_DATE);
+        row["failureDateTime"] = json!(graph_time(invite + time::Duration::seconds(9)));
+        row["successfulCall"] = json!(false);
+        row["finalSipCode"] = json!(487);
+    } else {
+        row["startDateTime"] = json!(graph_time(invite + time::Duration::seconds(4)));
+        row["failureDateTime"] = json!(NO_DATE);
+    }
+    row
+}
+
+/// Serves `row` (raw JSON text, so that numbers keep their form) from `at`, filed under `start`.
+fn insert(
+    sim: &RunningSim,
+    direct_routing: bool,
+    start: OffsetDateTime,
+    visible: OffsetDateTime,
+    row: &str,
+) {
+    let value: Value = serde_json::from_str(row).unwrap();
+    let mut report_row = ReportRow::new(start, visible, &value);
+    report_row.json = serde_json::value::RawValue::from_string(row.to_owned())
+        .unwrap()
+        .into();
+    sim.insert_report_row(direct_routing, report_row);
+}
+
+async fn all_rows(table: &TableStore) -> Vec<Entity> {
+    table.query_all(&Query::new()).await.unwrap_or_default()
+}
+
+fn row_keys(rows: &[Entity]) -> Vec<String> {
+    let mut keys: Vec<String> = rows.iter().map(|e| e.row_key.clone()).collect();
+    keys.sort();
+    keys
+}
+
+fn find<'a>(rows: &'a [Entity], id: &str) -> &'a Entity {
+    rows.iter()
+        .find(|e| e.row_key == id)
+        .unwrap_or_else(|| panic!("{id} not stored"))
+}
+
+fn prop<'a>(row: &'a Entity, name: &str) -> Option<&'a EdmValue> {
+    row.properties.get(name)
+}
+
+async fn checkpoint(app: &FetchApp, report: &str) -> Entity {
+    app.tables
+        .app_state
+        .get("ReportCheckpoint", report)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no checkpoint for {report}"))
+}
+
+/// The last run of `report` read every window of its plan.
+async fn complete(app: &FetchApp, report: &str) -> bool {
+    let cp = checkpoint(app, report).await;
+    let success = match prop(&cp, "LastSuccessAt") {
+        Some(EdmValue::DateTime(t)) => *t,
+        _ => return false,
+    };
+    matches!(prop(&cp, "LastRunAt"), Some(EdmValue::DateTime(run)) if *run <= success)
+}
+
+/// Equal id lists, or a short report of the difference (the lists are long).
+fn same_ids(table: &str, stored: &[String], expected: &[String]) {
+    let stored_set: BTreeSet<&String> = stored.iter().collect();
+    let expected_set: BTreeSet<&String> = expected.iter().collect();
+    let missing: Vec<_> = expected_set.difference(&stored_set).take(5).collect();
+    let extra: Vec<_> = stored_set.difference(&expected_set).take(5).collect();
+    assert!(
+        stored == expected,
+        "{table}: {} stored, {} expected; missing {missing:?}…, extra {extra:?}…",
+        stored.len(),
+        expected.len()
+    );
+}
+
+fn int64(row: &Entity, name: &str) -> i64 {
+    match prop(row, name) {
+        Some(EdmValue::Int64(n)) => *n,
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn documented_rows_are_stored_with_their_edm_types_and_exact_money() {
+    let app = reports_app(sim_config(0)).await;
+    let start = sim_start() - time::Duration::days(2);
+    let visible = start;
+    let ids = [
+        "5e3b0d5a-0000-4000-8000-000000000001",
+        "5e3b0d5a-0000-4000-8000-000000000002",
+    ];
+    for (id, charge) in ids.iter().zip(["0.0190", "12345678.901234567"]) {
+        insert(
+            &app.sim,
+            false,
+            start,
+            visible,
+            &pstn_row(id, start, charge),
+        );
+    }
+    // The documented Direct Routing row, and a failed attempt.
+    for (id, failed) in [
+        ("5e3b0d5a-0000-4000-8000-0000000000d1", false),
+        ("5e3b0d5a-0000-4000-8000-0000000000d2", true),
+    ] {
+        let row = direct_routing_row(id, start, failed).to_string();
+        insert(&app.sim, true, start, visible, &row);
+    }
+
+    assert_eq!(app.pull_reports().await, 200);
+
+    let pstn = all_rows(&app.tables.pstn).await;
+    assert_eq!(row_keys(&pstn), ids.to_vec());
+    let exact = find(&pstn, ids[0]);
+    assert_eq!(
+        prop(exact, "charge"),
+        Some(&EdmValue::String("0.0190".into()))
+    );
+    assert_eq!(
+        prop(find(&pstn, ids[1]), "charge"),
+        Some(&EdmValue::String("12345678.901234567".into()))
+    );
+    assert_eq!(prop(exact, "duration"), Some(&EdmValue::Int32(219)));
+    assert!(matches!(
+        prop(exact, "startDateTime"),
+        Some(EdmValue::DateTime(_))
+    ));
+    assert_eq!(
+        prop(exact, "currency"),
+        Some(&EdmValue::String("USD".into()))
+    );
+    assert_eq!(
+        prop(exact, "Direction"),
+        Some(&EdmValue::String("inbound".into()))
+    );
+    assert!(prop(exact, "destinationContext").is_none());
+
+    let dr = all_rows(&app.tables.direct_routing).await;
+    let answered = find(&dr, "5e3b0d5a-0000-4000-8000-0000000000d1");
+    let failed = find(&dr, "5e3b0d5a-0000-4000-8000-0000000000d2");
+    assert!(
+        prop(answered, "failureDateTime").is_none(),
+        "sentinel stored"
+    );
+    assert!(prop(failed, "startDateTime").is_none(), "sentinel stored");
+    assert_eq!(prop(failed, "finalSipCode"), Some(&EdmValue::Int32(487)));
+    assert_eq!(prop(answered, "RingSeconds"), Some(&EdmValue::Double(4.0)));
+    assert_eq!(prop(failed, "RingSeconds"), Some(&EdmValue::Double(9.0)));
+    // Both filed under the invite's day, the failed one included.
+    let day = format!("{}", start.date());
+    assert_eq!(failed.partition_key, day);
+    assert_eq!(answered.partition_key, day);
+
+    let cp = checkpoint(&app, "pstn").await;
+    assert_eq!(int64(&cp, "RowsStored"), 2);
+    assert!(matches!(prop(&cp, "Through"), Some(EdmValue::DateTime(_))));
+}
+
+#[tokio::test]
+async fn a_month_of_100_000_pstn_and_50_000_direct_routing_rows_is_stored_exactly_once() {
+    let mut config = sim_config(0);
+    config.tenant.start = sim_start() - time::Duration::days(29);
+    config.tenant.span = time::Duration::days(28);
+    config.tenant.pstn_rows = 100_000;
+    config.tenant.direct_routing_rows = 50_000;
+    config.tenant.report_delay = time::Duration::minutes(1);
+    let app = reports_app(config).await;
+
+    // The back-fill takes more than one run's budget; runs go on from the checkpoint.
+    let started = std::time::Instant::now();
+    for _ in 0..40 {
+        assert_eq!(app.pull_reports().await, 200);
+        if complete(&app, "pstn").await && complete(&app, "directRouting").await {
+            break;
+        }
+    }
+
+    let tenant = app.sim.tenant();
+    let ids = |rows: &[ReportRow]| -> Vec<String> {
+        let mut ids: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                let v: Value = serde_json::from_str(r.json.get()).unwrap();
+                v["id"].as_str().unwrap().to_ascii_lowercase()
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let expected_pstn = ids(&tenant.pstn);
+    let expected_dr = ids(&tenant.direct_routing);
+    assert_eq!(expected_pstn.len(), 100_000);
+    let pstn = all_rows(&app.tables.pstn).await;
+    let dr = all_rows(&app.tables.direct_routing).await;
+    // Row keys are unique in a table, so equal sorted lists mean every row exactly once.
+    same_ids("PstnCalls", &row_keys(&pstn), &expected_pstn);
+    same_ids("DirectRoutingCalls", &row_keys(&dr), &expected_dr);
+    eprintln!("150,000 rows stored in {:?}", started.elapsed());
+    let pages = app.sim.ledger().requests().len();
+    assert!(pages >= 150, "{pages} Graph requests for 150 pages of rows");
+    assert_eq!(app.sim.ledger().count_status(429), 0);
+}
+
+#[tokio::test]
+async fn rows_published_1_30_and_70_hours_after_their_call_are_stored_by_later_runs() {
+    let app = reports_app(sim_config(0)).await;
+    let t0 = sim_start();
+    let late = [
+        (1, "5e3b0d5a-0000-4000-8000-00000000aa01"),
+        (30, "5e3b0d5a-0000-4000-8000-00000000aa30"),
+        (70, "5e3b0d5a-0000-4000-8000-00000000aa70"),
+    ];
+    for (hours, id) in late {
+        let start = t0 - time::Duration::minutes(20);
+        let row = pstn_row(id, start, "0.0100");
+        insert(
+            &app.sim,
+            false,
+            start,
+            t0 + time::Duration::hours(hours),
+            &row,
+        );
+    }
+    // A run every two hours for three and a half days (the timer's every 15 minutes would do the
+    // same, with more runs).
+    let mut stored_at = std::collections::BTreeMap::new();
+    for step in 0..=42 {
+        assert_eq!(app.pull_reports().await, 200);
+        let rows = all_rows(&app.tables.pstn).await;
+        for row in rows {
+            stored_at.entry(row.row_key.clone()).or_insert(step * 2);
+        }
+        app.sim.clock().advance(time::Duration::hours(2));
+    }
+    for (hours, id) in late {
+        let at = stored_at
+            .get(id)
+            .unwrap_or_else(|| panic!("{hours} h late row lost"));
+        assert!(*at >= hours, "{id} stored before it was published");
+        // Within a day of its publication (the deep pull's cadence).
+        assert!(
+            *at <= hours + 26,
+            "{id} published at {hours} h, stored at {at} h"
+        );
+    }
+    assert_eq!(stored_at.len(), 3);
+}
+
+#[tokio::test]
+async fn rows_exactly_on_window_edges_are_stored_with_both_bound_semantics() {
+    let app = reports_app(sim_config(0)).await;
+    let now = app.sim.clock().now();
+    let midnight = now.replace_time(time::Time::MIDNIGHT);
+    let mut edges = vec![
+        midnight,
+        midnight - time::Duration::DAY,
+        now.replace_nanosecond(0).unwrap(),
+    ];
+    edges.push(now - time::Duration::days(30) + time::Duration::seconds(1));
+    let mut expected = BTreeSet::new();
+    for (n, at) in edges.iter().enumerate() {
+        let id = format!("5e3b0d5a-0000-4000-8000-0000000ed0{n:02}");
+        insert(
+            &app.sim,
+            false,
+            *at,
+            *at - time::Duration::hours(1),
+            &pstn_row(&id, *at, "0.0"),
+        );
+        insert(
+            &app.sim,
+            true,
+            *at,
+            *at - time::Duration::hours(1),
+            &direct_routing_row(&id, *at, n % 2 == 0).to_string(),
+        );
+        expected.insert(id);
+    }
+    assert_eq!(app.pull_reports().await, 200);
+    // The row exactly at the run's end is the next run's (exclusive end for Direct Routing).
+    app.sim.clock().advance(time::Duration::minutes(15));
+    assert_eq!(app.pull_reports().await, 200);
+
+    let expected: Vec<String> = expected.into_iter().collect();
+    assert_eq!(row_keys(&all_rows(&app.tables.pstn).await), expected);
+    assert_eq!(
+        row_keys(&all_rows(&app.tables.direct_routing).await),
+        expected
+    );
+}
+
+#[tokio::test]
+async fn two_pulls_at_once_one_works_one_skips_and_the_tables_are_as_after_one() {
+    let mut config = sim_config(0);
+    config.tenant.start = sim_start() - time::Duration::days(3);
+    config.tenant.span = time::Duration::days(2);
+    config.tenant.pstn_rows = 5_000;
+    config.tenant.direct_routing_rows = 2_000;
+    config.tenant.report_delay = time::Duration::minutes(1);
+    let a = reports_app(config).await;
+    let names = a.names.clone();
+    let (_, client_limits) = fast_limits();
+    let b = spawn_fetch_app(a.sim.clone(), move |config, options| {
+        config.tables = names;
+        options.graph_limits = Some(client_limits);
+    })
+    .await;
+
+    let (ra, rb) = tokio::join!(a.pull_reports(), b.pull_reports());
+    assert_eq!((ra, rb), (200, 200));
+
+    let pstn = all_rows(&a.tables.pstn).await;
+    assert_eq!(pstn.len(), 5_000);
+    assert_eq!(all_rows(&a.tables.direct_routing).await.len(), 2_000);
+    // Counted once: only one pull stored them.
+    assert_eq!(int64(&checkpoint(&a, "pstn").await, "RowsStored"), 5_000);
+    assert_eq!(
+        int64(&checkpoint(&a, "directRouting").await, "RowsStored"),
+        2_000
+    );
+}
+
+#[tokio::test]
+async fn bad_rows_are_counted_and_the_rest_of_the_page_is_stored() {
+    let app = reports_app(sim_config(0)).await;
+    let start = sim_start() - time::Duration::hours(5);
+    let good = pstn_row("5e3b0d5a-0000-4000-8000-0000000000b1", start, "0.5");
+    let no_id = pstn_row("x", start, "0.5").replace("\"id\":\"x\",", "");
+    let bad_money = pstn_row("5e3b0d5a-0000-4000-8000-0000000000b2", start, "0.5")
+        .replace("\"charge\":0.5", "\"charge\":\"lots\"");
+    let bad_date = pstn_row("5e3b0d5a-0000-4000-8000-0000000000b3", start, "0.5")
+        .replace(&graph_time(start + time::Duration::minutes(3)), "soon");
+    for row in [&good, &no_id, &bad_money, &bad_date] {
+        insert(&app.sim, false, start, start, row);
+    }
+
+    assert_eq!(app.pull_reports().await, 200);
+    assert_eq!(
+        app.pull_reports().await,
+        200,
+        "a bad row does not fail later runs"
+    );
+
+    let rows = all_rows(&app.tables.pstn).await;
+    assert_eq!(
+        row_keys(&rows),
+        vec!["5e3b0d5a-0000-4000-8000-0000000000b1"]
+    );
+    let cp = checkpoint(&app, "pstn").await;
+    assert!(int64(&cp, "BadRows") >= 3);
+    let Some(EdmValue::String(last)) = prop(&cp, "LastBadRow") else {
+        panic!("{cp:?}")
+    };
+    assert!(!last.contains("lots") && !last.contains("soon"), "{last}");
+}
