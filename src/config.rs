@@ -116,7 +116,8 @@ pub struct ReportsConfig {
     /// How long one pull may run before it stops at a window's end (the rest waits for the next
     /// run): well inside the host's function timeout.
     pub run_budget: Duration,
-    /// How long a pull holds a report against other pulls (renewed while it runs).
+    /// `REPORTS_LEASE_SECONDS` (300, 10–3600): how long a pull holds a report against other pulls
+    /// (renewed while it runs). After a crash the report waits this long before the next pull.
     pub lease: Duration,
 }
 
@@ -550,7 +551,7 @@ fn reports_config(settings: &Settings) -> Result<ReportsConfig, ConfigError> {
             deep_every: hours("REPORTS_DEEP_EVERY_HOURS", 24, 1..=168)?,
         },
         run_budget: Duration::from_secs(240),
-        lease: Duration::from_secs(300),
+        lease: seconds(settings, "REPORTS_LEASE_SECONDS", 300, 10..=3600)?,
     })
 }
 

@@ -1,6 +1,7 @@
-//! The shipped binary killed in the middle of a batch of fetches, restarted, and the messages
-//! redelivered by the host: the tables end exactly as after a clean run. Its own test binary, so that
-//! it has an Azurite of its own and the binary's default queue and table names are free.
+//! The shipped binary killed in the middle of its work, restarted, and the work delivered again by
+//! the host: a batch of fetches (the tables end exactly as after a clean run) and a report pull
+//! (every row once, the checkpoint consistent). Its own test binary, so that it has an Azurite of
+//! its own and the binary's default queue and table names are free.
 //!
 //! The binary gets its Graph token through `azure_identity`'s `ManagedIdentityCredential` from the
 //! simulator's managed-identity endpoint, as it would on Azure.
@@ -241,4 +242,127 @@ async fn handler_killed_mid_batch_then_restarted_ends_as_a_clean_run() {
             "{id}"
         );
     }
+}
+
+/// The ids of a simulator report, lower-cased as stored.
+fn report_ids(rows: &[teams_cdr_sim::tenant::ReportRow]) -> Vec<String> {
+    let mut ids: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_str(r.json.get()).unwrap();
+            v["id"].as_str().unwrap().to_ascii_lowercase()
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn stored_ids(table: &TableStore) -> Vec<String> {
+    let mut ids: Vec<String> = table
+        .query_all(&Query::new().select(["RowKey"]))
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e.row_key)
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn report_pull_killed_midway_through_a_window_resumes_and_loses_and_doubles_nothing() {
+    // Three days of reports on real time, each page 40 ms away, so that the kill lands mid-window.
+    let mut config = sim_config(0);
+    config.clock = SimClock::real();
+    let now = time::OffsetDateTime::now_utc();
+    config.tenant.start = now - time::Duration::days(3);
+    config.tenant.span = time::Duration::days(2);
+    config.tenant.pstn_rows = 20_000;
+    config.tenant.direct_routing_rows = 5_000;
+    config.tenant.report_delay = time::Duration::minutes(1);
+    config.faults.slow_rate = 1.0;
+    config.faults.slow_by = Duration::from_millis(40);
+    let sim = start_sim(config).await;
+    let env = binary_env(
+        &sim,
+        &[
+            ("REPORTS_BACKFILL_DAYS", "4"),
+            ("REPORTS_LEASE_SECONDS", "10"),
+        ],
+    );
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let names = teams_cdr_functions::config::TableNames::default();
+    let pstn = azurite_table(&names.pstn_calls);
+    let direct_routing = azurite_table(&names.direct_routing_calls);
+    let app_state = azurite_table(&names.app_state);
+    let timer = support::host::timer_invocation(false);
+
+    // First life: killed once it has read a few PSTN pages of a window.
+    let first = HandlerProcess::start(&env).await;
+    // Posted directly: the host emulator insists on an answer, and this run never gives one.
+    let url = format!("{}/PullReports", first.host.base());
+    let invocation = reqwest::Client::new().post(url).json(&timer).send();
+    let (_, printed) = tokio::join!(invocation, async {
+        let started = std::time::Instant::now();
+        while sim.ledger().count(teams_cdr_sim::Endpoint::PstnCalls) < 6
+            && started.elapsed() < Duration::from_secs(30)
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        first.stop().await
+    });
+    let at_kill = stored_ids(&pstn).await.len();
+    let expected_pstn = report_ids(&sim.tenant().pstn);
+    eprintln!(
+        "at the kill: {at_kill} of {} PSTN rows stored",
+        expected_pstn.len()
+    );
+    assert!(
+        at_kill > 0 && at_kill < expected_pstn.len(),
+        "the kill came mid-pull ({at_kill} stored)\n{printed}"
+    );
+    let held = app_state
+        .get("ReportCheckpoint", "pstn")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(held.properties.get("LeaseOwner"), Some(EdmValue::String(o)) if !o.is_empty()),
+        "the dead pull's lease is on the checkpoint: {held:?}"
+    );
+
+    // Second life: the next run waits out the dead pull's lease, then resumes from the checkpoint.
+    let second = HandlerProcess::start(&env).await;
+    let host = HostEmulator::new(second.host.base());
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let status = host.invoke("PullReports", &timer).await.status();
+    assert!(status.is_success(), "{status}");
+    let printed = second.stop().await;
+
+    assert_eq!(
+        stored_ids(&pstn).await,
+        expected_pstn,
+        "PSTN rows\n{printed}"
+    );
+    assert_eq!(
+        stored_ids(&direct_routing).await,
+        report_ids(&sim.tenant().direct_routing)
+    );
+    let checkpoint = app_state
+        .get("ReportCheckpoint", "pstn")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        checkpoint.properties.get("LeaseOwner"),
+        Some(&EdmValue::String(String::new())),
+        "released"
+    );
+    let Some(EdmValue::DateTime(through)) = checkpoint.properties.get("Through") else {
+        panic!("{checkpoint:?}")
+    };
+    assert!(
+        *through > now,
+        "the checkpoint reached the second run's end: {through}"
+    );
 }
