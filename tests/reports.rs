@@ -433,3 +433,103 @@ async fn bad_rows_are_counted_and_the_rest_of_the_page_is_stored() {
     };
     assert!(!last.contains("lots") && !last.contains("soon"), "{last}");
 }
+
+#[tokio::test]
+async fn standalone_admin_route_runs_pull_reports_only_with_a_key() {
+    let (sim_limits, client_limits) = fast_limits();
+    let sim = start_sim(SimConfig {
+        limits: sim_limits,
+        ..sim_config(0)
+    })
+    .await;
+    let app = spawn_fetch_app(sim, move |config, options| {
+        config.mode = teams_cdr_functions::config::RunMode::Standalone;
+        config.read_api_keys = vec!["k-one".to_owned().into(), "k-two".to_owned().into()];
+        options.graph_limits = Some(client_limits);
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", app.host.base());
+    let post = |path: &str, key: Option<&str>| {
+        let mut request = client.post(url(path));
+        if let Some(key) = key {
+            request = request.header("x-functions-key", key);
+        }
+        request.send()
+    };
+
+    for (case, response) in [
+        ("no key", post("/admin/functions/PullReports", None).await),
+        (
+            "wrong key",
+            post("/admin/functions/PullReports", Some("k-three")).await,
+        ),
+        (
+            "wrong code",
+            post("/admin/functions/PullReports?code=k-on", None).await,
+        ),
+    ] {
+        let response = response.unwrap();
+        assert_eq!(response.status(), 401, "{case}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "Unauthorized", "{case}");
+    }
+    assert!(
+        app.tables
+            .app_state
+            .get("ReportCheckpoint", "pstn")
+            .await
+            .ok()
+            .flatten()
+            .is_none(),
+        "a refused request ran nothing"
+    );
+    let unknown = post("/admin/functions/NoSuchFunction", Some("k-one"))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let get = client
+        .get(url("/admin/functions/PullReports"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 405);
+
+    let by_header = post("/admin/functions/PullReports", Some("k-two"))
+        .await
+        .unwrap();
+    assert_eq!(by_header.status(), 202);
+    let by_code = post("/admin/functions/pullreports?code=k-one", None)
+        .await
+        .unwrap();
+    assert_eq!(by_code.status(), 202);
+    // The run goes on after the answer, as the host's does: its checkpoint appears.
+    let started = std::time::Instant::now();
+    while app
+        .tables
+        .app_state
+        .get("ReportCheckpoint", "directRouting")
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the run never happened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_admin_route_is_not_served_behind_the_host() {
+    let app = reports_app(sim_config(0)).await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/admin/functions/PullReports", app.host.base()))
+        .header("x-functions-key", "anything")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404, "the host serves its own admin API");
+}

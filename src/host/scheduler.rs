@@ -142,4 +142,57 @@ mod tests {
             Some((datetime!(2026-11-28 11:00 UTC), true))
         );
     }
+
+    /// The real loop against a handler that records what it is sent: a schedule of every second,
+    /// for three and a half seconds, fires three or four times, each for its own due time.
+    #[tokio::test]
+    async fn the_scheduler_posts_one_timer_invocation_per_due_time() {
+        use std::sync::Mutex;
+        let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let record = Arc::clone(&seen);
+        let handler = axum::Router::new().route(
+            "/PullReports",
+            axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+                let record = Arc::clone(&record);
+                async move {
+                    record.lock().unwrap().push(body.0);
+                    "{}"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, handler).await });
+        let (stop, stopped) = watch::channel(false);
+        let timer = Timer {
+            function: "PullReports",
+            binding: "timer",
+            schedule: Schedule::parse("* * * * * *").unwrap(),
+        };
+        let running = tokio::spawn(run(
+            vec![timer],
+            addr,
+            Arc::new(crate::clock::SystemClock),
+            stopped,
+        ));
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        stop.send(true).unwrap();
+        running.await.unwrap();
+
+        let seen = seen.lock().unwrap();
+        assert!(
+            (3..=4).contains(&seen.len()),
+            "{} runs: {seen:?}",
+            seen.len()
+        );
+        let due: std::collections::BTreeSet<String> = seen
+            .iter()
+            .map(|p| p["Metadata"]["sys"]["UtcNow"].to_string())
+            .collect();
+        assert_eq!(due.len(), seen.len(), "a due time fired twice: {seen:?}");
+        assert!(
+            seen.iter()
+                .all(|p| p["Data"]["timer"]["IsPastDue"] == false)
+        );
+    }
 }
