@@ -857,6 +857,9 @@ mod tests {
             "STORAGE_REQUEST_TIMEOUT_SECONDS",
             "FETCH_NOT_FOUND_HORIZON_HOURS",
             "FETCH_FAILURE_HORIZON_HOURS",
+            "REPORTS_SCHEDULE",
+            "REPORTS_LEASE_SECONDS",
+            "READ_API_KEYS",
             "EXTRA_CA_CERTS_FILE",
         ] {
             assert!(

@@ -88,6 +88,28 @@ async fn queue_functions_under_handlers_match_the_invocation_routes() {
             .unwrap();
         assert_eq!(trigger["type"], function.trigger, "{name}: trigger type");
         assert_eq!(trigger["name"], function.binding, "{name}: binding name");
+        if function.trigger == "timerTrigger" {
+            // `%NAME%` is an app setting the host resolves: without it the host cannot index the
+            // function. The deployment and the local example must both set it.
+            let schedule = trigger["schedule"].as_str().unwrap();
+            let setting = schedule.trim_matches('%');
+            assert!(
+                schedule.starts_with('%') && schedule.ends_with('%'),
+                "{name}: {schedule}"
+            );
+            let bicep =
+                std::fs::read_to_string(manifest_dir().join("infra/modules/functionapp.bicep"))
+                    .unwrap();
+            assert!(
+                bicep.contains(&format!("    {setting}: '")),
+                "{name}: Bicep does not set {setting}"
+            );
+            let example = read_json(&manifest_dir().join("local.settings.example.json"));
+            assert!(
+                example["Values"][setting].is_string(),
+                "{name}: example lacks {setting}"
+            );
+        }
         if function.trigger == "queueTrigger" {
             assert_eq!(
                 trigger["queueName"],

@@ -169,6 +169,14 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     STORAGE_REQUEST_TIMEOUT_SECONDS: '30'
     FETCH_NOT_FOUND_HORIZON_HOURS: '8'
     FETCH_FAILURE_HORIZON_HOURS: '72'
+    // Named by handlers/PullReports/function.json (%REPORTS_SCHEDULE%): the host cannot index the
+    // function without it.
+    REPORTS_SCHEDULE: '0 */15 * * * *'
+    REPORTS_BACKFILL_DAYS: '30'
+    REPORTS_LOOKBACK_HOURS: '3'
+    REPORTS_DEEP_LOOKBACK_HOURS: '96'
+    REPORTS_DEEP_EVERY_HOURS: '24'
+    REPORTS_LEASE_SECONDS: '300'
     NOTIFICATION_URL: 'https://${hostName}/api/notifications'
     LIFECYCLE_NOTIFICATION_URL: 'https://${hostName}/api/lifecycle'
     NOTIFICATION_CLIENT_STATE: notificationClientState
