@@ -7,7 +7,10 @@
 # simulator posts a change notification for every call record that becomes available; the handler
 # enqueues it, fetches the complete record (every session and participant page, a meeting of 2,000
 # sessions among them) through the simulator's managed-identity endpoint, and stores it in the
-# CallRecords, CallRecordSessions and CallRecordBodies tables. Every 10 s it prints what is stored.
+# CallRecords, CallRecordSessions and CallRecordBodies tables. Meanwhile its timer pulls the tenant's
+# PSTN and Direct Routing reports into PstnCalls and DirectRoutingCalls (every 30 s here, every
+# 15 minutes by default; rows appear in the simulated reports 30 simulated minutes after their call).
+# Every 10 s it prints what is stored.
 # Simulated time runs 60x faster, so two hours of calls arrive in about two minutes. Ctrl-C stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +36,7 @@ trap cleanup EXIT INT TERM
 # Calls of the last two hours, each available 120 simulated minutes after it ended: with the clock
 # at 60x they become available over the next two real minutes, one notification each.
 sim_out=.azurite/graph-sim.out
-target/release/graph-sim --port "$SIM_PORT" --calls 40 --big-meetings 1 \
+target/release/graph-sim --port "$SIM_PORT" --calls 40 --big-meetings 1 --pstn 500 --direct-routing 300 \
   --available-after-minutes 120 --clock-factor 60 >"$sim_out" &
 sim_pid=$!
 for _ in $(seq 1 100); do grep -q '^call records:' "$sim_out" 2>/dev/null && break; sleep 0.1; done
@@ -48,6 +51,8 @@ export IDENTITY_ENDPOINT="$(setting IDENTITY_ENDPOINT)"
 export IDENTITY_HEADER="$(setting IDENTITY_HEADER)"
 export NOTIFICATION_CLIENT_STATE="${NOTIFICATION_CLIENT_STATE:-local-client-state}"
 export RUST_LOG="${RUST_LOG:-info}"
+export REPORTS_SCHEDULE="${REPORTS_SCHEDULE:-*/30 * * * * *}"
+export READ_API_KEYS="${READ_API_KEYS:-local-key}"
 
 for _ in $(seq 1 100); do
   (exec 3<>/dev/tcp/127.0.0.1/10002) 2>/dev/null && break
@@ -88,6 +93,18 @@ const toSign = [account, "rl", "t", "sco", "", se, "", "http", "2021-08-06", "",
 const sig = crypto.createHmac("sha256", key).update(toSign).digest("base64");
 const sas = new URLSearchParams({sv: "2021-08-06", ss: "t", srt: "sco", sp: "rl", se, spr: "http", sig}).toString();
 const select = "$select=RowKey,Type,StartDateTime,DurationSeconds,SessionCount,ParticipantCount,Version,OrganizerDisplayName";
+// Report rows: counted, with the PSTN charges summed exactly (they are decimal text; see README).
+const count = (table, then) => http.get(`http://127.0.0.1:10002/${account}/${table}()?$select=RowKey,charge,currency&${sas}`,
+  {headers: {Accept: "application/json;odata=nometadata"}}, (res) => {
+  let body = "";
+  res.on("data", (c) => body += c);
+  res.on("end", () => then(res.statusCode === 200 ? JSON.parse(body).value : []));
+});
+count("PstnCalls", (pstn) => count("DirectRoutingCalls", (dr) => {
+  // Sum in ten-thousandths as integers: exact for Graph's four-decimal charges.
+  const cents = pstn.reduce((n, r) => n + (r.charge ? Math.round(Number(r.charge) * 10000) : 0), 0);
+  console.log(`${new Date().toISOString()}  ${pstn.length} PSTN calls (charges ${(cents / 10000).toFixed(4)} ${pstn[0]?.currency ?? ""}), ${dr.length} Direct Routing calls`);
+}));
 http.get(`http://127.0.0.1:10002/${account}/CallRecords()?${select}&${sas}`,
   {headers: {Accept: "application/json;odata=nometadata"}}, (res) => {
   let body = "";

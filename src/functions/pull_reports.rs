@@ -29,6 +29,38 @@ pub(crate) const BINDING: &str = "timer";
 
 /// Far more pages than one day of a report has: past this, Graph is paging in circles.
 const MAX_PAGES: usize = 10_000;
+/// Completed windows are written to the checkpoint once this many rows or this much time has gone
+/// by since the last write, and at the end of the run: a write per window would cost more storage
+/// requests than the rows of a quiet day, and a crash re-reads at most this much.
+const CHECKPOINT_EVERY_ROWS: u64 = 10_000;
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Completed windows not yet written to the checkpoint.
+struct Pending {
+    through: Option<time::OffsetDateTime>,
+    stored: u64,
+    bad: Vec<BadRow>,
+    since: tokio::time::Instant,
+}
+
+impl Pending {
+    fn new() -> Self {
+        Self {
+            through: None,
+            stored: 0,
+            bad: Vec::new(),
+            since: tokio::time::Instant::now(),
+        }
+    }
+
+    fn is_due(&self) -> bool {
+        self.stored >= CHECKPOINT_EVERY_ROWS || self.since.elapsed() >= CHECKPOINT_EVERY
+    }
+
+    fn is_empty(&self) -> bool {
+        self.through.is_none() && self.stored == 0 && self.bad.is_empty()
+    }
+}
 
 pub(crate) async fn handle(
     State(state): State<AppState>,
@@ -93,15 +125,23 @@ async fn pull(state: &AppState, report: Report) -> Result<(), InvocationError> {
     let mut rows = 0u64;
     let mut requests = 0u64;
     let mut completed = 0usize;
+    let mut pending = Pending::new();
     for window in &windows {
         if started.elapsed() > config.run_budget {
             finish.error = Some("the run's time budget ran out; the next run goes on".to_owned());
             break;
         }
         match pull_window(state, &mut held, *window, &mut requests).await {
-            Ok(stored) => {
+            Ok((stored, bad)) => {
                 rows += stored;
                 completed += 1;
+                // The window is complete: the checkpoint may move past it.
+                pending.through = Some(window.to);
+                pending.stored += stored;
+                pending.bad.extend(bad);
+                if pending.is_due() && !flush(state, &mut held, &mut pending).await? {
+                    return Ok(());
+                }
             }
             Err(Stop::Store(e)) => return Err(e.into()),
             Err(Stop::Taken) => {
@@ -129,6 +169,9 @@ async fn pull(state: &AppState, report: Report) -> Result<(), InvocationError> {
             }
         }
     }
+    if !pending.is_empty() && !flush(state, &mut held, &mut pending).await? {
+        return Ok(());
+    }
     finish.complete = completed == windows.len();
     finish.deep_done = (finish.complete && deep).then_some(now);
     tracing::info!(
@@ -148,14 +191,37 @@ async fn pull(state: &AppState, report: Report) -> Result<(), InvocationError> {
     Ok(())
 }
 
-/// Reads every page of one window, storing each before the next, then moves the checkpoint past
-/// the window. Returns the rows stored.
+/// Writes the pending windows to the checkpoint; `false` (logged) when another pull took the
+/// report over and this one must stop.
+async fn flush(
+    state: &AppState,
+    held: &mut Held,
+    pending: &mut Pending,
+) -> Result<bool, InvocationError> {
+    match keep_lease(state, held, pending.through, pending.stored, &pending.bad).await {
+        Ok(()) => {
+            *pending = Pending::new();
+            Ok(true)
+        }
+        Err(Stop::Store(e)) => Err(e.into()),
+        Err(_) => {
+            tracing::warn!(
+                outcome = "taken_over",
+                "another pull took this report over; stopping"
+            );
+            Ok(false)
+        }
+    }
+}
+
+/// Reads every page of one window, storing each before the next. Returns the rows stored and the
+/// rows refused.
 async fn pull_window(
     state: &AppState,
     held: &mut Held,
     window: Window,
     requests: &mut u64,
-) -> Result<u64, Stop> {
+) -> Result<(u64, Vec<BadRow>), Stop> {
     let report = held.report;
     let mut response = state
         .graph
@@ -174,9 +240,7 @@ async fn pull_window(
         stored += written.stored;
         bad.extend(written.bad);
         let Some(next) = page.next else {
-            // The window is complete: the checkpoint may move past it (one write per window).
-            keep_lease(state, held, Some(window.to), stored, &bad).await?;
-            return Ok(stored);
+            return Ok((stored, bad));
         };
         if seen.len() >= MAX_PAGES || !seen.insert(next.clone()) {
             return Err(Stop::Pages(format!(
