@@ -186,7 +186,10 @@ async fn run() {
         .collect();
     let mut by_partition: std::collections::BTreeMap<String, Vec<Entity>> = Default::default();
     for e in &sample {
-        by_partition.entry(e.partition_key.clone()).or_default().push(e.clone());
+        by_partition
+            .entry(e.partition_key.clone())
+            .or_default()
+            .push(e.clone());
     }
     let mut rates = Vec::new();
     for in_flight in [1, 4] {
@@ -196,7 +199,10 @@ async fn run() {
             .iter()
             .flat_map(|(pk, rows)| {
                 rows.chunks(100).map(move |c| {
-                    let ops = c.iter().cloned().map(|e| BatchOp::Upsert(e, WriteMode::Replace));
+                    let ops = c
+                        .iter()
+                        .cloned()
+                        .map(|e| BatchOp::Upsert(e, WriteMode::Replace));
                     (pk.clone(), ops.collect())
                 })
             })
@@ -233,7 +239,10 @@ async fn run() {
         "| pull of {ROWS} PSTN rows (Graph pages, conversion, writes) | {elapsed:.1} s in {runs} run(s): **{:.0} rows/s** |",
         ROWS as f64 / elapsed
     );
-    println!("| Graph requests | {graph} ({:.2} per 1,000 rows) |", graph as f64 * 1000.0 / ROWS as f64);
+    println!(
+        "| Graph requests | {graph} ({:.2} per 1,000 rows) |",
+        graph as f64 * 1000.0 / ROWS as f64
+    );
     println!(
         "| storage requests per 100 rows (checkpoint, table creation included) | **{:.3}** |",
         requests * 100.0 / ROWS as f64

@@ -152,10 +152,16 @@ async fn pull(state: &AppState, report: Report) -> Result<(), InvocationError> {
                 return Ok(());
             }
             Err(Stop::Graph(e)) => {
-                if let GraphError::Unauthorized { status, code } = &e {
+                // A permission or identity problem an admin must fix, as for the fetch.
+                let refusal = match &e {
+                    GraphError::Unauthorized { status, code } => Some((*status, code.as_str())),
+                    GraphError::Credential(_) => Some((0, "credential")),
+                    _ => None,
+                };
+                if let Some((status, code)) = refusal {
                     state
                         .records
-                        .record_graph_refusal(*status, code, state.clock.now())
+                        .record_graph_refusal(status, code, state.clock.now())
                         .await?;
                 }
                 tracing::warn!(error = %crate::error::error_chain(&e), "report pull stopped");
