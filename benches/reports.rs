@@ -18,13 +18,11 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::response::Response;
 use futures::{StreamExt as _, TryStreamExt as _};
+use support::counting_proxy::start_proxy;
 use support::fetch::{azurite_table, spawn_fetch_app};
 use support::graph::{binary_env, sim_config, start_sim};
 use support::host::timer_invocation;
@@ -34,67 +32,6 @@ use teams_cdr_sim::{Limits, SimClock};
 
 const ROWS: usize = 100_000;
 const SINGLE_ROWS: usize = 5_000;
-
-/// A reverse proxy in front of Azurite that counts the requests it forwards.
-#[derive(Clone)]
-struct CountingProxy {
-    target: String,
-    client: reqwest::Client,
-    count: Arc<AtomicU64>,
-}
-
-async fn forward(State(proxy): State<CountingProxy>, request: Request) -> Response {
-    proxy.count.fetch_add(1, Ordering::Relaxed);
-    let (parts, body) = request.into_parts();
-    let url = format!(
-        "{}{}",
-        proxy.target,
-        parts.uri.path_and_query().map_or("/", |p| p.as_str())
-    );
-    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-    let mut outgoing = proxy.client.request(parts.method, url).body(body);
-    let own = |name: &axum::http::HeaderName| {
-        matches!(
-            name.as_str(),
-            "host" | "connection" | "keep-alive" | "content-length" | "transfer-encoding"
-        )
-    };
-    for (name, value) in &parts.headers {
-        if !own(name) {
-            outgoing = outgoing.header(name, value);
-        }
-    }
-    let answer = outgoing.send().await.unwrap();
-    let mut response = Response::builder().status(answer.status());
-    for (name, value) in answer.headers() {
-        if !own(name) {
-            response = response.header(name, value);
-        }
-    }
-    response
-        .body(Body::from(answer.bytes().await.unwrap()))
-        .unwrap()
-}
-
-async fn start_proxy(target: &url::Url) -> (String, Arc<AtomicU64>) {
-    let origin = format!(
-        "{}://{}:{}",
-        target.scheme(),
-        target.host_str().unwrap(),
-        target.port().unwrap()
-    );
-    let count = Arc::new(AtomicU64::new(0));
-    let proxy = CountingProxy {
-        target: origin,
-        client: reqwest::Client::new(),
-        count: count.clone(),
-    };
-    let app = axum::Router::new().fallback(forward).with_state(proxy);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}{}", target.path()), count)
-}
 
 /// VmHWM of a process, in KiB.
 fn peak_kib(pid: u32) -> u64 {

@@ -37,11 +37,8 @@ impl QueueInvocation {
     /// # Errors
     /// When the payload is not JSON or carries no value for the binding.
     pub(crate) fn decode(body: &[u8], binding: &str) -> Result<Self, PayloadError> {
-        let payload: Value = serde_json::from_slice(body).map_err(|_| PayloadError::NotJson)?;
-        let data = payload
-            .get("Data")
-            .and_then(|d| d.get(binding))
-            .ok_or_else(|| PayloadError::MissingData(binding.to_owned()))?;
+        let payload = parse(body)?;
+        let data = binding_data(&payload, binding)?;
         let metadata = payload.get("Metadata");
         let field = |name: &str| metadata.and_then(|m| m.get(name));
         Ok(Self {
@@ -67,12 +64,8 @@ impl TimerInvocation {
     /// # Errors
     /// When the payload is not JSON or carries no value for the binding.
     pub(crate) fn decode(body: &[u8], binding: &str) -> Result<Self, PayloadError> {
-        let payload: Value = serde_json::from_slice(body).map_err(|_| PayloadError::NotJson)?;
-        let data = payload
-            .get("Data")
-            .and_then(|d| d.get(binding))
-            .ok_or_else(|| PayloadError::MissingData(binding.to_owned()))?;
-        let info = match data {
+        let payload = parse(body)?;
+        let info = match binding_data(&payload, binding)? {
             Value::String(s) => serde_json::from_str(s).unwrap_or(Value::Null),
             other => other.clone(),
         };
@@ -85,6 +78,18 @@ impl TimerInvocation {
             },
         })
     }
+}
+
+fn parse(body: &[u8]) -> Result<Value, PayloadError> {
+    serde_json::from_slice(body).map_err(|_| PayloadError::NotJson)
+}
+
+/// `Data.<binding>`: the trigger's value.
+fn binding_data<'a>(payload: &'a Value, binding: &str) -> Result<&'a Value, PayloadError> {
+    payload
+        .get("Data")
+        .and_then(|d| d.get(binding))
+        .ok_or_else(|| PayloadError::MissingData(binding.to_owned()))
 }
 
 /// The message text from `Data.<binding>`: a string that may itself be a JSON string literal (the

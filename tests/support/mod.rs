@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod azurite;
+pub mod counting_proxy;
 pub mod fetch;
 pub mod graph;
 pub mod host;
