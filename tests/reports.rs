@@ -410,11 +410,20 @@ async fn bad_rows_are_counted_and_the_rest_of_the_page_is_stored() {
         .replace("\"charge\":0.5", "\"charge\":\"lots\"");
     let bad_date = pstn_row("5e3b0d5a-0000-4000-8000-0000000000b3", start, "0.5")
         .replace(&graph_time(start + time::Duration::minutes(3)), "soon");
-    for row in [&good, &no_id, &bad_money, &bad_date] {
+    // More properties than a Table entity may have (252): refused before anything is sent.
+    let extra: String = (0..260).map(|n| format!(",\"extra{n}\":{n}")).collect();
+    let too_wide = pstn_row("5e3b0d5a-0000-4000-8000-0000000000b4", start, "0.5").replacen(
+        '{',
+        &format!("{{\"first\":0{extra},"),
+        1,
+    );
+    for row in [&good, &no_id, &bad_money, &bad_date, &too_wide] {
         insert(&app.sim, false, start, start, row);
     }
 
     assert_eq!(app.pull_reports().await, 200);
+    let first = checkpoint(&app, "pstn").await;
+    assert_eq!(int64(&first, "BadRows"), 4, "each bad row once: {first:?}");
     assert_eq!(
         app.pull_reports().await,
         200,
@@ -427,7 +436,8 @@ async fn bad_rows_are_counted_and_the_rest_of_the_page_is_stored() {
         vec!["5e3b0d5a-0000-4000-8000-0000000000b1"]
     );
     let cp = checkpoint(&app, "pstn").await;
-    assert!(int64(&cp, "BadRows") >= 3);
+    // Outside the second run's look-back: not read, not counted again.
+    assert_eq!(int64(&cp, "BadRows"), 4);
     let Some(EdmValue::String(last)) = prop(&cp, "LastBadRow") else {
         panic!("{cp:?}")
     };

@@ -146,6 +146,40 @@ fn decimal(text: &str) -> Option<EdmValue> {
     is_number.then(|| EdmValue::String(text.to_owned()))
 }
 
+/// One transaction of upserts; should the service refuse it for good (a rule the client does not
+/// check), its rows are written one by one and the ones refused again are bad rows, so that one row
+/// cannot stop every later run at the same page.
+async fn write_batch(
+    table: &TableStore,
+    partition: &str,
+    rows: Vec<Entity>,
+) -> Result<(u64, Vec<BadRow>), StoreError> {
+    let n = rows.len() as u64;
+    let ops = rows
+        .iter()
+        .cloned()
+        .map(|e| BatchOp::Upsert(e, WriteMode::Replace))
+        .collect();
+    let refused = match table.batch(partition, ops).await {
+        Ok(_) => return Ok((n, Vec::new())),
+        Err(e) if e.is_permanent() => e,
+        Err(e) => return Err(e),
+    };
+    tracing::warn!(error = %refused, "a transaction of report rows was refused; writing them one by one");
+    let mut stored = 0;
+    let mut bad = Vec::new();
+    for entity in rows {
+        match table.upsert(&entity, WriteMode::Replace).await {
+            Ok(_) => stored += 1,
+            Err(e) if e.is_permanent() => {
+                bad.push(BadRow(format!("Table storage refused the row: {e}")));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((stored, bad))
+}
+
 /// What one page's rows came to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct PageWrite {
@@ -238,7 +272,15 @@ impl ReportStore {
         let mut result = PageWrite::default();
         let mut partitions: BTreeMap<String, BTreeMap<String, Entity>> = BTreeMap::new();
         for raw in rows {
-            match report_entity(report, raw) {
+            // A row Table storage would refuse (checked here, before anything is sent) is a bad
+            // row like any other: refused in a batch, it would fail the page on every run.
+            let converted = report_entity(report, raw).and_then(|entity| {
+                entity
+                    .validate()
+                    .map(|()| entity)
+                    .map_err(|e| BadRow(format!("Table storage would refuse the row: {e}")))
+            });
+            match converted {
                 Ok(entity) => {
                     partitions
                         .entry(entity.partition_key.clone())
@@ -250,28 +292,25 @@ impl ReportStore {
         }
         let mut batches = Vec::new();
         for (partition, rows) in partitions {
-            let rows: Vec<Entity> = rows.into_values().collect();
-            for chunk in rows.chunks(BATCH_MAX) {
-                let ops: Vec<BatchOp> = chunk
-                    .iter()
-                    .cloned()
-                    .map(|e| BatchOp::Upsert(e, WriteMode::Replace))
-                    .collect();
-                batches.push((partition.clone(), ops));
+            let mut rows = rows.into_values().peekable();
+            while rows.peek().is_some() {
+                let chunk: Vec<Entity> = rows.by_ref().take(BATCH_MAX).collect();
+                batches.push((partition.clone(), chunk));
             }
         }
         let table = self.table(report).clone();
-        let written: Vec<usize> = stream::iter(batches.into_iter().map(|(partition, ops)| {
-            let table = table.clone();
-            async move {
-                let n = ops.len();
-                table.batch(&partition, ops).await.map(|_| n)
-            }
-        }))
-        .buffer_unordered(WRITES_IN_FLIGHT)
-        .try_collect()
-        .await?;
-        result.stored = written.into_iter().map(|n| n as u64).sum();
+        let written: Vec<(u64, Vec<BadRow>)> =
+            stream::iter(batches.into_iter().map(|(partition, ops)| {
+                let table = table.clone();
+                async move { write_batch(&table, &partition, ops).await }
+            }))
+            .buffer_unordered(WRITES_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        for (stored, bad) in written {
+            result.stored += stored;
+            result.bad.extend(bad);
+        }
         Ok(result)
     }
 
