@@ -12,6 +12,7 @@ pub mod graph;
 pub mod host;
 pub mod identity;
 pub mod proxy;
+pub mod reports;
 pub mod tls;
 
 use std::sync::OnceLock;
