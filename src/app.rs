@@ -35,6 +35,7 @@ use crate::state::AppState;
 use crate::store::StorageAuth;
 use crate::store::auth::storage_auth;
 use crate::store::callrecords::CallRecordStore;
+use crate::store::lifecycle::LifecycleStore;
 use crate::store::queue::{QueueStore, StorageRetry};
 use crate::store::reports::ReportStore;
 use crate::store::table::TableStore;
@@ -110,6 +111,7 @@ fn timers(config: &Config) -> anyhow::Result<Vec<Timer>> {
             function,
             binding: function_binding,
             schedule: Schedule::parse(schedule).with_context(|| format!("{function} schedule"))?,
+            run_on_startup: binding["runOnStartup"].as_bool().unwrap_or(false),
         });
     }
     Ok(timers)
@@ -190,6 +192,7 @@ impl App {
             table(&config.tables.direct_routing_calls)?,
             table(&config.tables.app_state)?,
         );
+        let lifecycle = LifecycleStore::new(table(&config.tables.app_state)?);
         let mut graph_options = GraphOptions::from_config(&config.graph);
         if let Some(limits) = options.graph_limits {
             graph_options.limits = limits;
@@ -224,6 +227,9 @@ impl App {
             reports_config: Arc::new(config.reports.clone()),
             api_keys: Arc::new(config.read_api_keys.clone()),
             rejections: Arc::default(),
+            lifecycle,
+            subscription: Arc::new(config.subscription.clone()),
+            mode: config.mode,
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -347,12 +353,19 @@ fn router(state: AppState, mode: RunMode) -> Router {
         .route("/", get(|| async { "ok" }))
         .route("/api/notifications", post(functions::notifications::handle))
         .route("/api/lifecycle", post(functions::lifecycle::handle))
+        .route("/api/ops/backfill", post(functions::ops::backfill))
+        .route("/api/ops/reprocess", post(functions::ops::reprocess))
         // Invocations of non-HTTP triggers: `POST /{FunctionName}`.
         .route(
             "/FetchCallRecord",
             post(functions::fetch_call_record::handle),
         )
         .route("/PullReports", post(functions::pull_reports::handle))
+        .route(
+            "/MaintainSubscription",
+            post(functions::maintain_subscription::handle),
+        )
+        .route("/Reconcile", post(functions::reconcile::handle))
         .layer(DefaultBodyLimit::max(functions::MAX_BODY_BYTES))
         .layer(middleware::from_fn(request_span))
         .with_state(state)

@@ -83,6 +83,8 @@ pub struct Config {
     pub fetch: FetchConfig,
     /// The report pulls.
     pub reports: ReportsConfig,
+    /// The Graph subscription and the reconciliation sweep.
+    pub subscription: SubscriptionConfig,
     /// `READ_API_KEYS` (standalone mode): comma-separated keys that the routes the host would guard
     /// with function keys accept (`x-functions-key` header or `code` parameter), compared in
     /// constant time. Empty: those routes refuse every request.
@@ -119,6 +121,28 @@ pub struct ReportsConfig {
     /// `REPORTS_LEASE_SECONDS` (300, 10–3600): how long a pull holds a report against other pulls
     /// (renewed while it runs). After a crash the report waits this long before the next pull.
     pub lease: Duration,
+}
+
+/// The Graph subscription (`MaintainSubscription`, `Lifecycle`) and the reconciliation sweep
+/// (`Reconcile`).
+#[derive(Debug, Clone)]
+pub struct SubscriptionConfig {
+    /// `NOTIFICATION_URL`: the public HTTPS URL of `/api/notifications` that Graph posts to. Not
+    /// required at start-up (the other functions work without it); `MaintainSubscription` fails,
+    /// naming it, while it is missing.
+    pub notification_url: Option<Url>,
+    /// `LIFECYCLE_NOTIFICATION_URL`: the same for `/api/lifecycle`.
+    pub lifecycle_url: Option<Url>,
+    /// `SUBSCRIPTION_SCHEDULE` (default every 2 hours): when `MaintainSubscription` runs.
+    pub schedule: String,
+    /// `RECONCILE_SCHEDULE` (default hourly, at minute 30): when `Reconcile` runs.
+    pub reconcile_schedule: String,
+    /// `RECONCILE_LOOKBACK_HOURS` (26, 1–720): the calls started this long ago or later that every
+    /// `Reconcile` run compares with what is stored. 26 h covers a day-long call whose record
+    /// appears 150 minutes after it ended.
+    pub reconcile_lookback: Duration,
+    /// How long one `Reconcile` run may go on before it leaves the rest of its windows to the next.
+    pub reconcile_budget: Duration,
 }
 
 /// Names of the tables the app writes (Bicep creates them; the app creates missing ones).
@@ -335,6 +359,7 @@ impl Config {
             seconds(&settings, "STORAGE_REQUEST_TIMEOUT_SECONDS", 30, 1..=300)?;
         let fetch = fetch_config(&settings)?;
         let reports = reports_config(&settings)?;
+        let subscription = subscription_config(&settings)?;
         let read_api_keys = settings
             .get("READ_API_KEYS")
             .unwrap_or_default()
@@ -355,6 +380,7 @@ impl Config {
             extra_ca_file,
             fetch,
             reports,
+            subscription,
             read_api_keys,
         })
     }
@@ -534,16 +560,8 @@ fn reports_config(settings: &Settings) -> Result<ReportsConfig, ConfigError> {
     let hours = |name, default, range| {
         number(settings, name, default, range).map(|h| Duration::from_secs(u64::from(h) * 3600))
     };
-    let schedule = settings
-        .get("REPORTS_SCHEDULE")
-        .unwrap_or(DEFAULT_REPORTS_SCHEDULE)
-        .trim()
-        .to_owned();
-    if let Err(e) = Schedule::parse(&schedule) {
-        return Err(ConfigError::malformed("REPORTS_SCHEDULE", e.to_string()));
-    }
     Ok(ReportsConfig {
-        schedule,
+        schedule: schedule(settings, "REPORTS_SCHEDULE", DEFAULT_REPORTS_SCHEDULE)?,
         settings: ReportSettings {
             backfill: hours("REPORTS_BACKFILL_DAYS", 30, 1..=365)?.saturating_mul(24),
             lookback: hours("REPORTS_LOOKBACK_HOURS", 3, 0..=72)?,
@@ -563,9 +581,59 @@ impl Config {
     pub fn schedule_setting(&self, name: &str) -> Option<&str> {
         match name {
             "REPORTS_SCHEDULE" => Some(&self.reports.schedule),
+            "SUBSCRIPTION_SCHEDULE" => Some(&self.subscription.schedule),
+            "RECONCILE_SCHEDULE" => Some(&self.subscription.reconcile_schedule),
             _ => None,
         }
     }
+}
+
+/// Every two hours, on the hour: a subscription lives 70.5 hours, so a renewal can fail for days
+/// before it lapses.
+pub const DEFAULT_SUBSCRIPTION_SCHEDULE: &str = "0 0 */2 * * *";
+/// Hourly, at half past: away from the report pulls on the quarter hours.
+pub const DEFAULT_RECONCILE_SCHEDULE: &str = "0 30 * * * *";
+
+fn schedule(settings: &Settings, name: &'static str, default: &str) -> Result<String, ConfigError> {
+    let schedule = settings.get(name).unwrap_or(default).trim().to_owned();
+    match Schedule::parse(&schedule) {
+        Ok(_) => Ok(schedule),
+        Err(e) => Err(ConfigError::malformed(name, e.to_string())),
+    }
+}
+
+/// A webhook URL Graph can post to: HTTPS, or HTTP on a loopback address (the local run and the
+/// tests, whose simulator allows it; Graph itself refuses it).
+fn webhook_url(settings: &Settings, name: &'static str) -> Result<Option<Url>, ConfigError> {
+    let Some(raw) = settings.get(name) else {
+        return Ok(None);
+    };
+    let url = Url::parse(raw).map_err(|_| ConfigError::malformed(name, "not an absolute URL"))?;
+    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+        return Err(ConfigError::malformed(
+            name,
+            "Graph posts only to https URLs (http is accepted for loopback addresses only)",
+        ));
+    }
+    Ok(Some(url))
+}
+
+fn subscription_config(settings: &Settings) -> Result<SubscriptionConfig, ConfigError> {
+    Ok(SubscriptionConfig {
+        notification_url: webhook_url(settings, "NOTIFICATION_URL")?,
+        lifecycle_url: webhook_url(settings, "LIFECYCLE_NOTIFICATION_URL")?,
+        schedule: schedule(
+            settings,
+            "SUBSCRIPTION_SCHEDULE",
+            DEFAULT_SUBSCRIPTION_SCHEDULE,
+        )?,
+        reconcile_schedule: schedule(settings, "RECONCILE_SCHEDULE", DEFAULT_RECONCILE_SCHEDULE)?,
+        reconcile_lookback: Duration::from_secs(
+            u64::from(number(settings, "RECONCILE_LOOKBACK_HOURS", 26, 1..=720)?) * 3600,
+        ),
+        reconcile_budget: Duration::from_secs(240),
+    })
 }
 
 fn fetch_config(settings: &Settings) -> Result<FetchConfig, ConfigError> {

@@ -108,17 +108,25 @@ pub(crate) enum InvocationError {
     /// The host's payload is not what this handler reads (a renamed binding, a new payload shape).
     #[error("invocation payload not understood")]
     Payload(#[from] crate::host::invocation::PayloadError),
+    #[error("Graph failed")]
+    Graph(#[from] crate::graph::GraphError),
+    /// A setting the function needs is missing; the text names it.
+    #[error("{0}")]
+    Config(&'static str),
 }
 
 impl IntoResponse for InvocationError {
     fn into_response(self) -> Response {
         match &self {
             // Outages pass; the host's retries cover them.
-            Self::Storage(StoreError::Transient(_)) => {
+            Self::Storage(StoreError::Transient(_))
+            | Self::Graph(
+                crate::graph::GraphError::Transient(_) | crate::graph::GraphError::Throttled { .. },
+            ) => {
                 tracing::warn!(error = %error_chain(&self), "invocation failed; the host retries");
             }
             // A refusal or a bug: retries will probably fail the same way, up to the poison queue.
-            Self::Storage(_) | Self::Payload(_) => {
+            Self::Storage(_) | Self::Payload(_) | Self::Graph(_) | Self::Config(_) => {
                 tracing::error!(error = %error_chain(&self), "invocation failed");
             }
         }

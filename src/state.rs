@@ -10,10 +10,11 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::clock::Clock;
-use crate::config::{NotificationConfig, ReportsConfig};
+use crate::config::{NotificationConfig, ReportsConfig, RunMode, SubscriptionConfig};
 use crate::domain::fetch::FetchPolicy;
 use crate::graph::GraphClient;
 use crate::store::callrecords::CallRecordStore;
+use crate::store::lifecycle::LifecycleStore;
 use crate::store::queue::QueueStore;
 use crate::store::reports::ReportStore;
 
@@ -36,6 +37,11 @@ pub(crate) struct AppState {
     pub(crate) api_keys: Arc<Vec<secrecy::SecretString>>,
     /// Webhook items rejected and not yet counted in `AppState`.
     pub(crate) rejections: Arc<RejectionTally>,
+    /// The subscription's and reconciliation's rows in `AppState`, and their settings.
+    pub(crate) lifecycle: LifecycleStore,
+    pub(crate) subscription: Arc<SubscriptionConfig>,
+    /// Whether the host stands in front (and checks function keys) or not.
+    pub(crate) mode: RunMode,
 }
 
 /// (webhook, reason) → (count, last seen).

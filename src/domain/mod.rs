@@ -12,4 +12,5 @@ pub(crate) mod notification;
 pub(crate) mod reports;
 pub(crate) mod schedule;
 pub(crate) mod secret;
+pub(crate) mod subscription;
 pub(crate) mod write;

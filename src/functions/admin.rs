@@ -40,6 +40,14 @@ pub(crate) async fn run_function(
                 }
             });
         }
+        "MaintainSubscription" => {
+            tokio::spawn(async move {
+                if let Err(e) = super::maintain_subscription::run(&state).await {
+                    tracing::error!(error = %crate::error::error_chain(&e), "requested run failed");
+                }
+            });
+        }
+        "Reconcile" => super::reconcile::start_in_background(&state),
         _ => return Err(ApiError::NotFound("no timer function of that name")),
     }
     Ok(StatusCode::ACCEPTED.into_response())

@@ -1,19 +1,49 @@
 //! `Lifecycle` (`POST /api/lifecycle`): Graph's lifecycle notifications for our subscription.
 //!
 //! Graph validates this URL with the same handshake as the notification URL when the subscription is
-//! created. For call records the only event Graph documents is `reauthorizationRequired`; events are
-//! authenticated (clientState, tenant) and logged. Renewing the subscription in answer to them is the
-//! job of `MaintainSubscription`, which does not exist yet: until then the events are only logged.
+//! created. Events are authenticated like notifications (client state, tenant) and then:
+//! - `reauthorizationRequired`: the subscription is reauthorized, or renewed when it expires within
+//!   a day (a renewal reauthorizes too); Graph repeats the event until one of them happens, and one
+//!   answer per 10 minutes suffices, whichever instance gives it;
+//! - `subscriptionRemoved`: `MaintainSubscription` runs now: it creates a new subscription and
+//!   queues the gap for reconciliation;
+//! - `missed`: a reconciliation sweep runs now (Graph documents this event for other resources;
+//!   handled in case it comes);
+//! - anything else, and any event for a subscription that is not ours, is logged and ignored.
+//!
+//! Graph wants an answer within 3 s: the answer is `202` at once and the work goes on in the
+//! background. Should the process end first, nothing is lost: the timers (`MaintainSubscription`
+//! every 2 hours, `Reconcile` hourly) do the same work.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument as _;
 
 use super::webhook::{collection, expectations, note_rejections, validation_response};
-use crate::error::ApiError;
+use crate::domain::subscription::{REAUTHORIZE_QUIET, RENEW_WITHIN};
+use crate::error::{ApiError, error_chain};
+use crate::graph::GraphError;
 use crate::state::AppState;
+
+/// What an event asks of us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Reauthorize,
+    Recreate,
+    Reconcile,
+}
+
+fn action(event: &str) -> Option<Action> {
+    match event {
+        e if e.eq_ignore_ascii_case("reauthorizationRequired") => Some(Action::Reauthorize),
+        e if e.eq_ignore_ascii_case("subscriptionRemoved") => Some(Action::Recreate),
+        e if e.eq_ignore_ascii_case("missed") => Some(Action::Reconcile),
+        _ => None,
+    }
+}
 
 pub(crate) async fn handle(
     State(state): State<AppState>,
@@ -27,12 +57,99 @@ pub(crate) async fn handle(
     let (events, rejected) =
         collection(body)?.triage_lifecycle(&expectations(&state.notifications));
     note_rejections(&state, "lifecycle", &rejected);
+    let mut actions = Vec::new();
     for event in &events {
-        tracing::warn!(
-            lifecycle_event = %event.event,
-            subscription_id = %event.subscription_id,
-            "Graph lifecycle event received; subscription renewal is not automated yet"
+        match action(&event.event) {
+            Some(action) => {
+                tracing::info!(lifecycle_event = %event.event, subscription_id = %event.subscription_id, "Graph lifecycle event received");
+                if !actions.contains(&(action, event.subscription_id.clone())) {
+                    actions.push((action, event.subscription_id.clone()));
+                }
+            }
+            None => tracing::warn!(
+                lifecycle_event = %event.event,
+                subscription_id = %event.subscription_id,
+                "unknown lifecycle event; ignored"
+            ),
+        }
+    }
+    if !actions.is_empty() {
+        let span = tracing::info_span!("lifecycle_work");
+        tokio::spawn(
+            async move {
+                for (action, subscription_id) in actions {
+                    act(&state, action, &subscription_id).await;
+                }
+            }
+            .instrument(span),
         );
     }
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Does what one event asks, if the event is about our subscription. Failures are logged; the
+/// timers try again.
+async fn act(state: &AppState, action: Action, subscription_id: &str) {
+    let recorded = match state.lifecycle.subscription().await {
+        Ok(recorded) => recorded,
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "cannot read the subscription's state; the timers will act");
+            return;
+        }
+    };
+    let ours = recorded
+        .id
+        .as_deref()
+        .is_some_and(|id| id.eq_ignore_ascii_case(subscription_id));
+    if !ours {
+        tracing::warn!(
+            subscription_id,
+            ?action,
+            "lifecycle event for a subscription that is not ours; ignored"
+        );
+        return;
+    }
+    let result = match action {
+        Action::Reauthorize => reauthorize(state, subscription_id, recorded.expires).await,
+        Action::Recreate => super::maintain_subscription::run(state)
+            .await
+            .map(|outcome| tracing::info!(?outcome, "subscription maintained after its removal")),
+        Action::Reconcile => super::reconcile::run(state).await.map(|_| ()),
+    };
+    if let Err(e) = result {
+        tracing::error!(error = %error_chain(&e), ?action, "lifecycle event not acted on; the timers will try again");
+    }
+}
+
+async fn reauthorize(
+    state: &AppState,
+    id: &str,
+    expires: Option<time::OffsetDateTime>,
+) -> Result<(), crate::error::InvocationError> {
+    let now = state.clock.now();
+    if !state
+        .lifecycle
+        .reauthorize_turn(now, REAUTHORIZE_QUIET)
+        .await?
+    {
+        tracing::info!(
+            outcome = "skipped",
+            "reauthorizationRequired already answered within 10 minutes"
+        );
+        return Ok(());
+    }
+    let renew = expires.is_none_or(|t| t - now < RENEW_WITHIN);
+    if renew {
+        super::maintain_subscription::run(state).await.map(|_| ())
+    } else {
+        match state.graph.reauthorize_subscription(id).await {
+            Ok(()) => {
+                tracing::info!(outcome = "reauthorized", "subscription reauthorized");
+                Ok(())
+            }
+            // Gone: make a new one.
+            Err(GraphError::NotFound) => super::maintain_subscription::run(state).await.map(|_| ()),
+            Err(e) => Err(e.into()),
+        }
+    }
 }

@@ -5,8 +5,11 @@
 pub(crate) mod admin;
 pub(crate) mod fetch_call_record;
 pub(crate) mod lifecycle;
+pub(crate) mod maintain_subscription;
 pub(crate) mod notifications;
+pub(crate) mod ops;
 pub(crate) mod pull_reports;
+pub(crate) mod reconcile;
 mod webhook;
 
 pub(crate) use webhook::MAX_BODY_BYTES;
@@ -35,6 +38,16 @@ pub(crate) const HTTP_FUNCTIONS: &[HttpFunction] = &[
         route: "lifecycle",
         methods: &[Method::POST],
     },
+    HttpFunction {
+        name: "Backfill",
+        route: "ops/backfill",
+        methods: &[Method::POST],
+    },
+    HttpFunction {
+        name: "Reprocess",
+        route: "ops/reprocess",
+        methods: &[Method::POST],
+    },
 ];
 
 /// A function the host invokes with an invocation payload (`POST /{name}`): queue and timer triggers.
@@ -60,11 +73,31 @@ pub(crate) const INVOCATION_FUNCTIONS: &[InvocationFunction] = &[
         trigger: "timerTrigger",
         binding: pull_reports::BINDING,
     },
+    InvocationFunction {
+        name: "MaintainSubscription",
+        trigger: "timerTrigger",
+        binding: maintain_subscription::BINDING,
+    },
+    InvocationFunction {
+        name: "Reconcile",
+        trigger: "timerTrigger",
+        binding: reconcile::BINDING,
+    },
 ];
 
 /// The `function.json` of every timer function, built in, so that the standalone scheduler reads
 /// the very schedules the host reads (a test checks them against `handlers/`).
-pub(crate) const TIMER_FUNCTION_JSON: &[(&str, &str)] = &[(
-    "PullReports",
-    include_str!("../../handlers/PullReports/function.json"),
-)];
+pub(crate) const TIMER_FUNCTION_JSON: &[(&str, &str)] = &[
+    (
+        "PullReports",
+        include_str!("../../handlers/PullReports/function.json"),
+    ),
+    (
+        "MaintainSubscription",
+        include_str!("../../handlers/MaintainSubscription/function.json"),
+    ),
+    (
+        "Reconcile",
+        include_str!("../../handlers/Reconcile/function.json"),
+    ),
+];

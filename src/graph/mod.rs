@@ -22,12 +22,14 @@ pub(crate) mod pages;
 mod rate;
 pub(crate) mod reports;
 mod retry;
+pub(crate) mod subscriptions;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use azure_core::credentials::TokenCredential;
 use bytes::Bytes;
+use reqwest::Method;
 use tokio::time::Instant;
 use tracing::field;
 use url::Url;
@@ -200,7 +202,25 @@ impl GraphClient {
         key: RateKey,
     ) -> Result<GraphResponse, GraphError> {
         let url = self.api_url(path_and_query)?;
-        self.send(url, key).await
+        self.send(&Method::GET, url, None, key).await
+    }
+
+    /// `{method} {base}/v1.0/{path}` with a JSON body (or none): the subscription requests. The
+    /// same retries as a `GET`: a create that timed out may have succeeded, and is then answered
+    /// `409` on the retry, which callers treat as "it exists".
+    ///
+    /// # Errors
+    /// As [`GraphClient::get`].
+    pub(crate) async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        key: RateKey,
+    ) -> Result<GraphResponse, GraphError> {
+        let url = self.api_url(path)?;
+        let body = body.map(|b| Bytes::from(b.to_string()));
+        self.send(&method, url, body, key).await
     }
 
     /// `GET` an absolute URL from an `@odata.nextLink`, followed verbatim. Refused with
@@ -219,7 +239,7 @@ impl GraphClient {
                 url.host_str().unwrap_or("?")
             )));
         }
-        self.send(url, key).await
+        self.send(&Method::GET, url, None, key).await
     }
 
     fn api_url(&self, path_and_query: &str) -> Result<Url, GraphError> {
@@ -241,11 +261,17 @@ impl GraphClient {
 
     /// The request loop: rate limit, try, and ask the retry policy what next.
     #[tracing::instrument(
-        name = "graph_get",
+        name = "graph_request",
         skip_all,
-        fields(path = %url.path(), key = ?key, attempt = field::Empty, status = field::Empty)
+        fields(method = %method, path = %url.path(), key = ?key, attempt = field::Empty, status = field::Empty)
     )]
-    async fn send(&self, url: Url, key: RateKey) -> Result<GraphResponse, GraphError> {
+    async fn send(
+        &self,
+        method: &Method,
+        url: Url,
+        body: Option<Bytes>,
+        key: RateKey,
+    ) -> Result<GraphResponse, GraphError> {
         let span = tracing::Span::current();
         let policy = &self.inner.options.retry;
         let started = Instant::now();
@@ -266,7 +292,7 @@ impl GraphClient {
             self.inner.limiter.acquire(&key).await;
             let attempt = retries + 1;
             span.record("attempt", attempt);
-            let (failure, error) = match self.try_once(&url).await {
+            let (failure, error) = match self.try_once(method, &url, body.as_ref()).await {
                 Ok(response) => {
                     span.record("status", response.status);
                     tracing::debug!(attempt, status = response.status, "Graph answered");
@@ -314,7 +340,12 @@ impl GraphClient {
     }
 
     /// One try: token, request, whole body.
-    async fn try_once(&self, url: &Url) -> Result<GraphResponse, (Failure, GraphError)> {
+    async fn try_once(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&Bytes>,
+    ) -> Result<GraphResponse, (Failure, GraphError)> {
         let inner = &*self.inner;
         let token = match inner.credential.get_token(&[&inner.scope], None).await {
             Ok(token) => token,
@@ -328,13 +359,19 @@ impl GraphClient {
                 return Err((Failure::Token { transient }, error));
             }
         };
-        let response = inner
+        let mut request = inner
             .http
-            .get(url.clone())
+            .request(method.clone(), url.clone())
             // `bearer_auth` marks the header sensitive, so reqwest never prints it.
             .bearer_auth(token.token.secret())
             .header(reqwest::header::ACCEPT, "application/json")
-            .timeout(inner.options.request_timeout)
+            .timeout(inner.options.request_timeout);
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| transport_failure(e, url))?;

@@ -40,7 +40,7 @@ impl GraphClient {
 }
 
 /// A `DateTimeOffset` literal in UTC, to the second (`2026-11-28T10:15:07Z`).
-fn literal(t: OffsetDateTime) -> String {
+pub(crate) fn literal(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",

@@ -4,6 +4,7 @@
 //!
 //! As the host does, one function never runs twice at once: a run that overruns its next due time is
 //! followed by one run marked `IsPastDue`, not by one per missed time; and no due time fires twice.
+//! A function whose `function.json` says `runOnStartup` also runs once when the scheduler starts.
 //! Times are read from the app's clock (tests and the local run use the simulator's), in steps of
 //! at most a second, so a clock that runs faster than real time still fires on its own schedule.
 
@@ -25,6 +26,8 @@ pub(crate) struct Timer {
     pub(crate) function: &'static str,
     pub(crate) binding: &'static str,
     pub(crate) schedule: Schedule,
+    /// `runOnStartup`: one run when the scheduler starts, as the host does at start-up.
+    pub(crate) run_on_startup: bool,
 }
 
 /// The next firing after the one due at `last` (or after `now` for the first): its due time, and
@@ -61,6 +64,9 @@ pub(crate) async fn run(
             let url = format!("http://{handler}/{}", timer.function);
             tracing::info!(function = timer.function, "timer scheduler started");
             let mut last = None;
+            if timer.run_on_startup && !*stop.borrow() {
+                fire(&client, &url, timer.binding, clock.now(), false).await;
+            }
             while !*stop.borrow() {
                 let Some((due, past_due)) = next_firing(&timer.schedule, last, clock.now()) else {
                     tracing::error!(
@@ -168,6 +174,7 @@ mod tests {
             function: "PullReports",
             binding: "timer",
             schedule: Schedule::parse("* * * * * *").unwrap(),
+            run_on_startup: false,
         };
         let running = tokio::spawn(run(
             vec![timer],

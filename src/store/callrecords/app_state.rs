@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use super::super::StoreError;
 use super::super::table::ETag;
-use super::super::table::{EdmValue, Entity, WriteMode};
+use super::super::table::{EdmValue, Entity, Query, WriteMode, filter};
 use super::rows::{sanitize_key, truncate};
 use super::{CallRecordStore, STATE_ROW};
 use crate::domain::fetch::GiveUp;
@@ -45,7 +45,8 @@ impl CallRecordStore {
             .with("ReceivedAt", EdmValue::DateTime(job.received_at))
             .with("GaveUpAt", EdmValue::DateTime(now));
         self.ready().await?;
-        self.app_state.upsert(&row, WriteMode::Replace).await?;
+        // Merged, so that how often reconciliation retried the record survives a new give-up.
+        self.app_state.upsert(&row, WriteMode::Merge).await?;
         // Marked on the record too, so that storing it later removes the failure row.
         let mark = Entity::new(&job.id, STATE_ROW)
             .with("Failed", EdmValue::String(reason.as_str().to_owned()));
@@ -90,6 +91,70 @@ impl CallRecordStore {
             Ok(_) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// The records given up on: the `FetchFailure` rows, for reconciliation to try again.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn given_up(&self) -> Result<Vec<Entity>, StoreError> {
+        self.ready().await?;
+        self.app_state
+            .query_all(&Query::new().filter(filter::eq("PartitionKey", FAILURE_PARTITION)))
+            .await
+    }
+
+    /// Notes on a `FetchFailure` row that the record was sent to be fetched again at `now`, for
+    /// the `retries`th time. A new give-up updates the row's other columns, so the next sweep
+    /// tries once more, up to its limit.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn mark_retried(
+        &self,
+        id: &str,
+        retries: i32,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let row = Entity::new(FAILURE_PARTITION, id)
+            .with("RetriedAt", EdmValue::DateTime(now))
+            .with("Retries", EdmValue::Int32(retries));
+        match self
+            .app_state
+            .update(&row, WriteMode::Merge, &ETag::any())
+            .await
+        {
+            // Stored in the meantime: nothing left to mark.
+            Ok(_) | Err(StoreError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The version stored of every record whose call started on UTC `day` (`2026-11-28`): one
+    /// query of the day's `CallRecords` partition, id and version only.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn stored_versions(
+        &self,
+        day: &str,
+    ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        self.ready().await?;
+        let rows = self
+            .records
+            .query_all(
+                &Query::new()
+                    .filter(filter::eq("PartitionKey", day))
+                    .select(["RowKey", "Version"]),
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let version = row.get_i64("Version").unwrap_or(0);
+                (row.row_key, version)
+            })
+            .collect())
     }
 
     /// Records a queue message that could not be read (it is then deleted), for the health check.

@@ -1,0 +1,488 @@
+//! The subscription's life and reconciliation, as decisions without IO: which of the app's Graph
+//! subscriptions is ours and which must go, how far a renewal reaches, which time span a
+//! reconciliation covers after the subscription was lost, how a span is cut into slices, and which
+//! listed records must be fetched.
+
+use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::secret::secrets_equal;
+
+/// Graph's longest subscription life for call records.
+pub(crate) const MAX_LIFETIME: time::Duration = time::Duration::minutes(4230);
+/// Asked for less than the maximum by this much: Graph refuses an expiry past its own clock plus
+/// 4,230 minutes, and ours may run ahead of it.
+const CLOCK_MARGIN: time::Duration = time::Duration::minutes(5);
+/// Graph keeps call records this long; nothing older can be listed or fetched.
+pub(crate) const RETENTION: time::Duration = time::Duration::days(30);
+/// A reconciliation span is listed in slices this long; progress is kept after each.
+pub(crate) const SLICE: time::Duration = time::Duration::hours(6);
+/// The answer to one `reauthorizationRequired` suffices for this long: Graph repeats the event
+/// until it is acted on, and each repeat must not cost another request.
+pub(crate) const REAUTHORIZE_QUIET: time::Duration = time::Duration::minutes(10);
+/// A subscription expiring within this is renewed in answer to `reauthorizationRequired` (a
+/// renewal reauthorizes too); one further out is only reauthorized.
+pub(crate) const RENEW_WITHIN: time::Duration = time::Duration::hours(24);
+
+/// A subscription as Graph lists it (the fields we read; the rest is ignored).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Seen {
+    #[serde(default)]
+    pub(crate) id: String,
+    #[serde(default)]
+    pub(crate) resource: String,
+    #[serde(default)]
+    pub(crate) change_type: String,
+    #[serde(default)]
+    pub(crate) notification_url: Option<String>,
+    #[serde(default)]
+    pub(crate) lifecycle_notification_url: Option<String>,
+    #[serde(default)]
+    pub(crate) expiration_date_time: Option<String>,
+    /// Graph echoes the client state it was given; absent or null when it does not.
+    #[serde(default)]
+    pub(crate) client_state: Option<String>,
+}
+
+impl Seen {
+    pub(crate) fn expires(&self) -> Option<OffsetDateTime> {
+        self.expiration_date_time
+            .as_deref()
+            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+    }
+}
+
+/// One page of `GET /communications/callRecords` as reconciliation reads it.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListedPage {
+    #[serde(default)]
+    pub(crate) value: Vec<Listed>,
+    #[serde(rename = "@odata.nextLink")]
+    pub(crate) next_link: Option<String>,
+}
+
+/// A listed call record: what tells whether the stored copy is current.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Listed {
+    pub(crate) id: String,
+    #[serde(default)]
+    pub(crate) version: Option<i64>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub(crate) start_date_time: Option<OffsetDateTime>,
+}
+
+/// What our subscription must be.
+pub(crate) struct Wanted<'a> {
+    pub(crate) resource: &'a str,
+    pub(crate) change_type: &'a str,
+    pub(crate) notification_url: &'a str,
+    pub(crate) lifecycle_url: &'a str,
+    pub(crate) client_state: &'a [u8],
+}
+
+/// `/communications/callRecords` and `communications/callrecords` name the same resource.
+fn same_resource(a: &str, b: &str) -> bool {
+    a.trim_start_matches('/')
+        .eq_ignore_ascii_case(b.trim_start_matches('/'))
+}
+
+/// `created,updated` and `updated, created` are the same change types.
+fn same_changes(a: &str, b: &str) -> bool {
+    let set = |s: &str| {
+        let mut v: Vec<String> = s
+            .split(',')
+            .map(|c| c.trim().to_ascii_lowercase())
+            .filter(|c| !c.is_empty())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    set(a) == set(b)
+}
+
+/// URLs compared as Graph compares them: the same text, give or take a trailing slash and the case
+/// of scheme and host.
+fn same_url(a: Option<&str>, b: &str) -> bool {
+    let norm = |s: &str| match url::Url::parse(s) {
+        Ok(u) => u.as_str().trim_end_matches('/').to_owned(),
+        Err(_) => s.trim_end_matches('/').to_owned(),
+    };
+    a.is_some_and(|a| norm(a) == norm(b))
+}
+
+/// What to do with the subscriptions Graph lists for the app.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// Ours, to renew (the one living longest, when there are several).
+    pub(crate) keep: Option<Seen>,
+    /// Subscriptions of the app to the same resource that are not the one we keep: duplicates, and
+    /// leftovers of an earlier deployment (another host name, another client state). Graph allows
+    /// one per resource and change type, and notifications to an old URL or with an old client
+    /// state are lost or rejected, so they go.
+    pub(crate) delete: Vec<String>,
+}
+
+/// Sorts the app's subscriptions into ours, those to delete, and others (left alone: another
+/// resource is someone else's business).
+pub(crate) fn plan(seen: Vec<Seen>, wanted: &Wanted<'_>) -> Plan {
+    let mut ours: Vec<Seen> = Vec::new();
+    let mut delete = Vec::new();
+    for s in seen {
+        if !same_resource(&s.resource, wanted.resource) {
+            continue;
+        }
+        let fits = same_changes(&s.change_type, wanted.change_type)
+            && same_url(s.notification_url.as_deref(), wanted.notification_url)
+            && same_url(s.lifecycle_notification_url.as_deref(), wanted.lifecycle_url)
+            // Graph may leave the client state out of a listing: only one it shows can differ.
+            && s.client_state
+                .as_deref()
+                .is_none_or(|c| secrets_equal(c.as_bytes(), wanted.client_state));
+        if fits {
+            ours.push(s);
+        } else {
+            delete.push(s.id);
+        }
+    }
+    ours.sort_by_key(|s| std::cmp::Reverse(s.expires()));
+    let mut ours = ours.into_iter();
+    let keep = ours.next();
+    delete.extend(ours.map(|s| s.id));
+    Plan { keep, delete }
+}
+
+/// The expiry asked for at `now`: as far as Graph allows, less a margin for clock skew.
+pub(crate) fn renewal_expiry(now: OffsetDateTime) -> OffsetDateTime {
+    now + MAX_LIFETIME - CLOCK_MARGIN
+}
+
+/// The calls whose notifications may have gone to a subscription that Graph no longer had: started
+/// from `lookback` before the last time it was known to work until `now`, and within Graph's
+/// retention. `None` when it never worked (a first install: the admin backfills what came before).
+pub(crate) fn gap(
+    last_good: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+    lookback: time::Duration,
+) -> Option<(OffsetDateTime, OffsetDateTime)> {
+    let from = (last_good? - lookback).max(now - RETENTION);
+    (from < now).then_some((from, now))
+}
+
+/// The next slice of a span `[from, to)`: at most [`SLICE`] long.
+pub(crate) fn next_slice(
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Option<(OffsetDateTime, OffsetDateTime)> {
+    (from < to).then(|| (from, (from + SLICE).min(to)))
+}
+
+/// Whether a listed record must be fetched: not stored, or stored at a lower version than listed.
+/// A listing without a version is fetched when nothing is stored (the fetch then decides).
+pub(crate) fn needs_fetch(listed: Option<i64>, stored: Option<i64>) -> bool {
+    match (listed, stored) {
+        (_, None) => true,
+        (Some(listed), Some(stored)) => listed > stored,
+        (None, Some(_)) => false,
+    }
+}
+
+/// How often reconciliation sends a record given up on to be fetched again. Each try runs the
+/// fetch's whole retry schedule (up to `FETCH_FAILURE_HORIZON_HOURS`), so a record that fails for
+/// good stops costing requests after a few days.
+pub(crate) const GIVEN_UP_RETRIES: i32 = 3;
+
+/// Whether a record given up on is worth another try now: Graph still has it, it was retried fewer
+/// than [`GIVEN_UP_RETRIES`] times, and not since it was last given up (a retry in flight may take
+/// days).
+pub(crate) fn retry_given_up(
+    received_at: Option<OffsetDateTime>,
+    gave_up_at: Option<OffsetDateTime>,
+    (retried_at, retries): (Option<OffsetDateTime>, i32),
+    now: OffsetDateTime,
+) -> bool {
+    let within_retention =
+        received_at.is_some_and(|t| t > now - RETENTION) && retries < GIVEN_UP_RETRIES;
+    let not_retried = match (retried_at, gave_up_at) {
+        (None, _) => true,
+        (Some(retried), Some(gave_up)) => retried < gave_up,
+        (Some(_), None) => false,
+    };
+    within_retention && not_retried
+}
+
+/// Why a backfill range is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RangeError {
+    Missing,
+    Unparsable,
+    Reversed,
+    TooLong,
+    Future,
+}
+
+impl RangeError {
+    /// The answer the admin gets.
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            Self::Missing => {
+                "`from` and `to` are required (RFC 3339 times, e.g. 2026-11-01T00:00:00Z)"
+            }
+            Self::Unparsable => {
+                "`from` or `to` is not an RFC 3339 time (e.g. 2026-11-01T00:00:00Z)"
+            }
+            Self::Reversed => "`from` must be before `to`",
+            Self::TooLong => {
+                "the range may span at most 30 days (Graph keeps call records for 30 days)"
+            }
+            Self::Future => "`to` lies in the future",
+        }
+    }
+}
+
+/// A backfill range as an admin gives it: both ends, `from` before `to`, at most 30 days, not in
+/// the future. Parts older than Graph's retention are cut off later (they list nothing).
+pub(crate) fn backfill_range(
+    from: Option<&str>,
+    to: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<(OffsetDateTime, OffsetDateTime), RangeError> {
+    let (Some(from), Some(to)) = (from, to) else {
+        return Err(RangeError::Missing);
+    };
+    let parse =
+        |s: &str| OffsetDateTime::parse(s.trim(), &Rfc3339).map_err(|_| RangeError::Unparsable);
+    let (from, to) = (parse(from)?, parse(to)?);
+    if from >= to {
+        return Err(RangeError::Reversed);
+    }
+    if to - from > RETENTION {
+        return Err(RangeError::TooLong);
+    }
+    // A minute of grace for an admin's clock.
+    if to > now + time::Duration::minutes(1) {
+        return Err(RangeError::Future);
+    }
+    Ok((from, to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn wanted() -> Wanted<'static> {
+        Wanted {
+            resource: "/communications/callRecords",
+            change_type: "created,updated",
+            notification_url: "https://app.example/api/notifications",
+            lifecycle_url: "https://app.example/api/lifecycle",
+            client_state: b"secret",
+        }
+    }
+
+    fn seen(id: &str, url: &str, expires: &str, client_state: Option<&str>) -> Seen {
+        Seen {
+            id: id.into(),
+            resource: "communications/callrecords".into(),
+            change_type: "updated, created".into(),
+            notification_url: Some(url.into()),
+            lifecycle_notification_url: Some("https://APP.example/api/lifecycle/".into()),
+            expiration_date_time: Some(expires.into()),
+            client_state: client_state.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_longest_living_match_is_kept_and_every_other_subscription_to_the_resource_goes() {
+        let other_resource = Seen {
+            resource: "/users".into(),
+            ..seen("users", "https://x/", "2026-11-30T00:00:00Z", None)
+        };
+        let listed = vec![
+            seen(
+                "short",
+                "https://app.example/api/notifications",
+                "2026-11-29T00:00:00Z",
+                None,
+            ),
+            seen(
+                "long",
+                "https://app.example/api/notifications/",
+                "2026-11-30T00:00:00Z",
+                Some("secret"),
+            ),
+            seen(
+                "old-host",
+                "https://old.example/api/notifications",
+                "2026-12-01T00:00:00Z",
+                None,
+            ),
+            seen(
+                "old-state",
+                "https://app.example/api/notifications",
+                "2026-12-01T00:00:00Z",
+                Some("rotated"),
+            ),
+            other_resource,
+        ];
+        let plan = plan(listed, &wanted());
+        assert_eq!(plan.keep.map(|s| s.id).as_deref(), Some("long"));
+        let mut delete = plan.delete;
+        delete.sort();
+        assert_eq!(delete, ["old-host", "old-state", "short"]);
+    }
+
+    #[test]
+    fn the_documented_list_page_reads_as_ids_versions_and_starts() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/graph/callrecords-list-filter-startdatetime.json"
+        ))
+        .unwrap();
+        let page: ListedPage = serde_json::from_str(&text).unwrap();
+        assert_eq!(page.value.len(), 1);
+        let listed = &page.value[0];
+        assert_eq!(listed.id, "3cf3bbc8-b21d-4f2e-bfd0-b13603ae6c65");
+        assert_eq!(listed.version, Some(2));
+        assert_eq!(
+            listed.start_date_time,
+            Some(datetime!(2023-09-25 09:28:38 UTC))
+        );
+        assert!(page.next_link.is_none());
+    }
+
+    #[test]
+    fn nothing_listed_means_create() {
+        assert_eq!(
+            plan(Vec::new(), &wanted()),
+            Plan {
+                keep: None,
+                delete: Vec::new()
+            }
+        );
+    }
+
+    #[test]
+    fn a_renewal_stays_inside_graphs_limit() {
+        let now = datetime!(2026-11-28 10:00 UTC);
+        let expiry = renewal_expiry(now);
+        assert!(expiry - now < MAX_LIFETIME);
+        assert!(expiry - now > MAX_LIFETIME - time::Duration::minutes(10));
+    }
+
+    #[test]
+    fn the_gap_reaches_back_a_lookback_before_the_last_good_time_and_no_further_than_retention() {
+        let now = datetime!(2026-11-28 10:00 UTC);
+        let lookback = time::Duration::hours(26);
+        assert_eq!(gap(None, now, lookback), None);
+        let good = datetime!(2026-11-27 10:00 UTC);
+        assert_eq!(gap(Some(good), now, lookback), Some((good - lookback, now)));
+        let ancient = datetime!(2026-09-01 00:00 UTC);
+        assert_eq!(
+            gap(Some(ancient), now, lookback),
+            Some((now - RETENTION, now))
+        );
+    }
+
+    #[test]
+    fn slices_cover_a_span_without_overlap() {
+        let from = datetime!(2026-11-27 01:00 UTC);
+        let to = datetime!(2026-11-28 02:30 UTC);
+        let mut at = from;
+        let mut slices = 0;
+        while let Some((a, b)) = next_slice(at, to) {
+            assert_eq!(a, at);
+            assert!(b - a <= SLICE);
+            at = b;
+            slices += 1;
+        }
+        assert_eq!((at, slices), (to, 5));
+    }
+
+    #[test]
+    fn a_record_is_fetched_when_missing_or_listed_newer() {
+        assert!(needs_fetch(Some(1), None));
+        assert!(needs_fetch(None, None));
+        assert!(needs_fetch(Some(3), Some(2)));
+        assert!(!needs_fetch(Some(2), Some(2)));
+        assert!(!needs_fetch(Some(1), Some(2)));
+        assert!(!needs_fetch(None, Some(1)));
+    }
+
+    #[test]
+    fn a_given_up_record_is_retried_once_per_give_up_and_only_within_retention() {
+        let now = datetime!(2026-11-28 10:00 UTC);
+        let received = Some(now - time::Duration::days(3));
+        let gave_up = Some(now - time::Duration::days(1));
+        let hours_ago = Some(now - time::Duration::hours(2));
+        let days_ago = Some(now - time::Duration::days(2));
+        assert!(retry_given_up(received, gave_up, (None, 0), now));
+        assert!(!retry_given_up(received, gave_up, (hours_ago, 1), now));
+        assert!(retry_given_up(received, gave_up, (days_ago, 1), now));
+        assert!(!retry_given_up(
+            received,
+            gave_up,
+            (days_ago, GIVEN_UP_RETRIES),
+            now
+        ));
+        let old = Some(now - time::Duration::days(31));
+        assert!(!retry_given_up(old, gave_up, (None, 0), now));
+        assert!(!retry_given_up(None, gave_up, (None, 0), now));
+    }
+
+    #[test]
+    fn backfill_ranges_are_checked_before_anything_is_enqueued() {
+        let now = datetime!(2026-11-28 10:00 UTC);
+        let ok = backfill_range(
+            Some("2026-11-01T00:00:00Z"),
+            Some("2026-11-28T00:00:00Z"),
+            now,
+        );
+        assert_eq!(
+            ok,
+            Ok((
+                datetime!(2026-11-01 00:00 UTC),
+                datetime!(2026-11-28 00:00 UTC)
+            ))
+        );
+        let cases = [
+            (None, Some("2026-11-28T00:00:00Z"), RangeError::Missing),
+            (
+                Some("yesterday"),
+                Some("2026-11-28T00:00:00Z"),
+                RangeError::Unparsable,
+            ),
+            (
+                Some("2026-11-28T00:00:00Z"),
+                Some("2026-11-01T00:00:00Z"),
+                RangeError::Reversed,
+            ),
+            (
+                Some("2026-11-28T00:00:00Z"),
+                Some("2026-11-28T00:00:00Z"),
+                RangeError::Reversed,
+            ),
+            (
+                Some("2026-10-01T00:00:00Z"),
+                Some("2026-11-28T00:00:00Z"),
+                RangeError::TooLong,
+            ),
+            (
+                Some("2026-11-28T00:00:00Z"),
+                Some("2026-11-29T00:00:00Z"),
+                RangeError::Future,
+            ),
+        ];
+        for (from, to, expected) in cases {
+            assert_eq!(
+                backfill_range(from, to, now),
+                Err(expected),
+                "{from:?} {to:?}"
+            );
+        }
+    }
+}

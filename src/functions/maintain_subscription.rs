@@ -1,0 +1,188 @@
+//! `MaintainSubscription` (timer, `SUBSCRIPTION_SCHEDULE`, every 2 hours, and at start-up):
+//! keeps exactly one Graph subscription to call records alive, pointed at this deployment.
+//!
+//! A run takes the lease in `AppState` (another run, on another instance or from a lifecycle event,
+//! skips), lists the app's subscriptions, deletes every one to the resource that is not ours
+//! (another host name, another client state, a duplicate), renews ours to Graph's maximum, and
+//! creates one when there is none or the renewal finds it gone (Graph then validates both webhook
+//! URLs). A `409` on create means one exists after all (created by a concurrent run, or by our own
+//! create whose answer was lost): it is listed and renewed. When the subscription had to be
+//! recreated, the calls of the time it may have been missing are queued for reconciliation.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use secrecy::ExposeSecret as _;
+use tracing::Instrument as _;
+
+use crate::domain::subscription::{Seen, Wanted, gap, plan, renewal_expiry};
+use crate::error::InvocationError;
+use crate::graph::GraphError;
+use crate::graph::subscriptions::{CHANGE_TYPE, NewSubscription, RESOURCE};
+use crate::host::invocation::{InvocationResponse, TimerInvocation};
+use crate::state::AppState;
+use crate::store::lifecycle::LeaseRow;
+
+/// The `name` of the timer binding in `handlers/MaintainSubscription/function.json`.
+pub(crate) const BINDING: &str = "timer";
+/// Longer than a run can take: two validation handshakes of up to 10 s and Graph's retries.
+const LEASE: time::Duration = time::Duration::minutes(5);
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Maintained {
+    Renewed,
+    /// A new subscription; with the span queued for reconciliation, if one was.
+    Created,
+    /// Another run holds the lease.
+    Skipped,
+}
+
+pub(crate) async fn handle(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<InvocationResponse>, InvocationError> {
+    let timer = TimerInvocation::decode(&body, BINDING)?;
+    let span = tracing::info_span!(
+        "maintain_subscription",
+        invocation_id = %crate::host::invocation_id(&headers),
+        past_due = timer.is_past_due,
+    );
+    run(&state).instrument(span).await?;
+    Ok(Json(InvocationResponse::done()))
+}
+
+/// One run (the timer, a lifecycle event, the admin route).
+///
+/// # Errors
+/// When a webhook URL is not configured, Graph fails or refuses, or storage fails. The error is
+/// also recorded on the `Subscription` row for the health check.
+pub(crate) async fn run(state: &AppState) -> Result<Maintained, InvocationError> {
+    let config = &state.subscription;
+    let (Some(notification_url), Some(lifecycle_url)) =
+        (&config.notification_url, &config.lifecycle_url)
+    else {
+        return Err(InvocationError::Config(
+            "NOTIFICATION_URL and LIFECYCLE_NOTIFICATION_URL must be set for the app to subscribe \
+             to call records",
+        ));
+    };
+    let now = state.clock.now();
+    let owner = crate::random::token();
+    let Some(held) = state
+        .lifecycle
+        .claim(LeaseRow::Subscription, &owner, now, now + LEASE)
+        .await?
+    else {
+        tracing::info!(
+            outcome = "skipped",
+            "another run is maintaining the subscription"
+        );
+        return Ok(Maintained::Skipped);
+    };
+    let recorded = state.lifecycle.subscription().await?;
+    let client_state = state.notifications.client_state.expose_secret();
+    let wanted = Wanted {
+        resource: RESOURCE,
+        change_type: CHANGE_TYPE,
+        notification_url: notification_url.as_str(),
+        lifecycle_url: lifecycle_url.as_str(),
+        client_state: client_state.as_bytes(),
+    };
+    let seen = match ensure(state, &wanted, client_state).await {
+        Ok(seen) => seen,
+        Err(e) => {
+            let text = e.to_string();
+            tracing::error!(error = %text, "the subscription could not be maintained");
+            state
+                .lifecycle
+                .subscription_failed(held, &text, state.clock.now())
+                .await?;
+            return Err(e.into());
+        }
+    };
+    let created = recorded.id.as_deref() != Some(seen.id.as_str());
+    let now = state.clock.now();
+    state
+        .lifecycle
+        .subscription_confirmed(held, &seen.id, seen.expires(), created, now)
+        .await?;
+    if !created {
+        tracing::info!(subscription_id = %seen.id, expires = ?seen.expires(), outcome = "renewed", "subscription renewed");
+        return Ok(Maintained::Renewed);
+    }
+    tracing::info!(
+        subscription_id = %seen.id,
+        previous = ?recorded.id,
+        expires = ?seen.expires(),
+        outcome = "created",
+        "subscription created"
+    );
+    if let Some((from, to)) = gap(
+        recorded.last_good,
+        now,
+        config
+            .reconcile_lookback
+            .try_into()
+            .unwrap_or(time::Duration::ZERO),
+    ) {
+        state
+            .lifecycle
+            .add_window(from, to, "subscriptionRecreated", now)
+            .await?;
+        tracing::warn!(%from, %to, "the subscription was missing; the calls of that time are queued for reconciliation");
+        super::reconcile::start_in_background(state);
+    }
+    Ok(Maintained::Created)
+}
+
+/// Lists, deletes what is not ours, renews ours or creates it; returns the live subscription.
+async fn ensure(
+    state: &AppState,
+    wanted: &Wanted<'_>,
+    client_state: &str,
+) -> Result<Seen, GraphError> {
+    let graph = &state.graph;
+    let mut conflicts = 0;
+    loop {
+        let plan = plan(graph.list_subscriptions().await?, wanted);
+        for id in &plan.delete {
+            tracing::warn!(subscription_id = %id, "deleting a subscription that is not this deployment's (another URL or client state, or a duplicate)");
+            graph.delete_subscription(id).await?;
+        }
+        if let Some(keep) = plan.keep {
+            match graph
+                .renew_subscription(&keep.id, renewal_expiry(state.clock.now()))
+                .await
+            {
+                Ok(renewed) => return Ok(with_id(renewed, keep.id)),
+                // Gone since it was listed: create one.
+                Err(GraphError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let new = NewSubscription {
+            notification_url: wanted.notification_url,
+            lifecycle_url: wanted.lifecycle_url,
+            client_state,
+            expires: renewal_expiry(state.clock.now()),
+        };
+        match graph.create_subscription(&new).await {
+            Ok(created) => return Ok(created),
+            // One exists after all: list again and renew it (once; a second conflict is Graph's
+            // word against its own listing, reported as such).
+            Err(GraphError::Rejected { status: 409, .. }) if conflicts == 0 => conflicts += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Graph's answer to a renewal holds the id; should it not, the one renewed is meant.
+fn with_id(mut seen: Seen, id: String) -> Seen {
+    if seen.id.is_empty() {
+        seen.id = id;
+    }
+    seen
+}

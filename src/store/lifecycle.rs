@@ -1,0 +1,368 @@
+//! The `AppState` rows of the subscription's life and of reconciliation:
+//! - `Subscription`/`callRecords`: our subscription (id, expiry), when it last worked, the last
+//!   error, the last answer to `reauthorizationRequired`, and the lease that keeps two
+//!   `MaintainSubscription` runs (two instances, or a timer and a lifecycle event) from both
+//!   creating one;
+//! - `Reconcile`/`status`: the last sweep, its counts and error, and the lease of a running sweep;
+//! - `ReconcileWindow`/`{from}_{to}_{reason}`: spans still to be swept (a lost subscription's gap,
+//!   an admin's backfill), with how far the sweep got, so that a crash or the run's time budget
+//!   only delays them.
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tokio::sync::OnceCell;
+
+use super::StoreError;
+use super::columns::column_text;
+use super::table::{ETag, EdmValue, Entity, Query, TableStore, WriteMode, filter};
+
+const SUBSCRIPTION: (&str, &str) = ("Subscription", "callRecords");
+const RECONCILE: (&str, &str) = ("Reconcile", "status");
+pub(crate) const WINDOW_PARTITION: &str = "ReconcileWindow";
+
+/// Which lease: one per kind of run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LeaseRow {
+    Subscription,
+    Reconcile,
+}
+
+impl LeaseRow {
+    fn keys(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Subscription => SUBSCRIPTION,
+            Self::Reconcile => RECONCILE,
+        }
+    }
+}
+
+/// A lease held on a row: writes to the row are conditional on it.
+#[derive(Debug)]
+pub(crate) struct Held {
+    row: LeaseRow,
+    etag: ETag,
+}
+
+/// Our subscription as last recorded.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Recorded {
+    pub(crate) id: Option<String>,
+    pub(crate) expires: Option<OffsetDateTime>,
+    /// The last time Graph confirmed it (created or renewed it).
+    pub(crate) last_good: Option<OffsetDateTime>,
+}
+
+/// A span still to be swept.
+#[derive(Debug, Clone)]
+pub(crate) struct Window {
+    pub(crate) key: String,
+    pub(crate) to: OffsetDateTime,
+    /// Swept up to here.
+    pub(crate) next: OffsetDateTime,
+    pub(crate) reason: String,
+}
+
+/// How a sweep went, for the status row.
+#[derive(Debug, Default)]
+pub(crate) struct SweepReport {
+    pub(crate) listed: u64,
+    pub(crate) enqueued: u64,
+    pub(crate) retried: u64,
+    pub(crate) complete: bool,
+    pub(crate) error: Option<String>,
+}
+
+#[derive(Clone)]
+pub(crate) struct LifecycleStore {
+    app_state: TableStore,
+    ready: Arc<OnceCell<()>>,
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl LifecycleStore {
+    pub(crate) fn new(app_state: TableStore) -> Self {
+        Self {
+            app_state,
+            ready: Arc::new(OnceCell::new()),
+        }
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.ready
+            .get_or_try_init(|| self.app_state.ensure_exists())
+            .await
+            .map(|_| ())
+    }
+
+    /// Our subscription as last recorded (all empty before the first run).
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn subscription(&self) -> Result<Recorded, StoreError> {
+        self.ready().await?;
+        let (pk, rk) = SUBSCRIPTION;
+        Ok(self
+            .app_state
+            .get(pk, rk)
+            .await?
+            .map(|row| Recorded {
+                id: row
+                    .get_str("SubscriptionId")
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+                expires: row.get_datetime("ExpirationDateTime"),
+                last_good: row.get_datetime("LastGoodAt"),
+            })
+            .unwrap_or_default())
+    }
+
+    /// Takes `row`'s lease until `until`, unless another run holds it. `None`: held elsewhere.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn claim(
+        &self,
+        row: LeaseRow,
+        owner: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<Option<Held>, StoreError> {
+        self.ready().await?;
+        let (pk, rk) = row.keys();
+        let current = self.app_state.get(pk, rk).await?;
+        if current
+            .as_ref()
+            .and_then(|r| r.get_datetime("LeaseUntil"))
+            .is_some_and(|t| t > now)
+        {
+            return Ok(None);
+        }
+        let claim = Entity::new(pk, rk)
+            .with("LeaseUntil", EdmValue::DateTime(until))
+            .with("LeaseOwner", EdmValue::String(owner.to_owned()));
+        let written = match current.and_then(|e| e.etag) {
+            Some(etag) => self.app_state.update(&claim, WriteMode::Merge, &etag).await,
+            None => self.app_state.insert(&claim).await,
+        };
+        match written {
+            Ok(etag) => Ok(Some(Held { row, etag })),
+            // Another run claimed it between our read and our write.
+            Err(StoreError::PreconditionFailed | StoreError::Conflict) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `columns` to the leased row and releases the lease, conditional on holding it.
+    async fn release(
+        &self,
+        held: Held,
+        now: OffsetDateTime,
+        columns: Vec<(&'static str, EdmValue)>,
+    ) -> Result<(), StoreError> {
+        let (pk, rk) = held.row.keys();
+        let mut row = Entity::new(pk, rk)
+            .with("LeaseUntil", EdmValue::DateTime(now))
+            .with("LeaseOwner", EdmValue::String(String::new()));
+        for (name, value) in columns {
+            row = row.with(name, value);
+        }
+        match self
+            .app_state
+            .update(&row, WriteMode::Merge, &held.etag)
+            .await
+        {
+            // Our lease ran out and another run took over: its record stands.
+            Ok(_) | Err(StoreError::PreconditionFailed) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records that Graph confirmed subscription `id` until `expires` (created it when `created`),
+    /// and releases the lease.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn subscription_confirmed(
+        &self,
+        held: Held,
+        id: &str,
+        expires: Option<OffsetDateTime>,
+        created: bool,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut columns = vec![
+            ("SubscriptionId", EdmValue::String(id.to_owned())),
+            ("LastGoodAt", EdmValue::DateTime(now)),
+            ("LastSuccessAt", EdmValue::DateTime(now)),
+            ("LastError", EdmValue::String(String::new())),
+        ];
+        if let Some(expires) = expires {
+            columns.push(("ExpirationDateTime", EdmValue::DateTime(expires)));
+        }
+        if created {
+            columns.push(("CreatedAt", EdmValue::DateTime(now)));
+        }
+        self.release(held, now, columns).await
+    }
+
+    /// Records why a `MaintainSubscription` run failed (never a secret: Graph's status and code),
+    /// and releases the lease.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn subscription_failed(
+        &self,
+        held: Held,
+        error: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let columns = vec![
+            ("LastError", EdmValue::String(column_text(error))),
+            ("LastErrorAt", EdmValue::DateTime(now)),
+        ];
+        self.release(held, now, columns).await
+    }
+
+    /// Whether this instance answers a `reauthorizationRequired` now: not when one was answered
+    /// within `quiet`, nor when another instance takes this turn (conditional write).
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn reauthorize_turn(
+        &self,
+        now: OffsetDateTime,
+        quiet: time::Duration,
+    ) -> Result<bool, StoreError> {
+        self.ready().await?;
+        let (pk, rk) = SUBSCRIPTION;
+        let Some(current) = self.app_state.get(pk, rk).await? else {
+            return Ok(false);
+        };
+        if current
+            .get_datetime("LastReauthorizedAt")
+            .is_some_and(|t| t > now - quiet)
+        {
+            return Ok(false);
+        }
+        let Some(etag) = current.etag.as_ref() else {
+            return Ok(false);
+        };
+        let turn = Entity::new(pk, rk).with("LastReauthorizedAt", EdmValue::DateTime(now));
+        match self.app_state.update(&turn, WriteMode::Merge, etag).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::PreconditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds a span to sweep. The same span for the same reason is one window (idempotent).
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn add_window(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<String, StoreError> {
+        self.ready().await?;
+        let key = format!("{}_{}_{reason}", rfc3339(from), rfc3339(to));
+        let row = Entity::new(WINDOW_PARTITION, &key)
+            .with("From", EdmValue::DateTime(from))
+            .with("To", EdmValue::DateTime(to))
+            .with("NextFrom", EdmValue::DateTime(from))
+            .with("Reason", EdmValue::String(reason.to_owned()))
+            .with("RequestedAt", EdmValue::DateTime(now));
+        self.app_state.upsert(&row, WriteMode::Replace).await?;
+        Ok(key)
+    }
+
+    /// The spans still to sweep, oldest request first.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn windows(&self) -> Result<Vec<Window>, StoreError> {
+        self.ready().await?;
+        let rows = self
+            .app_state
+            .query_all(&Query::new().filter(filter::eq("PartitionKey", WINDOW_PARTITION)))
+            .await?;
+        let mut windows: Vec<(Option<OffsetDateTime>, Window)> = rows
+            .into_iter()
+            .filter_map(|row| {
+                let from = row.get_datetime("From")?;
+                let to = row.get_datetime("To")?;
+                Some((
+                    row.get_datetime("RequestedAt"),
+                    Window {
+                        next: row.get_datetime("NextFrom").unwrap_or(from),
+                        reason: row.get_str("Reason").unwrap_or_default().to_owned(),
+                        key: row.row_key,
+                        to,
+                    },
+                ))
+            })
+            .collect();
+        windows.sort_by_key(|(at, _)| *at);
+        Ok(windows.into_iter().map(|(_, w)| w).collect())
+    }
+
+    /// Records that `window` is swept up to `next`; removes it once swept to its end.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn advance_window(
+        &self,
+        window: &Window,
+        next: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        if next >= window.to {
+            self.app_state
+                .delete(WINDOW_PARTITION, &window.key, None)
+                .await?;
+            return Ok(());
+        }
+        let row =
+            Entity::new(WINDOW_PARTITION, &window.key).with("NextFrom", EdmValue::DateTime(next));
+        match self.app_state.upsert(&row, WriteMode::Merge).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records how a sweep went and releases its lease.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn sweep_done(
+        &self,
+        held: Held,
+        report: &SweepReport,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let count = |n: u64| EdmValue::Int64(i64::try_from(n).unwrap_or(i64::MAX));
+        let mut columns = vec![
+            ("LastRunAt", EdmValue::DateTime(now)),
+            ("LastListed", count(report.listed)),
+            ("LastEnqueued", count(report.enqueued)),
+            ("LastRetriedGivenUp", count(report.retried)),
+        ];
+        if report.complete {
+            columns.push(("LastSuccessAt", EdmValue::DateTime(now)));
+        }
+        match &report.error {
+            Some(error) => {
+                columns.push(("LastError", EdmValue::String(column_text(error))));
+                columns.push(("LastErrorAt", EdmValue::DateTime(now)));
+            }
+            None => columns.push(("LastError", EdmValue::String(String::new()))),
+        }
+        self.release(held, now, columns).await
+    }
+}
