@@ -17,7 +17,12 @@ pub enum Endpoint {
     ListCallRecords,
     PstnCalls,
     DirectRoutingCalls,
+    /// `GET /subscriptions` and `GET /subscriptions/{id}`.
     Subscriptions,
+    SubscriptionCreate,
+    SubscriptionRenew,
+    SubscriptionReauthorize,
+    SubscriptionDelete,
 }
 
 #[derive(Debug, Clone)]

@@ -42,6 +42,7 @@ use axum::response::Response;
 pub use clock::SimClock;
 pub use faults::{Faults, RetryAfter};
 pub use ledger::{Endpoint, Ledger, Outcome};
+pub use subscriptions::SubscriptionView;
 pub use tenant::{Tenant, TenantSpec};
 pub use throttle::{Limit, Limits};
 
@@ -59,6 +60,9 @@ pub struct DeliveryConfig {
     pub batch_max: usize,
     /// `reauthorizationRequired` is sent this long (tenant clock) before a subscription expires.
     pub reauthorization_lead: time::Duration,
+    /// ... and sent again this often (tenant clock) until the subscription is reauthorized or
+    /// renewed, as Graph repeats it until it is acted on.
+    pub reauthorization_repeat: time::Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -70,6 +74,7 @@ impl Default for DeliveryConfig {
             max_attempts: 8,
             batch_max: 100,
             reauthorization_lead: time::Duration::minutes(60),
+            reauthorization_repeat: time::Duration::minutes(10),
         }
     }
 }
@@ -145,6 +150,9 @@ pub(crate) struct SimState {
     pub(crate) notified: Mutex<HashSet<(String, String, u64)>>,
     pub(crate) ids: Mutex<rng::Rng>,
     pub(crate) http: reqwest::Client,
+    /// The next this many `GET /subscriptions` answer an empty list (a listing that lags behind a
+    /// create, as in a race between two creators).
+    pub(crate) stale_listings: std::sync::atomic::AtomicU32,
 }
 
 impl SimState {
@@ -244,6 +252,34 @@ impl RunningSim {
         rows.insert(at, row);
     }
 
+    /// The live subscriptions, as Graph would list them to the app.
+    pub fn subscriptions(&self) -> Vec<SubscriptionView> {
+        subscriptions::views(&self.state)
+    }
+
+    /// Graph deletes subscription `id` on its own (as it does after a long outage of the endpoint,
+    /// or when the app's consent is revoked and restored). With `notify`, the `subscriptionRemoved`
+    /// lifecycle event goes to its lifecycle URL, as Graph documents; without, the app finds out
+    /// at its next renewal. `false` for an unknown id.
+    pub async fn remove_subscription(&self, id: &str, notify: bool) -> bool {
+        subscriptions::remove_on_graphs_side(&self.state, id, notify).await
+    }
+
+    /// The next `n` subscription listings come back empty, as a listing that has not caught up with
+    /// a subscription just created elsewhere: a create then meets Graph's `409`.
+    pub fn stale_subscription_listings(&self, n: u32) {
+        self.state
+            .stale_listings
+            .store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Posts lifecycle event `event` (`missed`, `reauthorizationRequired`, `subscriptionRemoved`,
+    /// or anything else) for subscription `id` to its lifecycle URL; the webhook's status, `None`
+    /// for an unknown subscription or an unreachable webhook.
+    pub async fn send_lifecycle(&self, id: &str, event: &str) -> Option<u16> {
+        subscriptions::send_lifecycle(&self.state, id, event).await
+    }
+
     /// A valid bearer token, as if the client-credentials flow had run (for tests that are not about
     /// authentication).
     pub fn token(&self) -> String {
@@ -277,6 +313,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
         notified: Mutex::default(),
         ids: Mutex::new(rng::Rng::derive(seed, "ids")),
         http,
+        stale_listings: std::sync::atomic::AtomicU32::new(0),
         config,
     });
     let router = Router::new()

@@ -41,7 +41,67 @@ pub(crate) struct Subscription {
     expiration: OffsetDateTime,
     /// Tenant time of creation: only versions issued after it are notified.
     created_at: OffsetDateTime,
-    reauthorization_sent: bool,
+    /// When `reauthorizationRequired` was last sent (tenant time); cleared by a renewal or a
+    /// reauthorization.
+    reauthorization_sent: Option<OffsetDateTime>,
+    /// Reauthorized since the last renewal: no further `reauthorizationRequired` until the next
+    /// renewal moves the expiry (and with it the time the event is due).
+    reauthorized: bool,
+}
+
+/// A live subscription as tests see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionView {
+    pub id: String,
+    pub notification_url: String,
+    pub lifecycle_url: Option<String>,
+    pub client_state: Option<String>,
+    pub expiration: OffsetDateTime,
+}
+
+pub(crate) fn views(state: &SimState) -> Vec<SubscriptionView> {
+    let now = state.clock.now();
+    subs(state)
+        .values()
+        .filter(|s| s.expiration > now)
+        .map(|s| SubscriptionView {
+            id: s.id.clone(),
+            notification_url: s.notification_url.clone(),
+            lifecycle_url: s.lifecycle_url.clone(),
+            client_state: s.client_state.clone(),
+            expiration: s.expiration,
+        })
+        .collect()
+}
+
+fn lifecycle_body(state: &SimState, s: &Subscription, event: &str) -> Value {
+    json!({"value": [{
+        "lifecycleEvent": event,
+        "subscriptionId": s.id,
+        "subscriptionExpirationDateTime": graph_time(s.expiration),
+        "clientState": s.client_state,
+        "tenantId": state.tenant().tenant_id,
+    }]})
+}
+
+pub(crate) async fn remove_on_graphs_side(state: &SimState, id: &str, notify: bool) -> bool {
+    let Some(removed) = subs(state).remove(id) else {
+        return false;
+    };
+    if notify && let Some(url) = &removed.lifecycle_url {
+        let body = lifecycle_body(state, &removed, "subscriptionRemoved");
+        let _ = post_json(state, url, &body).await;
+    }
+    true
+}
+
+pub(crate) async fn send_lifecycle(state: &SimState, id: &str, event: &str) -> Option<u16> {
+    let s = subs(state).get(id).cloned()?;
+    let url = s.lifecycle_url.clone()?;
+    let body = lifecycle_body(state, &s, event);
+    state.ledger.webhook_post();
+    let answer = state.http.post(url).json(&body).send().await.ok()?;
+    Some(answer.status().as_u16())
 }
 
 impl Subscription {
@@ -81,10 +141,22 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
         .route("/v1.0/subscriptions/{id}/reauthorize", post(reauthorize))
 }
 
+/// The ledger tells the subscription requests apart by what they did.
+fn retag(endpoint: Endpoint, mut response: Response) -> Response {
+    if let Some(tag) = response.extensions_mut().get_mut::<LedgerTag>() {
+        tag.endpoint = endpoint;
+    }
+    response
+}
+
 fn tagged(response: impl IntoResponse) -> Response {
+    tagged_as(Endpoint::Subscriptions, response)
+}
+
+fn tagged_as(endpoint: Endpoint, response: impl IntoResponse) -> Response {
     let mut response = response.into_response();
     response.extensions_mut().insert(LedgerTag {
-        endpoint: Endpoint::Subscriptions,
+        endpoint,
         record_id: None,
         reset: false,
     });
@@ -184,6 +256,17 @@ fn expiry(state: &SimState, raw: Option<&str>) -> Result<OffsetDateTime, Respons
 }
 
 async fn create(
+    state: State<Arc<SimState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    retag(
+        Endpoint::SubscriptionCreate,
+        create_inner(state, headers, body).await,
+    )
+}
+
+async fn create_inner(
     State(state): State<Arc<SimState>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -264,7 +347,8 @@ async fn create(
         lifecycle_url,
         expiration,
         created_at: now,
-        reauthorization_sent: false,
+        reauthorization_sent: None,
+        reauthorized: false,
     };
     let answer = subscription.json();
     subs(&state).insert(subscription.id.clone(), subscription);
@@ -276,9 +360,17 @@ async fn list(State(state): State<Arc<SimState>>, headers: HeaderMap) -> Respons
         return tagged(r);
     }
     let now = state.clock.now();
+    let stale = state
+        .stale_listings
+        .fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        )
+        .is_ok();
     let value: Vec<Value> = subs(&state)
         .values()
-        .filter(|s| s.expiration > now)
+        .filter(|s| s.expiration > now && !stale)
         .map(|s| s.json())
         .collect();
     tagged(axum::Json(
@@ -314,6 +406,18 @@ async fn one(
 }
 
 async fn renew(
+    state: State<Arc<SimState>>,
+    id: Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    retag(
+        Endpoint::SubscriptionRenew,
+        renew_inner(state, id, headers, body).await,
+    )
+}
+
+async fn renew_inner(
     State(state): State<Arc<SimState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -337,11 +441,19 @@ async fn renew(
         return gone();
     };
     s.expiration = expiration;
-    s.reauthorization_sent = false;
+    s.reauthorization_sent = None;
+    s.reauthorized = false;
     tagged(axum::Json(s.json()))
 }
 
-async fn remove(
+async fn remove(state: State<Arc<SimState>>, id: Path<String>, headers: HeaderMap) -> Response {
+    retag(
+        Endpoint::SubscriptionDelete,
+        remove_inner(state, id, headers).await,
+    )
+}
+
+async fn remove_inner(
     State(state): State<Arc<SimState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -356,6 +468,17 @@ async fn remove(
 }
 
 async fn reauthorize(
+    state: State<Arc<SimState>>,
+    id: Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    retag(
+        Endpoint::SubscriptionReauthorize,
+        reauthorize_inner(state, id, headers).await,
+    )
+}
+
+async fn reauthorize_inner(
     State(state): State<Arc<SimState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -367,8 +490,9 @@ async fn reauthorize(
         return gone();
     }
     if let Some(s) = subs(&state).get_mut(&id) {
-        // A new reauthorizationRequired is due before the next expiry.
-        s.reauthorization_sent = false;
+        // Acted on: Graph stops repeating the event.
+        s.reauthorization_sent = None;
+        s.reauthorized = true;
     }
     tagged(StatusCode::NO_CONTENT)
 }
@@ -461,20 +585,16 @@ fn deliver_due(state: &Arc<SimState>) {
 
 fn lifecycle_due(state: &Arc<SimState>, now: OffsetDateTime) {
     let lead = state.config.delivery.reauthorization_lead;
+    let repeat = state.config.delivery.reauthorization_repeat;
     let mut all = subs(state);
     for s in all.values_mut() {
-        if s.reauthorization_sent || s.expiration <= now || s.expiration - now > lead {
+        let repeated_lately = s.reauthorization_sent.is_some_and(|at| now - at < repeat);
+        if repeated_lately || s.reauthorized || s.expiration <= now || s.expiration - now > lead {
             continue;
         }
-        s.reauthorization_sent = true;
+        s.reauthorization_sent = Some(now);
         if let Some(url) = s.lifecycle_url.clone() {
-            let body = json!({"value": [{
-                "lifecycleEvent": "reauthorizationRequired",
-                "subscriptionId": s.id,
-                "subscriptionExpirationDateTime": graph_time(s.expiration),
-                "clientState": s.client_state,
-                "tenantId": state.tenant().tenant_id,
-            }]});
+            let body = lifecycle_body(state, s, "reauthorizationRequired");
             let state = state.clone();
             tokio::spawn(async move {
                 let _ = post_json(&state, &url, &body).await;

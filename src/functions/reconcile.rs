@@ -11,7 +11,7 @@
 //! fails the invocation. What is queued is fetched by `FetchCallRecord`, which stores a version
 //! once however often it is queued.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -111,6 +111,7 @@ pub(crate) async fn run(state: &AppState) -> Result<Option<SweepReport>, Invocat
         state,
         report: SweepReport::default(),
         days: HashMap::new(),
+        queued: HashSet::new(),
         deadline: tokio::time::Instant::now() + budget,
     };
     let outcome = sweep.all().await;
@@ -159,6 +160,9 @@ struct Sweep<'a> {
     report: SweepReport,
     /// Stored versions per `CallRecords` partition (UTC start day) read so far.
     days: HashMap<String, HashMap<String, i64>>,
+    /// Ids queued by this run: the look-back and a waiting span overlap, and a record queued once
+    /// is not stored before the run ends.
+    queued: HashSet<String>,
     deadline: tokio::time::Instant,
 }
 
@@ -236,7 +240,7 @@ impl Sweep<'_> {
                 }
                 let day = partition_day(listed.start_date_time);
                 let stored = self.stored_version(&day, &id).await?;
-                if needs_fetch(listed.version, stored) {
+                if needs_fetch(listed.version, stored) && self.queued.insert(id.clone()) {
                     jobs.push(job(self.state, id, "reconcile"));
                 }
             }

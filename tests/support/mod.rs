@@ -11,6 +11,7 @@ pub mod fetch;
 pub mod graph;
 pub mod host;
 pub mod identity;
+pub mod lifecycle;
 pub mod proxy;
 pub mod reports;
 pub mod tls;

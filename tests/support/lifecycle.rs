@@ -1,0 +1,110 @@
+//! The app as it subscribes itself: listening on a known loopback port, so that its webhook URLs
+//! can be configured before it starts and the simulator can validate and call them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use teams_cdr_functions::config::Config;
+use teams_cdr_functions::{AppOptions, CallRecordJob, Entity, StoreError};
+use teams_cdr_sim::{Endpoint, RunningSim};
+use url::Url;
+
+use super::fetch::{FetchApp, spawn_fetch_app};
+use super::free_port;
+use super::host::{decode_text, timer_invocation};
+
+/// Spawns the app with `NOTIFICATION_URL` and `LIFECYCLE_NOTIFICATION_URL` pointing at itself.
+pub async fn spawn_subscribing_app(
+    sim: impl Into<Arc<RunningSim>>,
+    tweak: impl FnOnce(&mut Config, &mut AppOptions),
+) -> FetchApp {
+    let port = free_port();
+    spawn_fetch_app(sim, |config, options| {
+        config.listen = SocketAddr::from(([127, 0, 0, 1], port));
+        let url = |route: &str| Url::parse(&format!("http://127.0.0.1:{port}/api/{route}")).ok();
+        config.subscription.notification_url = url("notifications");
+        config.subscription.lifecycle_url = url("lifecycle");
+        tweak(config, options);
+    })
+    .await
+}
+
+impl FetchApp {
+    /// One run of a timer function, as the host invokes it; the status it answered.
+    pub async fn run_timer(&self, function: &str) -> u16 {
+        self.host
+            .invoke(function, &timer_invocation(false))
+            .await
+            .status()
+            .as_u16()
+    }
+
+    /// The `AppState` row of our subscription.
+    pub async fn subscription_row(&self) -> Option<Entity> {
+        self.app_state_row("Subscription", "callRecords").await
+    }
+
+    /// The `AppState` row of the last reconciliation sweep, once a sweep has ended.
+    pub async fn reconcile_row(&self) -> Option<Entity> {
+        self.app_state_row("Reconcile", "status")
+            .await
+            .filter(|row| row.get_datetime("LastRunAt").is_some())
+    }
+
+    /// One `AppState` row (`None` before the table exists, too).
+    async fn app_state_row(&self, partition: &str, row: &str) -> Option<Entity> {
+        match self.tables.app_state.get(partition, row).await {
+            Ok(row) => row,
+            Err(StoreError::NotFound) => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Takes every message off the queue: the jobs, in the order received.
+    pub async fn take_queued(&self) -> Vec<CallRecordJob> {
+        let mut jobs = Vec::new();
+        loop {
+            let batch = self.queue.receive(32, 60).await.unwrap();
+            if batch.is_empty() {
+                return jobs;
+            }
+            for message in batch {
+                let text = decode_text(&message.text);
+                jobs.push(serde_json::from_str(&text).unwrap());
+                self.queue.delete(&message).await.unwrap();
+            }
+        }
+    }
+
+    /// The ids of [`FetchApp::take_queued`], sorted.
+    pub async fn take_queued_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.take_queued().await.into_iter().map(|j| j.id).collect();
+        ids.sort();
+        ids
+    }
+}
+
+/// Requests the simulator served at `endpoint`.
+pub fn served(sim: &RunningSim, endpoint: Endpoint) -> usize {
+    sim.ledger().count(endpoint)
+}
+
+/// Waits until `done` holds (background work: lifecycle events, a sweep started by one), at most
+/// `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, mut done: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        if done().await {
+            return true;
+        }
+        if started.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
