@@ -3,7 +3,8 @@
 # .azurite/), the Graph simulator (`graph-sim`) standing in for a Teams tenant, and the handler in
 # standalone mode on http://localhost:7071, consuming its own queue.
 #
-# It subscribes to the simulator's call records (as the subscription timer will), after which the
+# The handler subscribes itself to the simulator's call records (MaintainSubscription runs at
+# start-up; the simulator validates both webhook URLs first, as Graph does), after which the
 # simulator posts a change notification for every call record that becomes available; the handler
 # enqueues it, fetches the complete record (every session and participant page, a meeting of 2,000
 # sessions among them) through the simulator's managed-identity endpoint, and stores it in the
@@ -53,6 +54,8 @@ export NOTIFICATION_CLIENT_STATE="${NOTIFICATION_CLIENT_STATE:-local-client-stat
 export RUST_LOG="${RUST_LOG:-info}"
 export REPORTS_SCHEDULE="${REPORTS_SCHEDULE:-*/30 * * * * *}"
 export READ_API_KEYS="${READ_API_KEYS:-local-key}"
+export NOTIFICATION_URL="http://127.0.0.1:$PORT/api/notifications"
+export LIFECYCLE_NOTIFICATION_URL="http://127.0.0.1:$PORT/api/lifecycle"
 
 for _ in $(seq 1 100); do
   (exec 3<>/dev/tcp/127.0.0.1/10002) 2>/dev/null && break
@@ -69,17 +72,36 @@ done
 echo "--- Graph validation handshake, answered by the webhook:"
 curl -s -X POST "$base/api/notifications?validationToken=Validation%3A+hello+from+Graph"; echo
 
-echo "--- Subscribing to the simulated tenant's call records (Graph validates both webhook URLs):"
-token=$(curl -fs -H "X-IDENTITY-HEADER: $IDENTITY_HEADER" \
-  "$IDENTITY_ENDPOINT?api-version=2019-08-01&resource=$GRAPH_BASE_URL&client_id=$AZURE_CLIENT_ID" |
-  node -e 'let s="";process.stdin.on("data",c=>s+=c).on("end",()=>console.log(JSON.parse(s).access_token))')
-expires=$(node -e 'console.log(new Date(Date.now()+2*24*3600e3).toISOString())')
-curl -s -o /dev/null -w "HTTP %{http_code}\n" -X POST "$GRAPH_BASE_URL/v1.0/subscriptions" \
-  -H "Authorization: Bearer $token" -H 'Content-Type: application/json' --data-binary @- <<JSON
-{"changeType":"created,updated","resource":"/communications/callRecords",
- "notificationUrl":"$base/api/notifications","lifecycleNotificationUrl":"$base/api/lifecycle",
- "expirationDateTime":"$expires","clientState":"$NOTIFICATION_CLIENT_STATE"}
-JSON
+echo "--- Subscribing: MaintainSubscription runs at start-up (Graph validates both webhook URLs):"
+subscription() {
+  node - <<'JS'
+// Reads the AppState row of the subscription with an account SAS signed from Azurite's well-known
+// development key.
+const crypto = require("crypto"), http = require("http");
+const account = "devstoreaccount1";
+const key = Buffer.from("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==", "base64");
+const se = new Date(Date.now() + 600000).toISOString().replace(/\.\d+Z$/, "Z");
+const toSign = [account, "r", "t", "o", "", se, "", "http", "2021-08-06", "", ""].join("\n");
+const sig = crypto.createHmac("sha256", key).update(toSign).digest("base64");
+const sas = new URLSearchParams({sv: "2021-08-06", ss: "t", srt: "o", sp: "r", se, spr: "http", sig}).toString();
+http.get(`http://127.0.0.1:10002/${account}/AppState(PartitionKey='Subscription',RowKey='callRecords')?${sas}`,
+  {headers: {Accept: "application/json;odata=nometadata"}}, (res) => {
+  let body = "";
+  res.on("data", (c) => body += c);
+  res.on("end", () => {
+    const row = res.statusCode === 200 ? JSON.parse(body) : {};
+    if (row.SubscriptionId) console.log(`subscription ${row.SubscriptionId}, expires ${row.ExpirationDateTime}`);
+    else if (row.LastError) console.log(`not subscribed: ${row.LastError}`);
+  });
+});
+JS
+}
+for _ in $(seq 1 100); do
+  line=$(subscription || true)
+  [ -n "$line" ] && break
+  sleep 0.2
+done
+echo "${line:-not subscribed yet: see the handler log}"
 
 echo "--- Stored so far (every 10 s; Ctrl-C stops):"
 while kill -0 "$handler_pid" 2>/dev/null; do

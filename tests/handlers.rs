@@ -54,8 +54,7 @@ fn functions_in_handlers_dir() -> Described {
             described.invoked.insert(name, trigger.clone());
             continue;
         }
-        // Graph cannot send a function key: the webhooks authenticate items by clientState instead.
-        assert_eq!(trigger["authLevel"], "anonymous", "{name}: authLevel");
+        // (Which ones are anonymous: `http_functions_keep_off_the_hosts_routes_…`.)
         // Proxying only applies to functions whose only bindings are HTTP in and HTTP out.
         assert_eq!(
             bindings.len(),
@@ -151,6 +150,9 @@ async fn router_serves_exactly_the_functions_under_handlers() {
     assert_eq!(served, described, "router and handlers/ disagree");
 
     // And the live router answers each of them, and refuses other methods.
+    // The webhooks answer Graph's validation probe; the admin's functions refuse a request
+    // without their parameters.
+    let webhook = |name: &str| matches!(name, "Notifications" | "Lifecycle");
     let app = spawn_app().await;
     for (name, route, methods) in &described {
         for method in methods {
@@ -164,7 +166,12 @@ async fn router_serves_exactly_the_functions_under_handlers() {
                     "",
                 )
                 .await;
-            assert_eq!(response.status(), StatusCode::OK, "{name}");
+            let expected = if webhook(name) {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            assert_eq!(response.status(), expected, "{name}");
         }
         let response = app
             .host
@@ -198,9 +205,46 @@ async fn router_serves_exactly_the_functions_under_handlers() {
                 notification.clone(),
             )
             .await;
-        assert_eq!(response.status(), StatusCode::ACCEPTED, "{name}");
+        let status = if webhook(name) {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        assert_eq!(response.status(), status, "{name}");
         let expected = usize::from(name == "Notifications");
         assert_eq!(app.drain_queue().await.len(), expected, "{name} enqueued");
+    }
+}
+
+#[test]
+fn http_functions_keep_off_the_hosts_routes_and_only_the_webhooks_are_anonymous() {
+    for entry in std::fs::read_dir(manifest_dir().join("handlers")).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let described = read_json(&dir.join("function.json"));
+        let trigger = &described["bindings"][0];
+        if trigger["type"] != "httpTrigger" {
+            continue;
+        }
+        // The host refuses to load a function whose route starts with `admin` ("The specified
+        // route conflicts with one or more built in routes"), whatever the route prefix.
+        let route = trigger["route"]
+            .as_str()
+            .unwrap_or(&name)
+            .to_ascii_lowercase();
+        let first = route.split('/').next().unwrap_or_default();
+        assert!(
+            !first.starts_with("admin") && first != "runtime",
+            "{name}: route {route} is the host's"
+        );
+        // Graph cannot send a key: the webhooks are anonymous (they check the client state);
+        // everything else needs a function key.
+        let expected = if matches!(name.as_str(), "Notifications" | "Lifecycle") {
+            "anonymous"
+        } else {
+            "function"
+        };
+        assert_eq!(trigger["authLevel"], expected, "{name}");
     }
 }
 

@@ -254,6 +254,40 @@ async fn a_subscription_left_by_an_earlier_deployment_is_replaced() {
 }
 
 #[tokio::test]
+async fn a_new_client_state_replaces_the_subscription_made_with_the_old_one() {
+    let mut config = tenant_sim(0);
+    // The listing does not say which client state a subscription has: the app must remember it.
+    config.hide_client_state_in_listings = true;
+    let sim = Arc::new(start_sim(config).await);
+    let before = spawn_subscribing_app(Arc::clone(&sim), |_, _| {}).await;
+    assert_eq!(before.run_timer("MaintainSubscription").await, 200);
+    let old = only_subscription(&sim);
+
+    // A redeployment with a new secret: same tables, same public URLs.
+    let (names, base) = (before.names.clone(), before.host.base().to_owned());
+    let after = spawn_fetch_app(Arc::clone(&sim), |config, _| {
+        config.tables = names;
+        config.notifications.client_state = "a-new-client-state-after-redeploy".to_owned().into();
+        config.subscription.notification_url =
+            url::Url::parse(&format!("{base}/api/notifications")).ok();
+        config.subscription.lifecycle_url = url::Url::parse(&format!("{base}/api/lifecycle")).ok();
+    })
+    .await;
+    assert_eq!(after.run_timer("MaintainSubscription").await, 200);
+    let new = only_subscription(&sim);
+    assert_ne!(new.id, old.id);
+    assert_eq!(
+        new.client_state.as_deref(),
+        Some("a-new-client-state-after-redeploy")
+    );
+    assert_eq!(served(&sim, Endpoint::SubscriptionDelete), 1);
+    // Renewed from then on, not replaced again.
+    assert_eq!(after.run_timer("MaintainSubscription").await, 200);
+    assert_eq!(only_subscription(&sim).id, new.id);
+    assert_eq!(served(&sim, Endpoint::SubscriptionCreate), 2);
+}
+
+#[tokio::test]
 async fn without_its_urls_maintain_subscription_fails_and_names_the_settings() {
     let app = spawn_fetch_app(start_sim(tenant_sim(0)).await, |_, _| {}).await;
     assert_eq!(app.run_timer("MaintainSubscription").await, 500);

@@ -177,6 +177,10 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     REPORTS_DEEP_LOOKBACK_HOURS: '96'
     REPORTS_DEEP_EVERY_HOURS: '24'
     REPORTS_LEASE_SECONDS: '300'
+    // Named by handlers/MaintainSubscription and handlers/Reconcile (%…%), like REPORTS_SCHEDULE.
+    SUBSCRIPTION_SCHEDULE: '0 0 */2 * * *'
+    RECONCILE_SCHEDULE: '0 30 * * * *'
+    RECONCILE_LOOKBACK_HOURS: '26'
     NOTIFICATION_URL: 'https://${hostName}/api/notifications'
     LIFECYCLE_NOTIFICATION_URL: 'https://${hostName}/api/lifecycle'
     NOTIFICATION_CLIENT_STATE: notificationClientState

@@ -105,6 +105,9 @@ pub struct SimConfig {
     /// Serve `participants_v2` (the path and the `$expand`) with this error status instead, as
     /// Graph's national clouds do (Graph documents the property for the global service only).
     pub participants_v2_unsupported: Option<u16>,
+    /// List subscriptions with `clientState: null` (Graph's documentation does not promise that a
+    /// listing echoes it), so that the app must remember which client state it subscribed with.
+    pub hide_client_state_in_listings: bool,
 }
 
 /// PEM files for HTTPS serving.
@@ -131,6 +134,7 @@ impl Default for SimConfig {
             managed_identity_client_ids: vec!["5e4d3c2b-1a09-4f8e-b7d6-c5b4a3928170".into()],
             token_lifetime: Duration::from_secs(3600),
             participants_v2_unsupported: None,
+            hide_client_state_in_listings: false,
         }
     }
 }

@@ -371,7 +371,13 @@ async fn list(State(state): State<Arc<SimState>>, headers: HeaderMap) -> Respons
     let value: Vec<Value> = subs(&state)
         .values()
         .filter(|s| s.expiration > now && !stale)
-        .map(|s| s.json())
+        .map(|s| {
+            let mut listed = s.json();
+            if state.config.hide_client_state_in_listings {
+                listed["clientState"] = Value::Null;
+            }
+            listed
+        })
         .collect();
     tagged(axum::Json(
         json!({"@odata.context": format!("{}/v1.0/$metadata#subscriptions", state.base_url), "value": value}),

@@ -10,6 +10,16 @@ pub(crate) fn secrets_equal(given: &[u8], expected: &[u8]) -> bool {
     a.ct_eq(&b).into()
 }
 
+/// A fingerprint of a secret that can be stored beside it without revealing it (the first 128 bits
+/// of its SHA-256, hex): tells whether the secret changed since, and nothing else. Only for
+/// secrets with entropy enough that guessing is hopeless (the client state is a GUID or longer).
+pub(crate) fn fingerprint(secret: &[u8]) -> String {
+    Sha256::digest(secret)[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@ use axum::http::HeaderMap;
 use secrecy::ExposeSecret as _;
 use tracing::Instrument as _;
 
+use crate::domain::secret::fingerprint;
 use crate::domain::subscription::{Seen, Wanted, gap, plan, renewal_expiry};
 use crate::error::InvocationError;
 use crate::graph::GraphError;
@@ -91,7 +92,17 @@ pub(crate) async fn run(state: &AppState) -> Result<Maintained, InvocationError>
         lifecycle_url: lifecycle_url.as_str(),
         client_state: client_state.as_bytes(),
     };
-    let seen = match ensure(state, &wanted, client_state).await {
+    let fingerprint = fingerprint(client_state.as_bytes());
+    // Graph may not echo the client state in its listing: the fingerprint recorded at creation
+    // tells whether the subscription we know was made with another one (a redeployment that
+    // generated a new secret). Such a subscription's notifications would all be rejected.
+    let outdated = recorded.id.as_deref().filter(|_| {
+        recorded
+            .client_state
+            .as_deref()
+            .is_some_and(|f| f != fingerprint)
+    });
+    let seen = match ensure(state, &wanted, client_state, outdated).await {
         Ok(seen) => seen,
         Err(e) => {
             let text = e.to_string();
@@ -107,7 +118,13 @@ pub(crate) async fn run(state: &AppState) -> Result<Maintained, InvocationError>
     let now = state.clock.now();
     state
         .lifecycle
-        .subscription_confirmed(held, &seen.id, seen.expires(), created, now)
+        .subscription_confirmed(
+            held,
+            &seen.id,
+            seen.expires(),
+            created.then_some(fingerprint.as_str()),
+            now,
+        )
         .await?;
     if !created {
         tracing::info!(subscription_id = %seen.id, expires = ?seen.expires(), outcome = "renewed", "subscription renewed");
@@ -138,16 +155,21 @@ pub(crate) async fn run(state: &AppState) -> Result<Maintained, InvocationError>
     Ok(Maintained::Created)
 }
 
-/// Lists, deletes what is not ours, renews ours or creates it; returns the live subscription.
+/// Lists, deletes what is not ours (and `outdated`, ours made with another client state), renews
+/// ours or creates it; returns the live subscription.
 async fn ensure(
     state: &AppState,
     wanted: &Wanted<'_>,
     client_state: &str,
+    outdated: Option<&str>,
 ) -> Result<Seen, GraphError> {
     let graph = &state.graph;
     let mut conflicts = 0;
     loop {
-        let plan = plan(graph.list_subscriptions().await?, wanted);
+        let mut plan = plan(graph.list_subscriptions().await?, wanted);
+        if let Some(keep) = plan.keep.take_if(|keep| Some(keep.id.as_str()) == outdated) {
+            plan.delete.push(keep.id);
+        }
         for id in &plan.delete {
             tracing::warn!(subscription_id = %id, "deleting a subscription that is not this deployment's (another URL or client state, or a duplicate)");
             graph.delete_subscription(id).await?;

@@ -51,6 +51,8 @@ pub(crate) struct Recorded {
     pub(crate) expires: Option<OffsetDateTime>,
     /// The last time Graph confirmed it (created or renewed it).
     pub(crate) last_good: Option<OffsetDateTime>,
+    /// The fingerprint of the client state it was created with (`domain::secret::fingerprint`).
+    pub(crate) client_state: Option<String>,
 }
 
 /// A span still to be swept.
@@ -117,6 +119,10 @@ impl LifecycleStore {
                     .map(str::to_owned),
                 expires: row.get_datetime("ExpirationDateTime"),
                 last_good: row.get_datetime("LastGoodAt"),
+                client_state: row
+                    .get_str("ClientStateFingerprint")
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
             })
             .unwrap_or_default())
     }
@@ -182,8 +188,8 @@ impl LifecycleStore {
         }
     }
 
-    /// Records that Graph confirmed subscription `id` until `expires` (created it when `created`),
-    /// and releases the lease.
+    /// Records that Graph confirmed subscription `id` until `expires` (created it when `created`,
+    /// with the client state of fingerprint `client_state`), and releases the lease.
     ///
     /// # Errors
     /// When storage fails or refuses.
@@ -192,7 +198,7 @@ impl LifecycleStore {
         held: Held,
         id: &str,
         expires: Option<OffsetDateTime>,
-        created: bool,
+        created: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut columns = vec![
@@ -204,8 +210,12 @@ impl LifecycleStore {
         if let Some(expires) = expires {
             columns.push(("ExpirationDateTime", EdmValue::DateTime(expires)));
         }
-        if created {
+        if let Some(fingerprint) = created {
             columns.push(("CreatedAt", EdmValue::DateTime(now)));
+            columns.push((
+                "ClientStateFingerprint",
+                EdmValue::String(fingerprint.to_owned()),
+            ));
         }
         self.release(held, now, columns).await
     }
