@@ -1,8 +1,8 @@
 //! The `AppState` rows of the subscription's life and of reconciliation:
 //! - `Subscription`/`callRecords`: our subscription (id, expiry), when it last worked, the last
-//!   error, the last answer to `reauthorizationRequired`, and the lease that keeps two
-//!   `MaintainSubscription` runs (two instances, or a timer and a lifecycle event) from both
-//!   creating one;
+//!   error, and the lease that keeps two `MaintainSubscription` runs (two instances, or a timer and
+//!   a lifecycle event) from both creating one;
+//! - `Subscription`/`reauthorization`: the last answer to `reauthorizationRequired`;
 //! - `Reconcile`/`status`: the last sweep, its counts and error, and the lease of a running sweep;
 //! - `ReconcileWindow`/`{from}_{to}_{reason}`: spans still to be swept (a lost subscription's gap,
 //!   an admin's backfill), with how far the sweep got, so that a crash or the run's time budget
@@ -18,6 +18,9 @@ use super::columns::column_text;
 use super::table::{ETag, EdmValue, Entity, Query, TableStore, WriteMode, filter};
 
 const SUBSCRIPTION: (&str, &str) = ("Subscription", "callRecords");
+/// Its own row, so that taking a turn never invalidates the lease a `MaintainSubscription` run holds
+/// on the subscription's row (its final write is conditional on that row's ETag).
+const REAUTHORIZATION: (&str, &str) = ("Subscription", "reauthorization");
 const RECONCILE: (&str, &str) = ("Reconcile", "status");
 pub(crate) const WINDOW_PARTITION: &str = "ReconcileWindow";
 
@@ -249,23 +252,24 @@ impl LifecycleStore {
         quiet: time::Duration,
     ) -> Result<bool, StoreError> {
         self.ready().await?;
-        let (pk, rk) = SUBSCRIPTION;
-        let Some(current) = self.app_state.get(pk, rk).await? else {
-            return Ok(false);
-        };
+        let (pk, rk) = REAUTHORIZATION;
+        let current = self.app_state.get(pk, rk).await?;
         if current
-            .get_datetime("LastReauthorizedAt")
+            .as_ref()
+            .and_then(|row| row.get_datetime("LastReauthorizedAt"))
             .is_some_and(|t| t > now - quiet)
         {
             return Ok(false);
         }
-        let Some(etag) = current.etag.as_ref() else {
-            return Ok(false);
-        };
         let turn = Entity::new(pk, rk).with("LastReauthorizedAt", EdmValue::DateTime(now));
-        match self.app_state.update(&turn, WriteMode::Merge, etag).await {
+        let taken = match current.and_then(|row| row.etag) {
+            Some(etag) => self.app_state.update(&turn, WriteMode::Merge, &etag).await,
+            None => self.app_state.insert(&turn).await,
+        };
+        match taken {
             Ok(_) => Ok(true),
-            Err(StoreError::PreconditionFailed) => Ok(false),
+            // Another instance took this turn between our read and our write.
+            Err(StoreError::PreconditionFailed | StoreError::Conflict) => Ok(false),
             Err(e) => Err(e),
         }
     }
