@@ -202,4 +202,38 @@ mod tests {
                 .all(|p| p["Data"]["timer"]["IsPastDue"] == false)
         );
     }
+
+    /// `runOnStartup`: one run at once, then the schedule (here: not before next year).
+    #[tokio::test]
+    async fn a_timer_that_runs_on_startup_fires_once_before_its_first_due_time() {
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&runs);
+        let handler = axum::Router::new().route(
+            "/MaintainSubscription",
+            axum::routing::post(move || {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async { "{}" }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, handler).await });
+        let (stop, stopped) = watch::channel(false);
+        let timer = |run_on_startup| Timer {
+            function: "MaintainSubscription",
+            binding: "timer",
+            schedule: Schedule::parse("0 0 0 1 1 *").unwrap(),
+            run_on_startup,
+        };
+        let running = tokio::spawn(run(
+            vec![timer(true), timer(false)],
+            addr,
+            Arc::new(crate::clock::SystemClock),
+            stopped,
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.send(true).unwrap();
+        running.await.unwrap();
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 }
