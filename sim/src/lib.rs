@@ -157,6 +157,8 @@ pub(crate) struct SimState {
     /// The next this many `GET /subscriptions` answer an empty list (a listing that lags behind a
     /// create, as in a race between two creators).
     pub(crate) stale_listings: std::sync::atomic::AtomicU32,
+    /// `DELETE /subscriptions/{id}` answers `503` while set.
+    pub(crate) failing_deletes: std::sync::atomic::AtomicBool,
 }
 
 impl SimState {
@@ -277,6 +279,13 @@ impl RunningSim {
             .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// While `failing`, every subscription deletion is answered `503` (and retried in vain).
+    pub fn fail_subscription_deletes(&self, failing: bool) {
+        self.state
+            .failing_deletes
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Posts lifecycle event `event` (`missed`, `reauthorizationRequired`, `subscriptionRemoved`,
     /// or anything else) for subscription `id` to its lifecycle URL; the webhook's status, `None`
     /// for an unknown subscription or an unreachable webhook.
@@ -318,6 +327,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
         ids: Mutex::new(rng::Rng::derive(seed, "ids")),
         http,
         stale_listings: std::sync::atomic::AtomicU32::new(0),
+        failing_deletes: std::sync::atomic::AtomicBool::new(false),
         config,
     });
     let router = Router::new()

@@ -467,6 +467,16 @@ async fn remove_inner(
     if let Err(r) = auth::authorize(&state, &headers) {
         return tagged(r);
     }
+    if state
+        .failing_deletes
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return tagged(graph_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "The service is temporarily unavailable.",
+        ));
+    }
     match subs(&state).remove(&id) {
         Some(_) => tagged(StatusCode::NO_CONTENT),
         None => gone(),

@@ -137,7 +137,10 @@ pub(crate) fn plan(seen: Vec<Seen>, wanted: &Wanted<'_>) -> Plan {
         }
         let fits = same_changes(&s.change_type, wanted.change_type)
             && same_url(s.notification_url.as_deref(), wanted.notification_url)
-            && same_url(s.lifecycle_notification_url.as_deref(), wanted.lifecycle_url)
+            // A listing without it cannot say it differs.
+            && s.lifecycle_notification_url
+                .as_deref()
+                .is_none_or(|u| same_url(Some(u), wanted.lifecycle_url))
             // Graph may leave the client state out of a listing: only one it shows can differ.
             && s.client_state
                 .as_deref()
@@ -178,6 +181,14 @@ pub(crate) fn next_slice(
     to: OffsetDateTime,
 ) -> Option<(OffsetDateTime, OffsetDateTime)> {
     (from < to).then(|| (from, (from + SLICE).min(to)))
+}
+
+/// The last slice of a span `[from, to)`, for sweeping newest first: at most [`SLICE`] long.
+pub(crate) fn last_slice(
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Option<(OffsetDateTime, OffsetDateTime)> {
+    (from < to).then(|| ((to - SLICE).max(from), to))
 }
 
 /// Whether a listed record must be fetched: not stored, or stored at a lower version than listed.
@@ -253,8 +264,13 @@ pub(crate) fn backfill_range(
     let (Some(from), Some(to)) = (from, to) else {
         return Err(RangeError::Missing);
     };
-    let parse =
-        |s: &str| OffsetDateTime::parse(s.trim(), &Rfc3339).map_err(|_| RangeError::Unparsable);
+    // An unescaped `+` of an offset (`…T00:00:00+02:00`) arrives as a space after form decoding.
+    let parse = |s: &str| {
+        let s = s.trim();
+        OffsetDateTime::parse(s, &Rfc3339)
+            .or_else(|_| OffsetDateTime::parse(&s.replace(' ', "+"), &Rfc3339))
+            .map_err(|_| RangeError::Unparsable)
+    };
     let (from, to) = (parse(from)?, parse(to)?);
     if from >= to {
         return Err(RangeError::Reversed);
@@ -401,6 +417,16 @@ mod tests {
             slices += 1;
         }
         assert_eq!((at, slices), (to, 5));
+        // Newest first: the same span from its end.
+        let mut end = to;
+        let mut slices = 0;
+        while let Some((a, b)) = last_slice(from, end) {
+            assert_eq!(b, end);
+            assert!(b - a <= SLICE && a >= from);
+            end = a;
+            slices += 1;
+        }
+        assert_eq!((end, slices), (from, 5));
     }
 
     #[test]
@@ -442,6 +468,13 @@ mod tests {
             Some("2026-11-28T00:00:00Z"),
             now,
         );
+        // `+02:00` sent unescaped in a query string arrives with a space.
+        let offset = backfill_range(
+            Some("2026-11-01T02:00:00 02:00"),
+            Some("2026-11-28T00:00:00Z"),
+            now,
+        );
+        assert_eq!(offset, ok);
         assert_eq!(
             ok,
             Ok((

@@ -27,8 +27,10 @@ use crate::store::lifecycle::LeaseRow;
 
 /// The `name` of the timer binding in `handlers/MaintainSubscription/function.json`.
 pub(crate) const BINDING: &str = "timer";
-/// Longer than a run can take: two validation handshakes of up to 10 s and Graph's retries.
-const LEASE: time::Duration = time::Duration::minutes(5);
+/// Longer than a run can last under the host (`functionTimeout`, 10 minutes in `host.json`), so
+/// that two runs never overlap: a run is a few Graph requests, each bounded by the client's retry
+/// budget, and two validation handshakes of up to 10 s.
+const LEASE: time::Duration = time::Duration::minutes(15);
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,17 +95,16 @@ pub(crate) async fn run(state: &AppState) -> Result<Maintained, InvocationError>
         client_state: client_state.as_bytes(),
     };
     let fingerprint = fingerprint(client_state.as_bytes());
-    // Graph may not echo the client state in its listing: the fingerprint recorded at creation
-    // tells whether the subscription we know was made with another one (a redeployment that
-    // generated a new secret). Such a subscription's notifications would all be rejected.
-    let outdated = recorded.id.as_deref().filter(|_| {
-        recorded
-            .client_state
-            .as_deref()
-            .is_some_and(|f| f != fingerprint)
-    });
-    let seen = match ensure(state, &wanted, client_state, outdated).await {
-        Ok(seen) => seen,
+    // Which listed subscription we may keep: one whose client state Graph shows equal (`plan`
+    // checks), or the one we recorded as made with the client state configured now. One Graph
+    // shows without a client state that we cannot vouch for (another secret after a redeployment,
+    // or a row lost) is replaced: its notifications might all be rejected.
+    let vouched = recorded
+        .id
+        .as_deref()
+        .filter(|_| recorded.client_state.as_deref() == Some(fingerprint.as_str()));
+    let ensured = match ensure(state, &wanted, client_state, vouched).await {
+        Ok(ensured) => ensured,
         Err(e) => {
             let text = e.to_string();
             tracing::error!(error = %text, "the subscription could not be maintained");
@@ -114,7 +115,8 @@ pub(crate) async fn run(state: &AppState) -> Result<Maintained, InvocationError>
             return Err(e.into());
         }
     };
-    let created = recorded.id.as_deref() != Some(seen.id.as_str());
+    let seen = ensured.seen;
+    let new = recorded.id.as_deref() != Some(seen.id.as_str());
     let now = state.clock.now();
     state
         .lifecycle
@@ -122,11 +124,13 @@ pub(crate) async fn run(state: &AppState) -> Result<Maintained, InvocationError>
             held,
             &seen.id,
             seen.expires(),
-            created.then_some(fingerprint.as_str()),
+            // Only a subscription this run created is known to carry the configured secret.
+            ensured.created.then_some(fingerprint.as_str()),
+            ensured.left_over.as_deref(),
             now,
         )
         .await?;
-    if !created {
+    if !new {
         tracing::info!(subscription_id = %seen.id, expires = ?seen.expires(), outcome = "renewed", "subscription renewed");
         return Ok(Maintained::Renewed);
     }
@@ -155,36 +159,57 @@ pub(crate) async fn run(state: &AppState) -> Result<Maintained, InvocationError>
     Ok(Maintained::Created)
 }
 
-/// Lists, deletes what is not ours (and `outdated`, ours made with another client state), renews
-/// ours or creates it; returns the live subscription.
+/// What [`ensure`] left behind.
+struct Ensured {
+    /// The live subscription.
+    seen: Seen,
+    /// Created by this run (so made with the configured client state).
+    created: bool,
+    /// Why a subscription that should go is still there (its deletion failed; the next run tries
+    /// again). Ours is renewed first, so such a leftover never costs our subscription its life.
+    left_over: Option<String>,
+}
+
+/// Lists, renews ours (or creates it), and deletes every other subscription to the resource:
+/// duplicates, an earlier deployment's, ours made with another client state (`vouched` names the
+/// one we may keep although Graph does not show its client state).
 async fn ensure(
     state: &AppState,
     wanted: &Wanted<'_>,
     client_state: &str,
-    outdated: Option<&str>,
-) -> Result<Seen, GraphError> {
+    vouched: Option<&str>,
+) -> Result<Ensured, GraphError> {
     let graph = &state.graph;
     let mut conflicts = 0;
     loop {
         let mut plan = plan(graph.list_subscriptions().await?, wanted);
-        if let Some(keep) = plan.keep.take_if(|keep| Some(keep.id.as_str()) == outdated) {
+        if let Some(keep) = plan
+            .keep
+            .take_if(|keep| keep.client_state.is_none() && Some(keep.id.as_str()) != vouched)
+        {
             plan.delete.push(keep.id);
-        }
-        for id in &plan.delete {
-            tracing::warn!(subscription_id = %id, "deleting a subscription that is not this deployment's (another URL or client state, or a duplicate)");
-            graph.delete_subscription(id).await?;
         }
         if let Some(keep) = plan.keep {
             match graph
                 .renew_subscription(&keep.id, renewal_expiry(state.clock.now()))
                 .await
             {
-                Ok(renewed) => return Ok(with_id(renewed, keep.id)),
+                Ok(renewed) => {
+                    let left_over = delete_all(graph, &plan.delete, false).await?;
+                    return Ok(Ensured {
+                        seen: with_id(renewed, keep.id),
+                        created: false,
+                        left_over,
+                    });
+                }
                 // Gone since it was listed: create one.
                 Err(GraphError::NotFound) => {}
                 Err(e) => return Err(e),
             }
         }
+        // Graph allows one subscription per resource and change types: the others must go
+        // before ours can be created.
+        delete_all(graph, &plan.delete, true).await?;
         let new = NewSubscription {
             notification_url: wanted.notification_url,
             lifecycle_url: wanted.lifecycle_url,
@@ -192,13 +217,40 @@ async fn ensure(
             expires: renewal_expiry(state.clock.now()),
         };
         match graph.create_subscription(&new).await {
-            Ok(created) => return Ok(created),
+            Ok(created) => {
+                return Ok(Ensured {
+                    seen: created,
+                    created: true,
+                    left_over: None,
+                });
+            }
             // One exists after all: list again and renew it (once; a second conflict is Graph's
             // word against its own listing, reported as such).
             Err(GraphError::Rejected { status: 409, .. }) if conflicts == 0 => conflicts += 1,
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Deletes `ids`. With `required`, the first failure is the run's error; without, failures are
+/// logged and described for the `Subscription` row, and the next run tries again.
+async fn delete_all(
+    graph: &crate::graph::GraphClient,
+    ids: &[String],
+    required: bool,
+) -> Result<Option<String>, GraphError> {
+    let mut left_over = None;
+    for id in ids {
+        tracing::warn!(subscription_id = %id, "deleting a subscription that is not this deployment's (another URL or client state, or a duplicate)");
+        if let Err(e) = graph.delete_subscription(id).await {
+            if required {
+                return Err(e);
+            }
+            tracing::warn!(subscription_id = %id, error = %e, "could not delete it; the next run tries again");
+            left_over = Some(format!("could not delete subscription {id}: {e}"));
+        }
+    }
+    Ok(left_over)
 }
 
 /// Graph's answer to a renewal holds the id; should it not, the one renewed is meant.

@@ -22,7 +22,9 @@ use tracing::Instrument as _;
 
 use crate::domain::job::CallRecordJob;
 use crate::domain::notification::{is_valid_id, normalize_id};
-use crate::domain::subscription::{ListedPage, RETENTION, needs_fetch, next_slice, retry_given_up};
+use crate::domain::subscription::{
+    ListedPage, RETENTION, last_slice, needs_fetch, next_slice, retry_given_up,
+};
 use crate::error::InvocationError;
 use crate::graph::GraphError;
 use crate::host::invocation::{InvocationResponse, TimerInvocation};
@@ -40,8 +42,10 @@ const ENQUEUE_CONCURRENCY: usize = 32;
 /// Passes over the waiting spans in one run (a span added while the run goes on is taken too).
 const MAX_PASSES: usize = 4;
 
-/// Why a sweep stopped early.
+/// Why a span stopped early.
 enum Stop {
+    /// The run's time budget is spent.
+    OutOfTime,
     Graph(GraphError),
     Pages(&'static str),
     Store(StoreError),
@@ -119,20 +123,12 @@ pub(crate) async fn run(state: &AppState) -> Result<Option<SweepReport>, Invocat
     let stored_failure = match outcome {
         Ok(complete) => {
             report.complete = complete;
-            if !complete {
+            if !complete && report.error.is_none() {
                 report.error = Some("the run's time budget ran out; the next run goes on".into());
             }
             None
         }
-        Err(Stop::Graph(e)) => {
-            report.error = Some(e.to_string());
-            None
-        }
-        Err(Stop::Pages(why)) => {
-            report.error = Some(why.to_owned());
-            None
-        }
-        Err(Stop::Store(e)) => {
+        Err(e) => {
             report.error = Some(format!("storage failed: {e}"));
             Some(e)
         }
@@ -167,31 +163,65 @@ struct Sweep<'a> {
 }
 
 impl Sweep<'_> {
-    /// The look-back, the waiting spans, the records given up on. `false`: out of time.
-    async fn all(&mut self) -> Result<bool, Stop> {
+    /// The look-back, the waiting spans, the records given up on. `false`: incomplete (out of
+    /// time, or a span stopped by Graph; the reason is in the report).
+    async fn all(&mut self) -> Result<bool, StoreError> {
         let now = self.state.clock.now();
         let lookback = time::Duration::try_from(self.state.subscription.reconcile_lookback)
             .unwrap_or(time::Duration::ZERO);
-        if !self.span(now - lookback, now, None).await? {
+        // Newest first: should the budget run out, what is left is what earlier runs swept.
+        let mut complete = match self.span(now - lookback, now, None).await {
+            Ok(done) => done,
+            Err(stop) => self.note(stop)?,
+        };
+        if !complete && self.out_of_time() {
             return Ok(false);
         }
-        for _ in 0..MAX_PASSES {
+        'passes: for _ in 0..MAX_PASSES {
             let windows = self.state.lifecycle.windows().await?;
             if windows.is_empty() {
                 break;
             }
+            let mut progressed = false;
             for window in &windows {
                 tracing::info!(from = %window.next, to = %window.to, reason = %window.reason, "sweeping a waiting span");
-                if !self.span(window.next, window.to, Some(window)).await? {
+                // One span that Graph refuses or fails does not hold up the others.
+                match self.span(window.next, window.to, Some(window)).await {
+                    Ok(true) => progressed = true,
+                    Ok(false) => return Ok(false),
+                    Err(stop) => complete = self.note(stop)? && complete,
+                }
+                if self.out_of_time() {
                     return Ok(false);
                 }
             }
+            if !progressed {
+                break 'passes;
+            }
         }
         self.retry_given_up().await?;
-        Ok(true)
+        Ok(complete)
     }
 
-    /// Sweeps `[from, to)` slice by slice, recording a waiting span's progress after each.
+    fn out_of_time(&self) -> bool {
+        tokio::time::Instant::now() >= self.deadline
+    }
+
+    /// Records why a span stopped; storage failing ends the run.
+    fn note(&mut self, stop: Stop) -> Result<bool, StoreError> {
+        let why = match stop {
+            Stop::Store(e) => return Err(e),
+            Stop::OutOfTime => return Ok(false),
+            Stop::Graph(e) => e.to_string(),
+            Stop::Pages(why) => why.to_owned(),
+        };
+        tracing::warn!(error = %why, "a span was not swept to its end; the next run goes on");
+        self.report.error = Some(why);
+        Ok(false)
+    }
+
+    /// Sweeps `[from, to)` slice by slice: a waiting span oldest first, recording its progress
+    /// after each slice; the look-back (no `window`) newest first. `false`: out of time.
     async fn span(
         &mut self,
         from: OffsetDateTime,
@@ -199,32 +229,51 @@ impl Sweep<'_> {
         window: Option<&Window>,
     ) -> Result<bool, Stop> {
         // Graph lists nothing older than its retention.
-        let mut at = from.max(self.state.clock.now() - RETENTION);
+        let from = from.max(self.state.clock.now() - RETENTION);
+        let Some(window) = window else {
+            let mut end = to;
+            while let Some((start, _)) = last_slice(from, end) {
+                if let Err(stop) = self.slice(start, end).await {
+                    return match stop {
+                        Stop::OutOfTime => Ok(false),
+                        other => Err(other),
+                    };
+                }
+                end = start;
+            }
+            return Ok(true);
+        };
+        let mut at = from;
         while let Some((a, b)) = next_slice(at, to) {
-            if tokio::time::Instant::now() >= self.deadline {
-                return Ok(false);
+            match self.slice(a, b).await {
+                Ok(()) => {}
+                Err(Stop::OutOfTime) => return Ok(false),
+                Err(other) => return Err(other),
             }
-            self.slice(a, b).await?;
             at = b;
-            if let Some(window) = window {
-                self.state.lifecycle.advance_window(window, b).await?;
-            }
+            self.state.lifecycle.advance_window(window, b).await?;
         }
-        if let Some(window) = window {
-            // Nothing (or nothing within retention) was left of it: it is done.
-            self.state
-                .lifecycle
-                .advance_window(window, window.to)
-                .await?;
-        }
+        // Nothing (or nothing within retention) was left of it: it is done.
+        self.state
+            .lifecycle
+            .advance_window(window, window.to)
+            .await?;
         Ok(true)
     }
 
     /// Lists the calls started in `[from, to)` and queues those not stored at the listed version.
+    /// Stops with [`Stop::OutOfTime`] between pages once the run's budget is spent.
     async fn slice(&mut self, from: OffsetDateTime, to: OffsetDateTime) -> Result<(), Stop> {
-        // Days before this slice are not looked up again.
-        let first_day = partition_day(Some(from));
-        self.days.retain(|day, _| *day >= first_day);
+        if self.out_of_time() {
+            return Err(Stop::OutOfTime);
+        }
+        // Only the days of this slice are looked up: memory stays bounded however long the span.
+        let (first_day, last_day) = (
+            partition_day(Some(from)),
+            partition_day(Some(to - time::Duration::NANOSECOND)),
+        );
+        self.days
+            .retain(|day, _| *day >= first_day && *day <= last_day);
         let graph = &self.state.graph;
         let mut response = graph.call_record_list(from, to).await?;
         for _ in 0..MAX_PAGES {
@@ -254,6 +303,7 @@ impl Sweep<'_> {
             }
             match page.next_link {
                 None => return Ok(()),
+                Some(_) if self.out_of_time() => return Err(Stop::OutOfTime),
                 Some(next) => response = graph.call_record_list_next(&next).await?,
             }
         }
@@ -274,8 +324,12 @@ impl Sweep<'_> {
         let now = self.state.clock.now();
         for row in self.state.records.given_up().await? {
             let retries = row.get_i32("Retries").unwrap_or(0);
+            // A retry's job is received anew; Graph's retention counts from the first.
+            let first_received = row
+                .get_datetime("FirstReceivedAt")
+                .or_else(|| row.get_datetime("ReceivedAt"));
             if !retry_given_up(
-                row.get_datetime("ReceivedAt"),
+                first_received,
                 row.get_datetime("GaveUpAt"),
                 (row.get_datetime("RetriedAt"), retries),
                 now,
@@ -292,7 +346,7 @@ impl Sweep<'_> {
                 .await?;
             self.state
                 .records
-                .mark_retried(&row.row_key, retries + 1, now)
+                .mark_retried(&row.row_key, retries + 1, first_received, now)
                 .await?;
             self.report.retried += 1;
             tracing::info!(call_record_id = %id, "a record given up on is tried again");

@@ -370,6 +370,10 @@ impl GraphClient {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.clone());
+        } else if *method == Method::POST {
+            // A POST without a body (`reauthorize`) still says so: HTTP/1.1 front ends may answer
+            // `411 Length Required` otherwise.
+            request = request.header(reqwest::header::CONTENT_LENGTH, "0");
         }
         let response = request
             .send()

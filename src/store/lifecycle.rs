@@ -191,8 +191,9 @@ impl LifecycleStore {
         }
     }
 
-    /// Records that Graph confirmed subscription `id` until `expires` (created it when `created`,
-    /// with the client state of fingerprint `client_state`), and releases the lease.
+    /// Records that Graph confirmed subscription `id` until `expires` (created it, with the client
+    /// state of fingerprint `created`, when that is given; left another subscription behind when
+    /// `left_over` says so), and releases the lease.
     ///
     /// # Errors
     /// When storage fails or refuses.
@@ -202,14 +203,21 @@ impl LifecycleStore {
         id: &str,
         expires: Option<OffsetDateTime>,
         created: Option<&str>,
+        left_over: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut columns = vec![
             ("SubscriptionId", EdmValue::String(id.to_owned())),
             ("LastGoodAt", EdmValue::DateTime(now)),
             ("LastSuccessAt", EdmValue::DateTime(now)),
-            ("LastError", EdmValue::String(String::new())),
+            (
+                "LastError",
+                EdmValue::String(left_over.map(column_text).unwrap_or_default()),
+            ),
         ];
+        if left_over.is_some() {
+            columns.push(("LastErrorAt", EdmValue::DateTime(now)));
+        }
         if let Some(expires) = expires {
             columns.push(("ExpirationDateTime", EdmValue::DateTime(expires)));
         }
@@ -344,8 +352,13 @@ impl LifecycleStore {
         }
         let row =
             Entity::new(WINDOW_PARTITION, &window.key).with("NextFrom", EdmValue::DateTime(next));
-        match self.app_state.upsert(&row, WriteMode::Merge).await {
-            Ok(_) => Ok(()),
+        // An update, not an upsert: a window another sweep finished (and deleted) stays deleted.
+        match self
+            .app_state
+            .update(&row, WriteMode::Merge, &ETag::any())
+            .await
+        {
+            Ok(_) | Err(StoreError::NotFound) => Ok(()),
             Err(e) => Err(e),
         }
     }

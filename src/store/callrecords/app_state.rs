@@ -105,7 +105,7 @@ impl CallRecordStore {
     }
 
     /// Notes on a `FetchFailure` row that the record was sent to be fetched again at `now`, for
-    /// the `retries`th time. A new give-up updates the row's other columns, so the next sweep
+    /// the `retries`th time, and when its first notification came (`first_received`). A new give-up updates the row's other columns, so the next sweep
     /// tries once more, up to its limit.
     ///
     /// # Errors
@@ -114,11 +114,16 @@ impl CallRecordStore {
         &self,
         id: &str,
         retries: i32,
+        first_received: Option<OffsetDateTime>,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let row = Entity::new(FAILURE_PARTITION, id)
+        let mut row = Entity::new(FAILURE_PARTITION, id)
             .with("RetriedAt", EdmValue::DateTime(now))
             .with("Retries", EdmValue::Int32(retries));
+        // Kept apart from `ReceivedAt`, which a new give-up overwrites with the retry's own.
+        if let Some(first) = first_received {
+            row = row.with("FirstReceivedAt", EdmValue::DateTime(first));
+        }
         match self
             .app_state
             .update(&row, WriteMode::Merge, &ETag::any())
