@@ -18,10 +18,13 @@ status=$(curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: appli
 check "malformed notification is refused" 400 "$status"
 status=$(curl -sS -o /dev/null -w '%{http_code}' "http://$host/api/notifications" || true)
 check "plain HTTP is redirected to HTTPS (httpsOnly)" 301 "$status"
-status=$(curl -sS -o /dev/null -w '%{http_code}' "$base/api/health")
-if [ "$status" = 404 ]; then
-  echo "NOT CHECKED /api/health: this version has no health function yet (404)"
-else
-  check "health answers" 200 "$status"
-fi
+health=$(curl -sS "$base/api/health" || true)
+echo "     health: $health (details: GET $base/api/health/details with a function key)"
+case "$health" in
+  *'"ok"'* | *'"degraded"'*) check "health answers with a verdict" yes yes ;;
+  *'"failing"'*) check "health is not failing" ok failing ;;
+  *) check "health answers with a verdict" '{"status":…}' "$health" ;;
+esac
+status=$(curl -sS -o /dev/null -w '%{http_code}' "$base/api/health/details")
+check "health details need a key" 401 "$status"
 exit $fail

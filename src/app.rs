@@ -35,6 +35,7 @@ use crate::state::AppState;
 use crate::store::StorageAuth;
 use crate::store::auth::storage_auth;
 use crate::store::callrecords::CallRecordStore;
+use crate::store::health::HealthStore;
 use crate::store::lifecycle::LifecycleStore;
 use crate::store::queue::{QueueStore, StorageRetry};
 use crate::store::reports::ReportStore;
@@ -55,6 +56,9 @@ pub struct AppOptions {
     /// Use these client-side Graph limits instead of Graph's documented ones (tests and benchmarks
     /// whose simulator allows more, so that a month of reports does not take minutes of waiting).
     pub graph_limits: Option<crate::graph::RateLimits>,
+    /// How long the anonymous health route reuses a verdict (10 s; tests that watch the verdict
+    /// change use 0).
+    pub health_verdict_ttl: Duration,
 }
 
 impl Default for AppOptions {
@@ -65,6 +69,7 @@ impl Default for AppOptions {
             graph_credential: None,
             clock: Arc::new(SystemClock),
             graph_limits: None,
+            health_verdict_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -193,6 +198,14 @@ impl App {
             table(&config.tables.app_state)?,
         );
         let lifecycle = LifecycleStore::new(table(&config.tables.app_state)?);
+        let poison = QueueStore::new(
+            &config.storage.queue_endpoint,
+            &format!("{}-poison", config.notifications.queue),
+            &auth,
+            storage_http.clone(),
+            options.storage_retry,
+        )
+        .context("creating the poison queue client")?;
         let mut graph_options = GraphOptions::from_config(&config.graph);
         if let Some(limits) = options.graph_limits {
             graph_options.limits = limits;
@@ -230,6 +243,11 @@ impl App {
             lifecycle,
             subscription: Arc::new(config.subscription.clone()),
             mode: config.mode,
+            poison: poison.clone(),
+            health: HealthStore::new(table(&config.tables.app_state)?),
+            marks: Arc::default(),
+            verdict: Arc::default(),
+            verdict_ttl: options.health_verdict_ttl,
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -238,14 +256,7 @@ impl App {
             RunMode::CustomHandler => None,
             RunMode::Standalone => Some(Standalone {
                 queue: state.queue.clone(),
-                poison: QueueStore::new(
-                    &config.storage.queue_endpoint,
-                    &format!("{}-poison", state.queue.name()),
-                    &auth,
-                    storage_http,
-                    options.storage_retry,
-                )
-                .context("creating the poison queue client")?,
+                poison,
                 timers,
                 clock: Arc::clone(&state.clock),
             }),
@@ -353,6 +364,8 @@ fn router(state: AppState, mode: RunMode) -> Router {
         .route("/", get(|| async { "ok" }))
         .route("/api/notifications", post(functions::notifications::handle))
         .route("/api/lifecycle", post(functions::lifecycle::handle))
+        .route("/api/health", get(functions::health::summary))
+        .route("/api/health/details", get(functions::health::details))
         .route("/api/ops/backfill", post(functions::ops::backfill))
         .route("/api/ops/reprocess", post(functions::ops::reprocess))
         // Invocations of non-HTTP triggers: `POST /{FunctionName}`.

@@ -12,8 +12,10 @@ use time::OffsetDateTime;
 use crate::clock::Clock;
 use crate::config::{NotificationConfig, ReportsConfig, RunMode, SubscriptionConfig};
 use crate::domain::fetch::FetchPolicy;
+use crate::domain::health::Status;
 use crate::graph::GraphClient;
 use crate::store::callrecords::CallRecordStore;
+use crate::store::health::{HealthStore, Marks};
 use crate::store::lifecycle::LifecycleStore;
 use crate::store::queue::QueueStore;
 use crate::store::reports::ReportStore;
@@ -42,6 +44,15 @@ pub(crate) struct AppState {
     pub(crate) subscription: Arc<SubscriptionConfig>,
     /// Whether the host stands in front (and checks function keys) or not.
     pub(crate) mode: RunMode,
+    /// The poison queue of the call-record queue (the health check counts it).
+    pub(crate) poison: QueueStore,
+    /// What the health check reads, and the activity marks it needs.
+    pub(crate) health: HealthStore,
+    pub(crate) marks: Arc<Marks>,
+    /// The last anonymous verdict and when it was reached: the anonymous route answers from it for
+    /// a few seconds, so that polling it cannot turn into storage load.
+    pub(crate) verdict: Arc<Mutex<Option<(tokio::time::Instant, Status)>>>,
+    pub(crate) verdict_ttl: Duration,
 }
 
 /// (webhook, reason) → (count, last seen).

@@ -6,6 +6,7 @@
 
 pub(crate) mod callrecord;
 pub(crate) mod fetch;
+pub(crate) mod health;
 pub(crate) mod job;
 pub(crate) mod models;
 pub(crate) mod notification;

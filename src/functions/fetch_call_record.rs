@@ -27,6 +27,7 @@ use crate::graph::callrecords::FetchError;
 use crate::host::invocation::{InvocationResponse, QueueInvocation};
 use crate::state::AppState;
 use crate::store::callrecords::Saved;
+use crate::store::health::Activity;
 
 /// The `name` of the queue-trigger binding in `handlers/FetchCallRecord/function.json`.
 pub(crate) const BINDING: &str = "job";
@@ -171,6 +172,7 @@ async fn fetch(state: &AppState, job: CallRecordJob) -> Result<(), InvocationErr
                 outcome = "stored",
                 "call record stored"
             );
+            super::health::note_activity(state, Activity::Stored);
         }
         Saved::Unchanged { stored, failed } => {
             if failed {

@@ -4,6 +4,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod fetch_call_record;
+pub(crate) mod health;
 pub(crate) mod lifecycle;
 pub(crate) mod maintain_subscription;
 pub(crate) mod notifications;
@@ -37,6 +38,16 @@ pub(crate) const HTTP_FUNCTIONS: &[HttpFunction] = &[
         name: "Lifecycle",
         route: "lifecycle",
         methods: &[Method::POST],
+    },
+    HttpFunction {
+        name: "Health",
+        route: "health",
+        methods: &[Method::GET],
+    },
+    HttpFunction {
+        name: "HealthDetails",
+        route: "health/details",
+        methods: &[Method::GET],
     },
     HttpFunction {
         name: "Backfill",

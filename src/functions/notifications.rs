@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use super::webhook::{collection, expectations, note_rejections, validation_response};
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store::health::Activity;
 
 /// At most this many queue writes of one collection are in flight at once.
 const ENQUEUE_CONCURRENCY: usize = 32;
@@ -38,6 +39,9 @@ pub(crate) async fn handle(
     .await
     .map_err(|_| ApiError::StorageTimeout)??;
 
+    if !jobs.is_empty() {
+        super::health::note_activity(&state, Activity::Notification);
+    }
     tracing::info!(
         enqueued = jobs.len(),
         rejected = triage.rejected.len(),

@@ -24,7 +24,7 @@
 //! is done. A lost acknowledgement (the write landed, the answer did not) is recognised by the owner
 //! token and the committed version.
 
-mod app_state;
+pub(crate) mod app_state;
 mod body;
 mod rows;
 

@@ -1,0 +1,310 @@
+//! Whether data flows: the rules that turn the state the functions record into `ok`, `degraded` or
+//! `failing`, each finding with a stable code an admin can alert on. Pure: the caller reads the
+//! signals and passes the time in.
+//!
+//! The rules (README "Health"):
+//! - failing: no subscription recorded, or it has expired; Graph refused the app's token or
+//!   permission after the subscription last worked;
+//! - degraded: the subscription expires within 24 hours, or its last maintenance failed; messages on
+//!   the poison queue; records given up on in the last 7 days; notifications rejected for a wrong
+//!   client state in the last 24 hours (a redeployment with a new secret, before the subscription
+//!   is replaced); a report not pulled successfully for 2 hours; no complete reconciliation sweep for
+//!   3 hours; a Graph refusal in the last 24 hours that has since been followed by success;
+//! - ok otherwise.
+//!
+//! "Never happened" counts as stale only once the subscription is older than the staleness limit,
+//! so a fresh installation is not degraded during its first hours.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+/// The overall verdict, worst finding first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Status {
+    Ok,
+    Degraded,
+    Failing,
+}
+
+/// One reason the verdict is not `ok`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct Finding {
+    pub(crate) status: Status,
+    /// Stable, for alert rules: `subscriptionMissing`, `poisonMessages`, ….
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+}
+
+/// The recorded subscription.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SubscriptionSignal {
+    pub(crate) id: Option<String>,
+    pub(crate) expires: Option<OffsetDateTime>,
+    pub(crate) created: Option<OffsetDateTime>,
+    pub(crate) last_success: Option<OffsetDateTime>,
+    pub(crate) last_error: Option<String>,
+}
+
+/// One report's checkpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct ReportSignal {
+    pub(crate) report: &'static str,
+    pub(crate) last_success: Option<OffsetDateTime>,
+    pub(crate) last_error: Option<String>,
+}
+
+/// Everything the rules read.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Signals {
+    pub(crate) subscription: SubscriptionSignal,
+    pub(crate) poison_messages: u64,
+    /// When each record given up on was given up.
+    pub(crate) given_up: Vec<OffsetDateTime>,
+    /// Last time a notification was rejected for a wrong client state.
+    pub(crate) client_state_rejected: Option<OffsetDateTime>,
+    pub(crate) reports: Vec<ReportSignal>,
+    /// Last complete reconciliation sweep.
+    pub(crate) reconciled: Option<OffsetDateTime>,
+    /// Graph's last refusal of our token or permission.
+    pub(crate) graph_refused: Option<OffsetDateTime>,
+}
+
+const EXPIRING: time::Duration = time::Duration::hours(24);
+const GIVEN_UP_RECENT: time::Duration = time::Duration::days(7);
+const REJECTED_RECENT: time::Duration = time::Duration::hours(24);
+const REPORT_STALE: time::Duration = time::Duration::hours(2);
+const RECONCILE_STALE: time::Duration = time::Duration::hours(3);
+const REFUSED_RECENT: time::Duration = time::Duration::hours(24);
+
+/// The verdict and its findings, worst first.
+pub(crate) fn assess(s: &Signals, now: OffsetDateTime) -> (Status, Vec<Finding>) {
+    let mut findings = Vec::new();
+    let mut find = |status, code, message: String| {
+        findings.push(Finding {
+            status,
+            code,
+            message,
+        });
+    };
+    let sub = &s.subscription;
+    match (&sub.id, sub.expires) {
+        (None, _) => find(
+            Status::Failing,
+            "subscriptionMissing",
+            "no Graph subscription has been created: no call is notified (see the subscription's last error)".into(),
+        ),
+        (Some(_), Some(expires)) if expires <= now => find(
+            Status::Failing,
+            "subscriptionExpired",
+            format!("the Graph subscription expired at {expires}: no call is notified"),
+        ),
+        (Some(_), Some(expires)) if expires - now < EXPIRING => find(
+            Status::Degraded,
+            "subscriptionExpiring",
+            format!("the Graph subscription expires at {expires} and has not been renewed"),
+        ),
+        _ => {}
+    }
+    if let Some(error) = sub.last_error.as_deref().filter(|e| !e.is_empty()) {
+        find(
+            Status::Degraded,
+            "subscriptionError",
+            format!("the last maintenance of the subscription failed: {error}"),
+        );
+    }
+    if let Some(refused) = s.graph_refused {
+        if sub.last_success.is_none_or(|ok| refused > ok) {
+            find(
+                Status::Failing,
+                "graphRefused",
+                "Graph refuses the app's token or permission (CallRecords.Read.All): an admin must act".into(),
+            );
+        } else if now - refused < REFUSED_RECENT {
+            find(
+                Status::Degraded,
+                "graphRefusedRecently",
+                format!(
+                    "Graph refused the app's token or permission at {refused}; it has worked since"
+                ),
+            );
+        }
+    }
+    if s.poison_messages > 0 {
+        find(
+            Status::Degraded,
+            "poisonMessages",
+            format!(
+                "{} messages on the poison queue: records whose storage failed five times (README: what an admin does)",
+                s.poison_messages
+            ),
+        );
+    }
+    let recent_given_up = s
+        .given_up
+        .iter()
+        .filter(|t| now - **t < GIVEN_UP_RECENT)
+        .count();
+    if recent_given_up > 0 {
+        find(
+            Status::Degraded,
+            "recordsGivenUp",
+            format!(
+                "{recent_given_up} call records given up on in the last 7 days (AppState FetchFailure)"
+            ),
+        );
+    }
+    if let Some(at) = s
+        .client_state_rejected
+        .filter(|t| now - *t < REJECTED_RECENT)
+    {
+        find(
+            Status::Degraded,
+            "notificationsRejected",
+            format!(
+                "notifications with a wrong client state, last at {at}: the subscription carries another secret"
+            ),
+        );
+    }
+    // Staleness counts from the installation when something never happened.
+    let installed = sub.created;
+    let stale = |last: Option<OffsetDateTime>, limit: time::Duration| match last {
+        Some(last) => now - last > limit,
+        None => installed.is_some_and(|t| now - t > limit),
+    };
+    for report in &s.reports {
+        if stale(report.last_success, REPORT_STALE) {
+            let why = report
+                .last_error
+                .as_deref()
+                .filter(|e| !e.is_empty())
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            find(
+                Status::Degraded,
+                "reportStale",
+                format!(
+                    "the {} report has not been pulled completely for 2 hours{why}",
+                    report.report
+                ),
+            );
+        }
+    }
+    if stale(s.reconciled, RECONCILE_STALE) {
+        find(
+            Status::Degraded,
+            "reconcileStale",
+            "no complete reconciliation sweep for 3 hours".into(),
+        );
+    }
+    findings.sort_by_key(|f| std::cmp::Reverse(f.status));
+    let status = findings.first().map_or(Status::Ok, |f| f.status);
+    (status, findings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-28 12:00 UTC);
+
+    fn healthy() -> Signals {
+        Signals {
+            subscription: SubscriptionSignal {
+                id: Some("sub".into()),
+                expires: Some(NOW + time::Duration::hours(60)),
+                created: Some(NOW - time::Duration::days(10)),
+                last_success: Some(NOW - time::Duration::hours(1)),
+                last_error: Some(String::new()),
+            },
+            reports: vec![ReportSignal {
+                report: "pstn",
+                last_success: Some(NOW - time::Duration::minutes(10)),
+                last_error: None,
+            }],
+            reconciled: Some(NOW - time::Duration::minutes(40)),
+            ..Signals::default()
+        }
+    }
+
+    fn codes(s: &Signals) -> (Status, Vec<&'static str>) {
+        let (status, findings) = assess(s, NOW);
+        (status, findings.iter().map(|f| f.code).collect())
+    }
+
+    #[test]
+    fn everything_fresh_is_ok() {
+        assert_eq!(codes(&healthy()), (Status::Ok, vec![]));
+    }
+
+    #[test]
+    fn a_missing_or_expired_subscription_is_failing() {
+        let mut s = healthy();
+        s.subscription.expires = Some(NOW - time::Duration::minutes(1));
+        assert_eq!(codes(&s), (Status::Failing, vec!["subscriptionExpired"]));
+        s.subscription = SubscriptionSignal::default();
+        assert_eq!(codes(&s).0, Status::Failing);
+        assert!(codes(&s).1.contains(&"subscriptionMissing"));
+    }
+
+    #[test]
+    fn poison_given_up_and_rejected_notifications_are_degraded() {
+        let mut s = healthy();
+        s.poison_messages = 2;
+        s.given_up = vec![
+            NOW - time::Duration::days(1),
+            NOW - time::Duration::days(20),
+        ];
+        s.client_state_rejected = Some(NOW - time::Duration::hours(1));
+        assert_eq!(
+            codes(&s),
+            (
+                Status::Degraded,
+                vec!["poisonMessages", "recordsGivenUp", "notificationsRejected"]
+            )
+        );
+        // Old news is not.
+        s = healthy();
+        s.given_up = vec![NOW - time::Duration::days(20)];
+        s.client_state_rejected = Some(NOW - time::Duration::days(2));
+        assert_eq!(codes(&s), (Status::Ok, vec![]));
+    }
+
+    #[test]
+    fn a_graph_refusal_is_failing_until_graph_works_again() {
+        let mut s = healthy();
+        s.graph_refused = Some(NOW - time::Duration::minutes(5));
+        assert_eq!(codes(&s), (Status::Failing, vec!["graphRefused"]));
+        s.subscription.last_success = Some(NOW - time::Duration::minutes(1));
+        assert_eq!(codes(&s), (Status::Degraded, vec!["graphRefusedRecently"]));
+    }
+
+    #[test]
+    fn stale_pulls_and_sweeps_are_degraded_but_not_on_a_fresh_install() {
+        let mut s = healthy();
+        s.reports[0].last_success = Some(NOW - time::Duration::hours(3));
+        s.reconciled = None;
+        assert_eq!(
+            codes(&s),
+            (Status::Degraded, vec!["reportStale", "reconcileStale"])
+        );
+        s.subscription.created = Some(NOW - time::Duration::minutes(30));
+        s.reports[0].last_success = None;
+        assert_eq!(codes(&s), (Status::Ok, vec![]));
+    }
+
+    #[test]
+    fn an_expiring_subscription_or_a_failed_renewal_is_degraded() {
+        let mut s = healthy();
+        s.subscription.expires = Some(NOW + time::Duration::hours(5));
+        s.subscription.last_error = Some("Graph is unavailable".into());
+        assert_eq!(
+            codes(&s),
+            (
+                Status::Degraded,
+                vec!["subscriptionExpiring", "subscriptionError"]
+            )
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! Whether data flows, for admins and their alerts:
+//! - `Health` (`GET /api/health`, anonymous): `{"status":"ok|degraded|failing"}` and nothing else,
+//!   `200` unless failing (`503`), so that App Service's health check, an availability test or a
+//!   load balancer can watch it. Answered from a verdict at most 10 s old.
+//! - `HealthDetails` (`GET /api/health/details`, function key; `READ_API_KEYS` in standalone
+//!   mode): the verdict, every finding with its code, and what it was reached from (the
+//!   subscription, the last notification and record, the queue and its poison queue, records given
+//!   up on, rejected notifications per reason, each report's checkpoint, the last sweep, Graph's
+//!   last refusal). No secret is in it.
+//!
+//! The rules are `domain::health`'s (README "Health").
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::admin::has_key;
+use crate::config::RunMode;
+use crate::domain::health::{Finding, Status, assess};
+use crate::error::{ApiError, error_chain};
+use crate::state::AppState;
+use crate::store::health::Activity;
+
+/// Writes the activity mark in the background, at most once a minute per process.
+pub(crate) fn note_activity(state: &AppState, activity: Activity) {
+    let now = state.clock.now();
+    if !state.marks.due(activity, now) {
+        return;
+    }
+    let health = state.health.clone();
+    tokio::spawn(async move {
+        if let Err(e) = health.mark(activity, now).await {
+            tracing::debug!(error = %error_chain(&e), "could not write an activity mark");
+        }
+    });
+}
+
+/// The verdict with its findings and details.
+async fn verdict(state: &AppState) -> Result<(Status, Vec<Finding>, serde_json::Value), ApiError> {
+    let mut observed = state.health.observe().await?;
+    // A queue not created yet holds nothing.
+    let count = |r: Result<u64, crate::store::StoreError>| match r {
+        Ok(n) => Ok(n),
+        Err(crate::store::StoreError::NotFound) => Ok(0),
+        Err(e) => Err(e),
+    };
+    let depth = count(state.queue.approximate_count().await)?;
+    let poison = count(state.poison.approximate_count().await)?;
+    observed.signals.poison_messages = poison;
+    let (status, findings) = assess(&observed.signals, state.clock.now());
+    observed.details["queue"] = json!({"depth": depth, "poison": poison});
+    Ok((status, findings, observed.details))
+}
+
+fn http_status(status: Status) -> StatusCode {
+    match status {
+        Status::Failing => StatusCode::SERVICE_UNAVAILABLE,
+        Status::Ok | Status::Degraded => StatusCode::OK,
+    }
+}
+
+pub(crate) async fn summary(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let cached = *state.verdict.lock().unwrap_or_else(|p| p.into_inner());
+    let status = match cached {
+        Some((at, status)) if at.elapsed() < state.verdict_ttl => status,
+        _ => {
+            let (status, findings, _) = verdict(&state).await?;
+            if status != Status::Ok {
+                let codes: Vec<&str> = findings.iter().map(|f| f.code).collect();
+                tracing::info!(?status, ?codes, "health is not ok");
+            }
+            *state.verdict.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((tokio::time::Instant::now(), status));
+            status
+        }
+    };
+    Ok((http_status(status), Json(json!({"status": status}))).into_response())
+}
+
+pub(crate) async fn details(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    // Under the host, the host checked the function key.
+    if state.mode == RunMode::Standalone && !has_key(&state, &headers, query.as_deref()) {
+        return Err(ApiError::Unauthorized);
+    }
+    let (status, findings, details) = verdict(&state).await?;
+    let mut body = json!({"status": status, "findings": findings});
+    if let (Some(body), Some(details)) = (body.as_object_mut(), details.as_object()) {
+        body.extend(details.clone());
+    }
+    Ok((http_status(status), Json(body)).into_response())
+}

@@ -1,0 +1,241 @@
+//! What the health check reads, and the two activity marks it needs that nothing else records:
+//! `AppState`/`Activity`/`notifications` and `…/stored` (`LastAt`: the last notification accepted,
+//! the last record stored). Each process writes a mark at most once a minute, so a busy tenant
+//! costs a storage request a minute, not one per call.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tokio::sync::OnceCell;
+
+use super::StoreError;
+use super::callrecords::app_state::{
+    FAILURE_PARTITION, GRAPH_STATUS_PARTITION, REJECTED_PARTITION,
+};
+use super::reports::CHECKPOINT_PARTITION;
+use super::table::{EdmValue, Entity, Query, TableStore, WriteMode, filter};
+use crate::domain::health::{ReportSignal, Signals, SubscriptionSignal};
+use crate::domain::reports::Report;
+
+const ACTIVITY_PARTITION: &str = "Activity";
+/// At most one mark write per kind per process in this many seconds.
+const MARK_EVERY_SECONDS: i64 = 60;
+
+/// Which activity.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Activity {
+    /// A notification accepted by the webhook.
+    Notification,
+    /// A call record stored.
+    Stored,
+}
+
+impl Activity {
+    fn key(self) -> &'static str {
+        match self {
+            Self::Notification => "notifications",
+            Self::Stored => "stored",
+        }
+    }
+}
+
+/// When this process last wrote each mark (Unix seconds).
+#[derive(Debug, Default)]
+pub(crate) struct Marks {
+    notification: AtomicI64,
+    stored: AtomicI64,
+}
+
+impl Marks {
+    /// Whether this caller writes the mark now (at most once a minute per process).
+    pub(crate) fn due(&self, activity: Activity, now: OffsetDateTime) -> bool {
+        let cell = match activity {
+            Activity::Notification => &self.notification,
+            Activity::Stored => &self.stored,
+        };
+        let now = now.unix_timestamp();
+        let last = cell.load(Ordering::Relaxed);
+        now - last >= MARK_EVERY_SECONDS
+            && cell
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+/// The health check's reads.
+#[derive(Debug)]
+pub(crate) struct Observed {
+    pub(crate) signals: Signals,
+    /// For the details: the rows as they are, without secrets.
+    pub(crate) details: Value,
+}
+
+#[derive(Clone)]
+pub(crate) struct HealthStore {
+    app_state: TableStore,
+    ready: Arc<OnceCell<()>>,
+}
+
+fn time_text(t: Option<OffsetDateTime>) -> Value {
+    t.and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .map_or(Value::Null, Value::String)
+}
+
+fn text(row: Option<&Entity>, name: &str) -> Value {
+    row.and_then(|r| r.get_str(name))
+        .filter(|s| !s.is_empty())
+        .map_or(Value::Null, |s| Value::String(s.to_owned()))
+}
+
+impl HealthStore {
+    pub(crate) fn new(app_state: TableStore) -> Self {
+        Self {
+            app_state,
+            ready: Arc::new(OnceCell::new()),
+        }
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.ready
+            .get_or_try_init(|| self.app_state.ensure_exists())
+            .await
+            .map(|_| ())
+    }
+
+    /// Writes an activity mark (`LastAt`), never moving it back.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn mark(
+        &self,
+        activity: Activity,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.ready().await?;
+        let row =
+            Entity::new(ACTIVITY_PARTITION, activity.key()).with("LastAt", EdmValue::DateTime(at));
+        self.app_state.upsert(&row, WriteMode::Merge).await?;
+        Ok(())
+    }
+
+    async fn partition(&self, partition: &str) -> Result<Vec<Entity>, StoreError> {
+        self.app_state
+            .query_all(&Query::new().filter(filter::eq("PartitionKey", partition)))
+            .await
+    }
+
+    /// Reads every row the rules and the details need: a handful of small partitions.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn observe(&self) -> Result<Observed, StoreError> {
+        self.ready().await?;
+        let subscription = self.app_state.get("Subscription", "callRecords").await?;
+        let reconcile = self.app_state.get("Reconcile", "status").await?;
+        let activity = self.partition(ACTIVITY_PARTITION).await?;
+        let refused = self
+            .app_state
+            .get(GRAPH_STATUS_PARTITION, "refused")
+            .await?;
+        let rejected = self.partition(REJECTED_PARTITION).await?;
+        let checkpoints = self.partition(CHECKPOINT_PARTITION).await?;
+        let given_up = self
+            .app_state
+            .query_all(
+                &Query::new()
+                    .filter(filter::eq("PartitionKey", FAILURE_PARTITION))
+                    .select(["RowKey", "GaveUpAt", "Reason"]),
+            )
+            .await?;
+
+        let sub = subscription.as_ref();
+        let at = |row: Option<&Entity>, name: &str| row.and_then(|r| r.get_datetime(name));
+        let signals = Signals {
+            subscription: SubscriptionSignal {
+                id: sub
+                    .and_then(|r| r.get_str("SubscriptionId"))
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+                expires: at(sub, "ExpirationDateTime"),
+                created: at(sub, "CreatedAt"),
+                last_success: at(sub, "LastSuccessAt"),
+                last_error: sub.and_then(|r| r.get_str("LastError")).map(str::to_owned),
+            },
+            poison_messages: 0,
+            given_up: given_up
+                .iter()
+                .filter_map(|r| r.get_datetime("GaveUpAt"))
+                .collect(),
+            client_state_rejected: rejected
+                .iter()
+                .filter(|r| r.row_key == "notification-client_state")
+                .filter_map(|r| r.get_datetime("LastSeenAt"))
+                .max(),
+            reports: Report::ALL
+                .iter()
+                .map(|report| {
+                    let row = checkpoints.iter().find(|r| r.row_key == report.key());
+                    ReportSignal {
+                        report: report.key(),
+                        last_success: at(row, "LastSuccessAt"),
+                        last_error: row.and_then(|r| r.get_str("LastError")).map(str::to_owned),
+                    }
+                })
+                .collect(),
+            reconciled: at(reconcile.as_ref(), "LastSuccessAt"),
+            graph_refused: at(refused.as_ref(), "At"),
+        };
+        let activity_at =
+            |key: &str| time_text(at(activity.iter().find(|r| r.row_key == key), "LastAt"));
+        let count = |row: Option<&Entity>, name: &str| row.and_then(|r| r.get_i64(name));
+        let details = json!({
+            "subscription": {
+                "id": signals.subscription.id,
+                "expires": time_text(signals.subscription.expires),
+                "createdAt": time_text(signals.subscription.created),
+                "lastRenewedAt": time_text(signals.subscription.last_success),
+                "lastError": text(sub, "LastError"),
+                "lastErrorAt": time_text(at(sub, "LastErrorAt")),
+            },
+            "lastNotificationAt": activity_at(Activity::Notification.key()),
+            "lastRecordStoredAt": activity_at(Activity::Stored.key()),
+            "givenUp": {
+                "count": given_up.len(),
+                "lastAt": time_text(signals.given_up.iter().max().copied()),
+            },
+            "rejected": rejected.iter().map(|r| json!({
+                "webhook": text(Some(r), "Webhook"),
+                "reason": text(Some(r), "Reason"),
+                "count": r.get_i64("Count"),
+                "lastSeenAt": time_text(r.get_datetime("LastSeenAt")),
+            })).collect::<Vec<_>>(),
+            "reports": Report::ALL.iter().map(|report| {
+                let row = checkpoints.iter().find(|r| r.row_key == report.key());
+                json!({
+                    "report": report.key(),
+                    "checkpoint": time_text(at(row, "Through")),
+                    "lastSuccessAt": time_text(at(row, "LastSuccessAt")),
+                    "lastError": text(row, "LastError"),
+                })
+            }).collect::<Vec<_>>(),
+            "reconcile": {
+                "lastRunAt": time_text(at(reconcile.as_ref(), "LastRunAt")),
+                "lastSuccessAt": time_text(signals.reconciled),
+                "lastListed": count(reconcile.as_ref(), "LastListed"),
+                "lastQueued": count(reconcile.as_ref(), "LastEnqueued"),
+                "lastError": text(reconcile.as_ref(), "LastError"),
+            },
+            "graph": {
+                "lastRefusalAt": time_text(signals.graph_refused),
+                "lastRefusalStatus": refused.as_ref().and_then(|r| r.get_i32("Status")),
+                "lastRefusalCode": text(refused.as_ref(), "Code"),
+            },
+        });
+        Ok(Observed { signals, details })
+    }
+}

@@ -1,0 +1,189 @@
+//! The health check against Azurite, the Graph simulator and the host emulator: the verdict follows
+//! what the functions record (no subscription → failing, everything fresh → ok, poison messages or
+//! rejected notifications → degraded, an expired subscription → failing), the anonymous route says
+//! only the verdict, and the details need a key in standalone mode.
+
+// Test code panics on purpose.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::fetch::{FetchApp, spawn_fetch_app};
+use support::graph::{sim_config, start_sim};
+use support::lifecycle::{eventually, spawn_subscribing_app};
+use support::{CLIENT_STATE, TENANT_ID};
+use teams_cdr_functions::config::RunMode;
+use teams_cdr_sim::SimConfig;
+
+fn tenant_sim(calls: usize) -> SimConfig {
+    let mut config = sim_config(calls);
+    config.tenant.tenant_id = TENANT_ID.to_owned();
+    config
+}
+
+async fn get(app: &FetchApp, path: &str, key: Option<&str>) -> (u16, Value) {
+    let mut request = reqwest::Client::new().get(format!("{}{path}", app.host.base()));
+    if let Some(key) = key {
+        request = request.header("x-functions-key", key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn details(app: &FetchApp) -> Value {
+    get(app, "/api/health/details", None).await.1
+}
+
+fn codes(details: &Value) -> Vec<String> {
+    details["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// An app whose every timer has run once against a quiet tenant.
+async fn fresh_app(calls: usize) -> FetchApp {
+    let app = spawn_subscribing_app(start_sim(tenant_sim(calls)).await, |_, options| {
+        options.health_verdict_ttl = Duration::ZERO;
+    })
+    .await;
+    for timer in ["MaintainSubscription", "PullReports", "Reconcile"] {
+        assert_eq!(app.run_timer(timer).await, 200, "{timer}");
+    }
+    app
+}
+
+#[tokio::test]
+async fn health_is_failing_without_a_subscription_and_ok_once_everything_ran() {
+    let app = spawn_subscribing_app(start_sim(tenant_sim(0)).await, |_, options| {
+        options.health_verdict_ttl = Duration::ZERO;
+    })
+    .await;
+    let (status, body) = get(&app, "/api/health", None).await;
+    assert_eq!((status, body["status"].as_str()), (503, Some("failing")));
+    assert!(codes(&details(&app).await).contains(&"subscriptionMissing".to_owned()));
+
+    for timer in ["MaintainSubscription", "PullReports", "Reconcile"] {
+        assert_eq!(app.run_timer(timer).await, 200, "{timer}");
+    }
+    let (status, body) = get(&app, "/api/health", None).await;
+    // Anonymous callers learn the verdict and nothing else.
+    assert_eq!(status, 200);
+    assert_eq!(body, serde_json::json!({"status": "ok"}));
+    let details = details(&app).await;
+    assert_eq!(details["status"], "ok");
+    assert!(codes(&details).is_empty(), "{details}");
+    assert!(details["subscription"]["id"].is_string());
+    assert!(details["subscription"]["expires"].is_string());
+    assert_eq!(details["queue"]["poison"], 0);
+    assert!(details["reconcile"]["lastSuccessAt"].is_string());
+    for report in details["reports"].as_array().unwrap() {
+        assert!(report["lastSuccessAt"].is_string(), "{report}");
+    }
+    // Nothing secret in it.
+    assert!(!details.to_string().contains(CLIENT_STATE));
+}
+
+#[tokio::test]
+async fn poison_messages_and_rejected_notifications_degrade_and_an_expired_subscription_fails() {
+    let app = fresh_app(0).await;
+    let app = &app;
+    assert_eq!(details(app).await["status"], "ok");
+
+    // A notification signed with another client state (a redeployment's new secret).
+    let forged = support::callrecord_notification(
+        "7b1f0c7e-1d2a-4e5f-9a8b-0c1d2e3f4a5b",
+        "an-old-client-state",
+        TENANT_ID,
+    );
+    let answer = app
+        .host
+        .forward(
+            reqwest::Method::POST,
+            "/api/notifications",
+            Some("application/json"),
+            forged,
+        )
+        .await;
+    assert_eq!(answer.status(), 202);
+    assert!(
+        eventually(Duration::from_secs(10), || async move {
+            codes(&details(app).await) == ["notificationsRejected"]
+        })
+        .await
+    );
+    assert_eq!(get(app, "/api/health", None).await.1["status"], "degraded");
+
+    // A message the host gave up on.
+    app.poison
+        .send_json(&app.job("0a0b0c0d-0000-4000-8000-000000000001"), 0)
+        .await
+        .unwrap();
+    let after = details(app).await;
+    assert_eq!(after["queue"]["poison"], 1);
+    assert!(codes(&after).contains(&"poisonMessages".to_owned()));
+    assert_eq!(after["status"], "degraded");
+
+    // Three days without a renewal: the subscription has expired.
+    app.sim.clock().advance(time::Duration::hours(72));
+    let (status, body) = get(app, "/api/health", None).await;
+    assert_eq!((status, body["status"].as_str()), (503, Some("failing")));
+    assert_eq!(codes(&details(app).await)[0], "subscriptionExpired");
+}
+
+#[tokio::test]
+async fn the_last_notification_and_the_last_record_stored_are_reported() {
+    let app = fresh_app(1).await;
+    let app = &app;
+    let id = app.tenant_ids()[0].clone();
+    let notification = support::callrecord_notification(&id, CLIENT_STATE, TENANT_ID);
+    let answer = app
+        .host
+        .forward(
+            reqwest::Method::POST,
+            "/api/notifications",
+            Some("application/json"),
+            notification,
+        )
+        .await;
+    assert_eq!(answer.status(), 202);
+    // The sweep queued the record too: the copy that meets the first writer's lease waits for it.
+    app.drain_advancing(time::Duration::minutes(6)).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async move {
+            let d = details(app).await;
+            d["lastNotificationAt"].is_string() && d["lastRecordStoredAt"].is_string()
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn health_details_need_a_key_in_standalone_mode_and_the_summary_does_not() {
+    let app = spawn_fetch_app(start_sim(tenant_sim(0)).await, |config, options| {
+        config.mode = RunMode::Standalone;
+        config.read_api_keys = vec!["the-right-key".to_owned().into()];
+        options.health_verdict_ttl = Duration::ZERO;
+    })
+    .await;
+    let (status, body) = get(&app, "/api/health", None).await;
+    assert!(matches!(status, 200 | 503), "{status}");
+    assert!(body["status"].is_string());
+    assert_eq!(get(&app, "/api/health/details", None).await.0, 401);
+    assert_eq!(get(&app, "/api/health/details", Some("wrong")).await.0, 401);
+    assert_eq!(
+        get(&app, "/api/health/details?code=wrong", None).await.0,
+        401
+    );
+    let (status, body) = get(&app, "/api/health/details", Some("the-right-key")).await;
+    assert!(matches!(status, 200 | 503), "{status}");
+    assert!(body["findings"].is_array());
+    let (status, _) = get(&app, "/api/health/details?code=the-right-key", None).await;
+    assert!(matches!(status, 200 | 503), "{status}");
+}
