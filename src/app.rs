@@ -37,6 +37,7 @@ use crate::store::auth::storage_auth;
 use crate::store::callrecords::CallRecordStore;
 use crate::store::health::HealthStore;
 use crate::store::lifecycle::LifecycleStore;
+use crate::store::purge::Purger;
 use crate::store::queue::{QueueStore, StorageRetry};
 use crate::store::reports::ReportStore;
 use crate::store::table::TableStore;
@@ -248,6 +249,16 @@ impl App {
             marks: Arc::default(),
             verdict: Arc::default(),
             verdict_ttl: options.health_verdict_ttl,
+            purger: Purger {
+                records: table(&config.tables.call_records)?,
+                sessions: table(&config.tables.sessions)?,
+                bodies: table(&config.tables.bodies)?,
+                reports: [
+                    table(&config.tables.pstn_calls)?,
+                    table(&config.tables.direct_routing_calls)?,
+                ],
+            },
+            retention: Arc::new(config.retention.clone()),
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -379,6 +390,7 @@ fn router(state: AppState, mode: RunMode) -> Router {
             post(functions::maintain_subscription::handle),
         )
         .route("/Reconcile", post(functions::reconcile::handle))
+        .route("/Purge", post(functions::purge::handle))
         .layer(DefaultBodyLimit::max(functions::MAX_BODY_BYTES))
         .layer(middleware::from_fn(request_span))
         .with_state(state)

@@ -85,6 +85,8 @@ pub struct Config {
     pub reports: ReportsConfig,
     /// The Graph subscription and the reconciliation sweep.
     pub subscription: SubscriptionConfig,
+    /// How long stored rows are kept (`Purge`).
+    pub retention: RetentionConfig,
     /// `READ_API_KEYS` (standalone mode): comma-separated keys that the routes the host would guard
     /// with function keys accept (`x-functions-key` header or `code` parameter), compared in
     /// constant time. Empty: those routes refuse every request.
@@ -143,6 +145,18 @@ pub struct SubscriptionConfig {
     pub reconcile_lookback: Duration,
     /// How long one `Reconcile` run may go on before it leaves the rest of its windows to the next.
     pub reconcile_budget: Duration,
+}
+
+/// How long data rows are kept, and when `Purge` deletes the older ones.
+#[derive(Debug, Clone)]
+pub struct RetentionConfig {
+    /// `RETENTION_DAYS` (90, 31–3650): rows of calls that started longer ago are deleted. At least
+    /// 31, so that nothing Graph still keeps (30 days) can be deleted and fetched again.
+    pub days: u32,
+    /// `PURGE_SCHEDULE` (default daily at 03:15 UTC).
+    pub schedule: String,
+    /// How long one run may go on; the next run goes on where it stopped.
+    pub budget: Duration,
 }
 
 /// Names of the tables the app writes (Bicep creates them; the app creates missing ones).
@@ -360,6 +374,11 @@ impl Config {
         let fetch = fetch_config(&settings)?;
         let reports = reports_config(&settings)?;
         let subscription = subscription_config(&settings)?;
+        let retention = RetentionConfig {
+            days: number(&settings, "RETENTION_DAYS", 90, 31..=3650)?,
+            schedule: schedule(&settings, "PURGE_SCHEDULE", DEFAULT_PURGE_SCHEDULE)?,
+            budget: Duration::from_secs(300),
+        };
         let read_api_keys = settings
             .get("READ_API_KEYS")
             .unwrap_or_default()
@@ -381,6 +400,7 @@ impl Config {
             fetch,
             reports,
             subscription,
+            retention,
             read_api_keys,
         })
     }
@@ -583,6 +603,7 @@ impl Config {
             "REPORTS_SCHEDULE" => Some(&self.reports.schedule),
             "SUBSCRIPTION_SCHEDULE" => Some(&self.subscription.schedule),
             "RECONCILE_SCHEDULE" => Some(&self.subscription.reconcile_schedule),
+            "PURGE_SCHEDULE" => Some(&self.retention.schedule),
             _ => None,
         }
     }
@@ -591,6 +612,8 @@ impl Config {
 /// Every two hours, on the hour: a subscription lives 70.5 hours, so a renewal can fail for days
 /// before it lapses.
 pub const DEFAULT_SUBSCRIPTION_SCHEDULE: &str = "0 0 */2 * * *";
+/// Daily at 03:15 UTC, away from the other timers' minutes.
+pub const DEFAULT_PURGE_SCHEDULE: &str = "0 15 3 * * *";
 /// Hourly, at half past: away from the report pulls on the quarter hours.
 pub const DEFAULT_RECONCILE_SCHEDULE: &str = "0 30 * * * *";
 

@@ -10,13 +10,16 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::clock::Clock;
-use crate::config::{NotificationConfig, ReportsConfig, RunMode, SubscriptionConfig};
+use crate::config::{
+    NotificationConfig, ReportsConfig, RetentionConfig, RunMode, SubscriptionConfig,
+};
 use crate::domain::fetch::FetchPolicy;
 use crate::domain::health::Status;
 use crate::graph::GraphClient;
 use crate::store::callrecords::CallRecordStore;
 use crate::store::health::{HealthStore, Marks};
 use crate::store::lifecycle::LifecycleStore;
+use crate::store::purge::Purger;
 use crate::store::queue::QueueStore;
 use crate::store::reports::ReportStore;
 
@@ -53,6 +56,9 @@ pub(crate) struct AppState {
     /// a few seconds, so that polling it cannot turn into storage load.
     pub(crate) verdict: Arc<Mutex<Option<(tokio::time::Instant, Status)>>>,
     pub(crate) verdict_ttl: Duration,
+    /// The data tables, for `Purge`, and how long rows are kept.
+    pub(crate) purger: Purger,
+    pub(crate) retention: Arc<RetentionConfig>,
 }
 
 /// (webhook, reason) → (count, last seen).

@@ -48,6 +48,13 @@ pub(crate) async fn run_function(
             });
         }
         "Reconcile" => super::reconcile::start_in_background(&state),
+        "Purge" => {
+            tokio::spawn(async move {
+                if let Err(e) = super::purge::run(&state).await {
+                    tracing::error!(error = %crate::error::error_chain(&e), "requested run failed");
+                }
+            });
+        }
         _ => return Err(ApiError::NotFound("no timer function of that name")),
     }
     Ok(StatusCode::ACCEPTED.into_response())

@@ -10,6 +10,7 @@ pub(crate) mod maintain_subscription;
 pub(crate) mod notifications;
 pub(crate) mod ops;
 pub(crate) mod pull_reports;
+pub(crate) mod purge;
 pub(crate) mod reconcile;
 mod webhook;
 
@@ -94,6 +95,11 @@ pub(crate) const INVOCATION_FUNCTIONS: &[InvocationFunction] = &[
         trigger: "timerTrigger",
         binding: reconcile::BINDING,
     },
+    InvocationFunction {
+        name: "Purge",
+        trigger: "timerTrigger",
+        binding: purge::BINDING,
+    },
 ];
 
 /// The `function.json` of every timer function, built in, so that the standalone scheduler reads
@@ -111,4 +117,5 @@ pub(crate) const TIMER_FUNCTION_JSON: &[(&str, &str)] = &[
         "Reconcile",
         include_str!("../../handlers/Reconcile/function.json"),
     ),
+    ("Purge", include_str!("../../handlers/Purge/function.json")),
 ];

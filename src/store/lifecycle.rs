@@ -22,6 +22,7 @@ const SUBSCRIPTION: (&str, &str) = ("Subscription", "callRecords");
 /// on the subscription's row (its final write is conditional on that row's ETag).
 const REAUTHORIZATION: (&str, &str) = ("Subscription", "reauthorization");
 const RECONCILE: (&str, &str) = ("Reconcile", "status");
+const PURGE: (&str, &str) = ("Purge", "status");
 pub(crate) const WINDOW_PARTITION: &str = "ReconcileWindow";
 
 /// Which lease: one per kind of run.
@@ -29,6 +30,7 @@ pub(crate) const WINDOW_PARTITION: &str = "ReconcileWindow";
 pub(crate) enum LeaseRow {
     Subscription,
     Reconcile,
+    Purge,
 }
 
 impl LeaseRow {
@@ -36,6 +38,7 @@ impl LeaseRow {
         match self {
             Self::Subscription => SUBSCRIPTION,
             Self::Reconcile => RECONCILE,
+            Self::Purge => PURGE,
         }
     }
 }
@@ -361,6 +364,34 @@ impl LifecycleStore {
             Ok(_) | Err(StoreError::NotFound) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Records how a purge went (`deleted`: call records and report rows; `error` when storage
+    /// failed) and releases its lease.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn purge_done(
+        &self,
+        held: Held,
+        (call_records, report_rows, complete): (u64, u64, bool),
+        error: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let count = |n: u64| EdmValue::Int64(i64::try_from(n).unwrap_or(i64::MAX));
+        let mut columns = vec![
+            ("LastRunAt", EdmValue::DateTime(now)),
+            ("LastDeletedCallRecords", count(call_records)),
+            ("LastDeletedReportRows", count(report_rows)),
+            (
+                "LastError",
+                EdmValue::String(error.map(column_text).unwrap_or_default()),
+            ),
+        ];
+        if complete && error.is_none() {
+            columns.push(("LastSuccessAt", EdmValue::DateTime(now)));
+        }
+        self.release(held, now, columns).await
     }
 
     /// Records how a sweep went and releases its lease.

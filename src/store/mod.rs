@@ -16,6 +16,7 @@ pub(crate) mod columns;
 pub(crate) mod health;
 pub(crate) mod lifecycle;
 pub(crate) mod pipeline;
+pub(crate) mod purge;
 pub(crate) mod queue;
 pub(crate) mod reports;
 pub(crate) mod table;
