@@ -25,12 +25,12 @@ param storageAccountName string = take('st${toLower(baseName)}${uniqueString(res
 @description('Grant the Graph application permission CallRecords.Read.All to the app\'s identity here. Set false when the deployer has no Entra role for it; an Entra admin then runs the command in the README once.')
 param grantGraphPermission bool = true
 
-@description('Secret Graph echoes in every notification. Generated on first deployment: pass the current value (app setting NOTIFICATION_CLIENT_STATE) when you redeploy, or the running subscription\'s notifications are rejected until it is recreated.')
+@description('Secret Graph echoes in every notification. Generated on every deployment unless given: pass the current value (app setting NOTIFICATION_CLIENT_STATE) when you redeploy, or the app replaces the subscription at start-up and sweeps the minutes in between.')
 @secure()
 param notificationClientState string = newGuid()
 
-@description('Days stored call data is kept.')
-@minValue(1)
+@description('Days stored call data is kept (the app refuses fewer than 31: Graph keeps records 30 days).')
+@minValue(31)
 @maxValue(3650)
 param retentionDays int = 90
 
@@ -57,6 +57,14 @@ param readApiAppId string = ''
 
 @description('App role callers of the read API must hold (when enableReadApiAuth).')
 param readApiRequiredRole string = 'CallData.Read'
+
+@description('E-mail address for alerts (the health check failing, no call record stored). Empty: no alerts are deployed.')
+param alertEmail string = ''
+
+@description('Hours without a stored call record after which an alert fires (with alertEmail). Quiet tenants (weekends) want more.')
+@minValue(1)
+@maxValue(48)
+param noRecordAlertHours int = 12
 
 @description('Log retention in the Log Analytics workspace (days).')
 @minValue(30)
@@ -127,6 +135,19 @@ module graphPermission 'modules/graph-permission.bicep' = if (grantGraphPermissi
   name: 'graph-permission'
   params: {
     principalId: identity.properties.principalId
+  }
+}
+
+module alerts 'modules/alerts.bicep' = if (!empty(alertEmail)) {
+  name: 'alerts'
+  params: {
+    location: location
+    baseName: baseName
+    appInsightsId: monitoring.outputs.appInsightsId
+    healthUrl: 'https://${app.outputs.hostName}/api/health'
+    alertEmail: alertEmail
+    noRecordHours: noRecordAlertHours
+    tags: tags
   }
 }
 

@@ -260,6 +260,25 @@ fn http_functions_keep_off_the_hosts_routes_and_only_webhooks_and_health_are_ano
 }
 
 #[test]
+fn the_deployments_alerts_watch_what_the_app_emits() {
+    let read = |path: &str| std::fs::read_to_string(manifest_dir().join(path)).unwrap();
+    let alerts = read("infra/modules/alerts.bicep");
+    // The log alert counts the fetch's log line: renaming it would silence the alert.
+    assert!(alerts.contains(r#"traces | where message has "call record stored""#));
+    assert!(read("src/functions/fetch_call_record.rs").contains(r#""call record stored""#));
+    // The availability test calls the anonymous health route, which answers 503 when failing.
+    assert!(
+        read("infra/main.bicep")
+            .contains("healthUrl: 'https://${app.outputs.hostName}/api/health'")
+    );
+    let health = read("handlers/Health/function.json");
+    assert!(
+        health.contains(r#""route": "health""#) && health.contains(r#""authLevel": "anonymous""#)
+    );
+    assert!(alerts.contains("ExpectedHttpStatusCode: 200"));
+}
+
+#[test]
 fn host_json_configures_the_custom_handler_as_deployed() {
     let host = read_json(&manifest_dir().join("host.json"));
     assert_eq!(host["version"], "2.0");
