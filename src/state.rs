@@ -54,7 +54,7 @@ pub(crate) struct AppState {
     pub(crate) marks: Arc<Marks>,
     /// The last anonymous verdict and when it was reached: the anonymous route answers from it for
     /// a few seconds, so that polling it cannot turn into storage load.
-    pub(crate) verdict: Arc<Mutex<Option<(tokio::time::Instant, Status)>>>,
+    pub(crate) verdict: Arc<tokio::sync::Mutex<Option<(tokio::time::Instant, Status)>>>,
     pub(crate) verdict_ttl: Duration,
     /// The data tables, for `Purge`, and how long rows are kept.
     pub(crate) purger: Purger,

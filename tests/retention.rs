@@ -86,6 +86,10 @@ async fn purge_deletes_exactly_the_rows_older_than_the_retention_and_nothing_in_
     pstn_rows(&app.tables.pstn, &old_day, 150).await;
     pstn_rows(&app.tables.pstn, &recent_day, 3).await;
     pstn_rows(&app.tables.direct_routing, &old_day, 2).await;
+    // The cutoff day itself is kept, and so are rows without a start time (their age is unknown).
+    let cutoff_day = day(now - time::Duration::days(90));
+    pstn_rows(&app.tables.direct_routing, &cutoff_day, 1).await;
+    pstn_rows(&app.tables.direct_routing, "0001-01-01", 1).await;
     let app_state_before = keys(&app, &app.tables.app_state).await;
 
     assert_eq!(app.run_timer("Purge").await, 200);
@@ -101,7 +105,13 @@ async fn purge_deletes_exactly_the_rows_older_than_the_retention_and_nothing_in_
     let pstn = keys(&app, &app.tables.pstn).await;
     assert_eq!(pstn.len(), 3);
     assert!(pstn.iter().all(|(pk, _)| *pk == recent_day));
-    assert!(keys(&app, &app.tables.direct_routing).await.is_empty());
+    assert_eq!(
+        keys(&app, &app.tables.direct_routing).await,
+        [
+            ("0001-01-01".to_owned(), "row-0000".to_owned()),
+            (cutoff_day.clone(), "row-0000".to_owned()),
+        ]
+    );
     // AppState keeps every row (the purge adds its own status row).
     let app_state_after: Vec<_> = keys(&app, &app.tables.app_state)
         .await

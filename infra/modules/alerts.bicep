@@ -122,11 +122,13 @@ resource noRecords 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' =
       appInsightsId
     ]
     evaluationFrequency: 'PT1H'
-    windowSize: 'PT${noRecordHours}H'
+    // Log alerts accept windows of PT1M to PT6H, P1D and P2D only: the query narrows the window to
+    // the hours asked for.
+    windowSize: noRecordHours <= 6 ? 'PT${noRecordHours}H' : (noRecordHours <= 24 ? 'P1D' : 'P2D')
     criteria: {
       allOf: [
         {
-          query: 'traces | where message has "call record stored"'
+          query: 'traces | where timestamp > ago(${noRecordHours}h) | where message has "call record stored"'
           timeAggregation: 'Count'
           operator: 'LessThan'
           threshold: 1

@@ -9,7 +9,8 @@
 //!   the poison queue; records given up on in the last 7 days; notifications rejected for a wrong
 //!   client state in the last 24 hours (a redeployment with a new secret, before the subscription
 //!   is replaced); a report not pulled successfully for 2 hours; no complete reconciliation sweep for
-//!   3 hours; a Graph refusal in the last 24 hours that has since been followed by success;
+//!   3 hours; no complete purge for 2 days; a Graph refusal in the last 24 hours that has since
+//!   been followed by success;
 //! - ok otherwise.
 //!
 //! "Never happened" counts as stale only once the subscription is older than the staleness limit,
@@ -68,6 +69,11 @@ pub(crate) struct Signals {
     pub(crate) reconciled: Option<OffsetDateTime>,
     /// Graph's last refusal of our token or permission.
     pub(crate) graph_refused: Option<OffsetDateTime>,
+    /// The last time anything that needs Graph worked (a renewal, a sweep, a pull, a record
+    /// stored): a refusal before it has been fixed.
+    pub(crate) graph_worked: Option<OffsetDateTime>,
+    /// Last complete purge.
+    pub(crate) purged: Option<OffsetDateTime>,
 }
 
 const EXPIRING: time::Duration = time::Duration::hours(24);
@@ -76,6 +82,7 @@ const REJECTED_RECENT: time::Duration = time::Duration::hours(24);
 const REPORT_STALE: time::Duration = time::Duration::hours(2);
 const RECONCILE_STALE: time::Duration = time::Duration::hours(3);
 const REFUSED_RECENT: time::Duration = time::Duration::hours(24);
+const PURGE_STALE: time::Duration = time::Duration::days(2);
 
 /// The verdict and its findings, worst first.
 pub(crate) fn assess(s: &Signals, now: OffsetDateTime) -> (Status, Vec<Finding>) {
@@ -114,7 +121,7 @@ pub(crate) fn assess(s: &Signals, now: OffsetDateTime) -> (Status, Vec<Finding>)
         );
     }
     if let Some(refused) = s.graph_refused {
-        if sub.last_success.is_none_or(|ok| refused > ok) {
+        if s.graph_worked.is_none_or(|ok| refused > ok) {
             find(
                 Status::Failing,
                 "graphRefused",
@@ -190,6 +197,13 @@ pub(crate) fn assess(s: &Signals, now: OffsetDateTime) -> (Status, Vec<Finding>)
             );
         }
     }
+    if stale(s.purged, PURGE_STALE) {
+        find(
+            Status::Degraded,
+            "purgeStale",
+            "no complete purge for 2 days: rows older than RETENTION_DAYS are piling up".into(),
+        );
+    }
     if stale(s.reconciled, RECONCILE_STALE) {
         find(
             Status::Degraded,
@@ -224,6 +238,8 @@ mod tests {
                 last_error: None,
             }],
             reconciled: Some(NOW - time::Duration::minutes(40)),
+            graph_worked: Some(NOW - time::Duration::minutes(10)),
+            purged: Some(NOW - time::Duration::hours(20)),
             ..Signals::default()
         }
     }
@@ -276,7 +292,8 @@ mod tests {
         let mut s = healthy();
         s.graph_refused = Some(NOW - time::Duration::minutes(5));
         assert_eq!(codes(&s), (Status::Failing, vec!["graphRefused"]));
-        s.subscription.last_success = Some(NOW - time::Duration::minutes(1));
+        // Anything that needs Graph working since (here, a record stored) clears it.
+        s.graph_worked = Some(NOW - time::Duration::minutes(1));
         assert_eq!(codes(&s), (Status::Degraded, vec!["graphRefusedRecently"]));
     }
 

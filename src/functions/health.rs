@@ -21,6 +21,7 @@ use crate::config::RunMode;
 use crate::domain::health::{Finding, Status, assess};
 use crate::error::{ApiError, error_chain};
 use crate::state::AppState;
+use crate::store::StoreError;
 use crate::store::health::Activity;
 
 /// Writes the activity mark in the background, at most once a minute per process.
@@ -37,19 +38,38 @@ pub(crate) fn note_activity(state: &AppState, activity: Activity) {
     });
 }
 
-/// The verdict with its findings and details.
-async fn verdict(state: &AppState) -> Result<(Status, Vec<Finding>, serde_json::Value), ApiError> {
-    let mut observed = state.health.observe().await?;
+/// The verdict with its findings and details. Storage that cannot be read is itself a verdict:
+/// nothing can be stored either.
+async fn verdict(state: &AppState) -> (Status, Vec<Finding>, serde_json::Value) {
+    match observe(state).await {
+        Ok(verdict) => verdict,
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "the health check cannot read storage");
+            let finding = Finding {
+                status: Status::Failing,
+                code: "storageUnavailable",
+                message: "the app cannot read its storage account: nothing can be stored".into(),
+            };
+            (Status::Failing, vec![finding], json!({}))
+        }
+    }
+}
+
+async fn observe(
+    state: &AppState,
+) -> Result<(Status, Vec<Finding>, serde_json::Value), StoreError> {
+    let now = state.clock.now();
+    let mut observed = state.health.observe(now).await?;
     // A queue not created yet holds nothing.
-    let count = |r: Result<u64, crate::store::StoreError>| match r {
+    let count = |r: Result<u64, StoreError>| match r {
         Ok(n) => Ok(n),
-        Err(crate::store::StoreError::NotFound) => Ok(0),
+        Err(StoreError::NotFound) => Ok(0),
         Err(e) => Err(e),
     };
     let depth = count(state.queue.approximate_count().await)?;
     let poison = count(state.poison.approximate_count().await)?;
     observed.signals.poison_messages = poison;
-    let (status, findings) = assess(&observed.signals, state.clock.now());
+    let (status, findings) = assess(&observed.signals, now);
     observed.details["queue"] = json!({"depth": depth, "poison": poison});
     Ok((status, findings, observed.details))
 }
@@ -61,22 +81,24 @@ fn http_status(status: Status) -> StatusCode {
     }
 }
 
-pub(crate) async fn summary(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let cached = *state.verdict.lock().unwrap_or_else(|p| p.into_inner());
-    let status = match cached {
+pub(crate) async fn summary(State(state): State<AppState>) -> Response {
+    // Held while a verdict is reached: concurrent callers wait for it instead of each reading
+    // storage, so an instance reads at most once per TTL however it is polled.
+    let mut cached = state.verdict.lock().await;
+    let status = match *cached {
         Some((at, status)) if at.elapsed() < state.verdict_ttl => status,
         _ => {
-            let (status, findings, _) = verdict(&state).await?;
+            let (status, findings, _) = verdict(&state).await;
             if status != Status::Ok {
                 let codes: Vec<&str> = findings.iter().map(|f| f.code).collect();
                 tracing::info!(?status, ?codes, "health is not ok");
             }
-            *state.verdict.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some((tokio::time::Instant::now(), status));
+            *cached = Some((tokio::time::Instant::now(), status));
             status
         }
     };
-    Ok((http_status(status), Json(json!({"status": status}))).into_response())
+    drop(cached);
+    (http_status(status), Json(json!({"status": status}))).into_response()
 }
 
 pub(crate) async fn details(
@@ -88,7 +110,7 @@ pub(crate) async fn details(
     if state.mode == RunMode::Standalone && !has_key(&state, &headers, query.as_deref()) {
         return Err(ApiError::Unauthorized);
     }
-    let (status, findings, details) = verdict(&state).await?;
+    let (status, findings, details) = verdict(&state).await;
     let mut body = json!({"status": status, "findings": findings});
     if let (Some(body), Some(details)) = (body.as_object_mut(), details.as_object()) {
         body.extend(details.clone());

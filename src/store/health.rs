@@ -107,7 +107,8 @@ impl HealthStore {
             .map(|_| ())
     }
 
-    /// Writes an activity mark (`LastAt`), never moving it back.
+    /// Writes an activity mark (`LastAt`). Two instances may write out of order; the mark is
+    /// then off by the time between them, which the health rules do not mind.
     ///
     /// # Errors
     /// When storage fails or refuses.
@@ -133,7 +134,7 @@ impl HealthStore {
     ///
     /// # Errors
     /// When storage fails or refuses.
-    pub(crate) async fn observe(&self) -> Result<Observed, StoreError> {
+    pub(crate) async fn observe(&self, now: OffsetDateTime) -> Result<Observed, StoreError> {
         self.ready().await?;
         let subscription = self.app_state.get("Subscription", "callRecords").await?;
         let reconcile = self.app_state.get("Reconcile", "status").await?;
@@ -142,13 +143,23 @@ impl HealthStore {
             .app_state
             .get(GRAPH_STATUS_PARTITION, "refused")
             .await?;
+        let purge = self.app_state.get("Purge", "status").await?;
         let rejected = self.partition(REJECTED_PARTITION).await?;
         let checkpoints = self.partition(CHECKPOINT_PARTITION).await?;
+        // Only what the rules look at (the last 7 days): the partition keeps records that never
+        // came back, and an anonymous caller must not be able to make this read grow.
         let given_up = self
             .app_state
             .query_all(
                 &Query::new()
-                    .filter(filter::eq("PartitionKey", FAILURE_PARTITION))
+                    .filter(filter::and(
+                        filter::eq("PartitionKey", FAILURE_PARTITION),
+                        filter::cmp(
+                            "GaveUpAt",
+                            filter::Op::Ge,
+                            EdmValue::DateTime(now - time::Duration::days(7)),
+                        ),
+                    ))
                     .select(["RowKey", "GaveUpAt", "Reason"]),
             )
             .await?;
@@ -189,7 +200,25 @@ impl HealthStore {
                 .collect(),
             reconciled: at(reconcile.as_ref(), "LastSuccessAt"),
             graph_refused: at(refused.as_ref(), "At"),
+            graph_worked: None,
+            purged: at(purge.as_ref(), "LastSuccessAt"),
         };
+        let mut signals = signals;
+        let stored = at(
+            activity
+                .iter()
+                .find(|r| r.row_key == Activity::Stored.key()),
+            "LastAt",
+        );
+        signals.graph_worked = [
+            signals.subscription.last_success,
+            signals.reconciled,
+            stored,
+        ]
+        .into_iter()
+        .chain(signals.reports.iter().map(|r| r.last_success))
+        .flatten()
+        .max();
         let activity_at =
             |key: &str| time_text(at(activity.iter().find(|r| r.row_key == key), "LastAt"));
         let count = |row: Option<&Entity>, name: &str| row.and_then(|r| r.get_i64(name));
@@ -205,7 +234,7 @@ impl HealthStore {
             "lastNotificationAt": activity_at(Activity::Notification.key()),
             "lastRecordStoredAt": activity_at(Activity::Stored.key()),
             "givenUp": {
-                "count": given_up.len(),
+                "last7Days": given_up.len(),
                 "lastAt": time_text(signals.given_up.iter().max().copied()),
             },
             "rejected": rejected.iter().map(|r| json!({
@@ -229,6 +258,12 @@ impl HealthStore {
                 "lastListed": count(reconcile.as_ref(), "LastListed"),
                 "lastQueued": count(reconcile.as_ref(), "LastEnqueued"),
                 "lastError": text(reconcile.as_ref(), "LastError"),
+            },
+            "purge": {
+                "lastRunAt": time_text(at(purge.as_ref(), "LastRunAt")),
+                "lastSuccessAt": time_text(signals.purged),
+                "lastDeletedCallRecords": count(purge.as_ref(), "LastDeletedCallRecords"),
+                "lastError": text(purge.as_ref(), "LastError"),
             },
             "graph": {
                 "lastRefusalAt": time_text(signals.graph_refused),

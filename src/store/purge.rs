@@ -42,20 +42,34 @@ pub(crate) struct Purger {
     pub(crate) reports: [TableStore; 2],
 }
 
-/// The oldest rows (keys only) of a day table before `cutoff`.
-async fn oldest(table: &TableStore, cutoff: &str) -> Result<Vec<Entity>, StoreError> {
-    let query = Query::new()
+/// The oldest rows (keys only) of a day table before `cutoff`; empty only when there are none
+/// (or the deadline passed). The Table service may answer a range scan with an empty page and a
+/// continuation, so empty pages are followed.
+async fn oldest(
+    table: &TableStore,
+    cutoff: &str,
+    deadline: tokio::time::Instant,
+) -> Result<Vec<Entity>, StoreError> {
+    let mut query = Query::new()
         .filter(filter::and(
             filter::cmp("PartitionKey", filter::Op::Lt, cutoff),
             filter::cmp("PartitionKey", filter::Op::Gt, NO_START),
         ))
         .select(["PartitionKey", "RowKey"])
         .top(PAGE);
-    match table.query(&query).await {
-        Ok(page) => Ok(page.entities),
-        // A table never written has nothing to purge.
-        Err(StoreError::NotFound) => Ok(Vec::new()),
-        Err(e) => Err(e),
+    loop {
+        let page = match table.query(&query).await {
+            Ok(page) => page,
+            // A table never written has nothing to purge.
+            Err(StoreError::NotFound) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        match page.continuation {
+            Some(next) if page.entities.is_empty() && tokio::time::Instant::now() < deadline => {
+                query = query.continuation(Some(next));
+            }
+            _ => return Ok(page.entities),
+        }
     }
 }
 
@@ -78,7 +92,20 @@ async fn delete_rows(table: &TableStore, rows: &[Entity]) -> Result<u64, StoreEr
                     if_match: None,
                 })
                 .collect();
-            table.batch(partition, ops).await?;
+            match table.batch(partition, ops).await {
+                Ok(_) => {}
+                // A row gone since it was read (a retried request whose first answer was lost)
+                // fails its whole transaction: delete those rows one by one instead.
+                Err(StoreError::BatchFailed {
+                    kind: super::BatchFailure::NotFound,
+                    ..
+                }) => {
+                    for rk in chunk {
+                        table.delete(partition, rk, None).await?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
             deleted += chunk.len() as u64;
         }
     }
@@ -115,10 +142,10 @@ impl Purger {
     ) -> Result<Purged, StoreError> {
         let mut purged = Purged::default();
         loop {
+            let rows = oldest(&self.records, cutoff, deadline).await?;
             if tokio::time::Instant::now() >= deadline {
                 return Ok(purged);
             }
-            let rows = oldest(&self.records, cutoff).await?;
             if rows.is_empty() {
                 break;
             }
@@ -140,10 +167,10 @@ impl Purger {
         }
         for table in &self.reports {
             loop {
+                let rows = oldest(table, cutoff, deadline).await?;
                 if tokio::time::Instant::now() >= deadline {
                     return Ok(purged);
                 }
-                let rows = oldest(table, cutoff).await?;
                 if rows.is_empty() {
                     break;
                 }
