@@ -1,0 +1,142 @@
+//! Benchmark of `Reconcile`: one sweep of the default 26-hour look-back for a tenant with 10,000
+//! calls a day (10,800 records), against the Graph simulator with Graph's real list limit (40
+//! requests per 20 s, on both sides) and Azurite.
+//!
+//! Run with `cargo bench --bench reconcile` (about 4 minutes). It prints Markdown for
+//! `docs/BENCHMARKS.md`: for a sweep that finds nothing stored (every record queued) and for one that
+//! finds everything stored (nothing queued), the list requests, `429`s, wall time, storage
+//! queries and records queued; and the list requests a day that follow. Every figure is checked
+//! against what the sweep must have done, so a run that measures the wrong thing fails.
+
+// A benchmark that cannot set up has nothing to measure: panicking is its error report.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use serde_json::json;
+use support::counting_proxy::start_proxy;
+use support::fetch::{fixture_json, sim_record, spawn_fetch_app};
+use support::graph::{sim_config, sim_start, start_sim};
+use support::host::timer_invocation;
+use teams_cdr_functions::{BatchOp, EdmValue, Entity, WriteMode};
+use teams_cdr_sim::Endpoint;
+use time::format_description::well_known::Rfc3339;
+
+/// 10,000 calls a day over 26 hours.
+const RECORDS: usize = 10_800;
+
+fn day(t: time::OffsetDateTime) -> String {
+    let d = t.date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+#[tokio::main]
+async fn main() {
+    let sim = start_sim(sim_config(0)).await;
+    let now = sim_start();
+    // Small records, spread evenly over the look-back: the sweep reads only ids and versions.
+    let base = fixture_json("callrecord-get-basic.json");
+    let mut starts = Vec::with_capacity(RECORDS);
+    for n in 0..RECORDS {
+        let id = format!("00000000-0000-4000-8000-{n:012}");
+        let start = now - time::Duration::hours(26)
+            + time::Duration::seconds(i64::try_from(n).unwrap() * 26 * 3600 / RECORDS as i64);
+        let mut base = base.clone();
+        base["startDateTime"] = json!(start.format(&Rfc3339).unwrap());
+        let mut record = sim_record(&id, base, Vec::new(), Vec::new());
+        record.start = start;
+        record.end = start + time::Duration::minutes(2);
+        record.versions[0].issued_at = start;
+        sim.insert_record(record);
+        starts.push((id, start));
+    }
+    let (table_proxy, table_requests) = start_proxy(&support::azurite().table_endpoint).await;
+    let app = spawn_fetch_app(sim, |config, _| {
+        config.storage.table_endpoint = table_proxy.parse().unwrap();
+        // The whole look-back in one sweep, whatever this machine's speed.
+        config.subscription.reconcile_budget = std::time::Duration::from_secs(900);
+    })
+    .await;
+
+    let sweep = |label: &'static str| {
+        let app = &app;
+        let table_requests = &table_requests;
+        async move {
+            let lists = app.sim.ledger().count(Endpoint::ListCallRecords);
+            let throttled = app.sim.ledger().count_status(429);
+            let queries = table_requests.load(Ordering::SeqCst);
+            let started = Instant::now();
+            // Straight to the handler: a sweep at Graph's list limit outlasts the host
+            // emulator's client timeout.
+            let status = reqwest::Client::new()
+                .post(format!("{}/Reconcile", app.host.base()))
+                .json(&timer_invocation(false))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            let seconds = started.elapsed().as_secs_f64();
+            assert!(status.is_success(), "{label}: {status}");
+            let row = app
+                .tables
+                .app_state
+                .get("Reconcile", "status")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(row.get_str("LastError"), Some(""), "{label}");
+            (
+                app.sim.ledger().count(Endpoint::ListCallRecords) - lists,
+                app.sim.ledger().count_status(429) - throttled,
+                seconds,
+                table_requests.load(Ordering::SeqCst) - queries,
+                row.get_i64("LastListed").unwrap(),
+                row.get_i64("LastEnqueued").unwrap(),
+            )
+        }
+    };
+
+    // Nothing stored: every record is queued.
+    let cold = sweep("nothing stored").await;
+    assert_eq!(cold.4, RECORDS as i64, "every record listed");
+    assert_eq!(cold.5, RECORDS as i64, "every record queued");
+    assert_eq!(app.queue.approximate_count().await.unwrap(), RECORDS as u64);
+
+    // Everything stored (as the fetch would leave the `CallRecords` rows): nothing is queued.
+    let mut by_day: std::collections::BTreeMap<String, Vec<Entity>> = Default::default();
+    for (id, start) in &starts {
+        let row = Entity::new(day(*start), id).with("Version", EdmValue::Int64(1));
+        by_day.entry(day(*start)).or_default().push(row);
+    }
+    for (partition, rows) in by_day {
+        for chunk in rows.chunks(100) {
+            let ops = chunk
+                .iter()
+                .map(|e| BatchOp::Upsert(e.clone(), WriteMode::Replace))
+                .collect();
+            app.tables.records.batch(&partition, ops).await.unwrap();
+        }
+    }
+    let warm = sweep("everything stored").await;
+    assert_eq!(warm.5, 0, "nothing queued when everything is stored");
+
+    println!("## Reconciliation (`cargo bench --bench reconcile`)\n");
+    println!(
+        "| sweep of 26 h, {RECORDS} records | list requests | `429` | seconds | table requests | queued |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (label, (lists, throttled, seconds, queries, _, queued)) in
+        [("nothing stored", cold), ("everything stored", warm)]
+    {
+        println!("| {label} | {lists} | {throttled} | {seconds:.0} | {queries} | {queued} |");
+    }
+    println!(
+        "\nList requests a day at 24 sweeps: {} (Graph allows 40 per 20 s: {:.0} s of list budget per sweep).",
+        warm.0 * 24,
+        warm.0 as f64 / 2.0
+    );
+}
