@@ -27,10 +27,20 @@ node_modules/.bin/azurite --silent --skipApiVersionCheck --disableTelemetry --lo
 azurite_pid=$!
 sim_pid=
 handler_pid=
+# The handler stops first, while the storage and the simulator it uses are still there: it takes no
+# new work and gives what is in flight 10 s (what it leaves comes back from the queue next time).
+stop() { # pid, seconds
+  [ -n "$1" ] || return 0
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 1 $(($2 * 10))); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$1" 2>/dev/null || true
+}
 cleanup() {
-  [ -n "$handler_pid" ] && kill "$handler_pid" 2>/dev/null || true
-  [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null || true
-  kill "$azurite_pid" 2>/dev/null || true
+  trap - EXIT INT TERM
+  echo "--- Stopping (the handler first, then the simulator and Azurite)"
+  stop "$handler_pid" 15
+  stop "$sim_pid" 5
+  stop "$azurite_pid" 5
 }
 trap cleanup EXIT INT TERM
 
@@ -61,8 +71,10 @@ for _ in $(seq 1 100); do
   (exec 3<>/dev/tcp/127.0.0.1/10002) 2>/dev/null && break
   sleep 0.1
 done
-target/release/teams-cdr-functions standalone &
+handler_log=.azurite/handler.log
+target/release/teams-cdr-functions standalone >"$handler_log" 2>&1 &
 handler_pid=$!
+echo "--- The handler log (JSON lines): $handler_log"
 base="http://127.0.0.1:$PORT"
 for _ in $(seq 1 100); do
   curl -fs "$base/" >/dev/null 2>&1 && break

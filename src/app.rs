@@ -318,6 +318,7 @@ impl App {
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, mode = ?self.mode, "listening");
         let (stop, stopped) = watch::channel(false);
+        let stopped_signal = stopped.clone();
         // Without a host, the app consumes its queue and runs its timers itself, through its own
         // invocation routes.
         let handler = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port());
@@ -332,18 +333,43 @@ impl App {
             let timers = tokio::spawn(scheduler::run(s.timers, handler, s.clock, stopped));
             futures::future::join(queue, timers)
         });
-        let served = axum::serve(self.listener, self.router)
+        let mut signalled = stopped_signal.clone();
+        let serve = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
+                tracing::info!(
+                    grace_seconds = SHUTDOWN_GRACE.as_secs(),
+                    "stopping: no new work is taken"
+                );
                 let _ = stop.send(true);
             })
-            .await;
-        if let Some(consumer) = consumer {
-            let _ = consumer.await;
+            .into_future();
+        // In-flight requests get a few seconds; then the process goes. What they did not finish
+        // is safe: their queue messages reappear after their visibility timeout, a timer's next
+        // run redoes its work, and a webhook's unanswered post is delivered again by Graph.
+        let served = tokio::select! {
+            served = serve => served,
+            () = async {
+                let _ = signalled.wait_for(|stopped| *stopped).await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::warn!("requests still in flight after the grace period are abandoned");
+                Ok(())
+            }
+        };
+        if let Some(consumer) = consumer
+            && tokio::time::timeout(SHUTDOWN_GRACE, consumer)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the standalone consumer did not stop within the grace period");
         }
         served
     }
 }
+
+/// How long in-flight requests may go on after a stop signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The Functions host's queue-trigger defaults (`host.json`), except the visibility while a message
 /// runs: the host renews it as long as the function runs; this consumer hides a message for 5 minutes,

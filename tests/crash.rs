@@ -53,6 +53,42 @@ fn without_writer(key: &str) -> String {
 }
 
 #[tokio::test]
+async fn a_stopped_handler_leaves_within_its_grace_period_whatever_is_in_flight() {
+    // Graph answers nothing for a minute: a report pull is in flight when the stop comes.
+    let mut config = sim_config(0);
+    config.clock = SimClock::real();
+    config.tenant.pstn_rows = 10;
+    config.faults.slow_rate = 1.0;
+    config.faults.slow_by = Duration::from_secs(60);
+    let sim = start_sim(config).await;
+    let env = binary_env(&sim, &[("RUST_LOG", "info")]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let handler = HandlerProcess::start(&env).await;
+    let host = HostEmulator::new(handler.host.base());
+    let in_flight = tokio::spawn(async move {
+        let _ = host
+            .invoke("PullReports", &support::host::timer_invocation(false))
+            .await;
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !in_flight.is_finished(),
+        "the pull must still be waiting for Graph"
+    );
+
+    let (took, printed) = handler.terminate(Duration::from_secs(30)).await;
+    let took = took.unwrap_or_else(|| panic!("still running 30 s after SIGTERM:\n{printed}"));
+    // The grace period is 10 s: not cut short, not waited out for the minute Graph takes.
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+    assert!(printed.contains("no new work is taken"), "{printed}");
+    assert!(printed.contains("abandoned"), "{printed}");
+    in_flight.abort();
+}
+
+#[tokio::test]
 async fn handler_killed_mid_batch_then_restarted_ends_as_a_clean_run() {
     // A tenant on real time (the binary reads the system clock), with Graph 80 ms away, and one
     // meeting big enough to need many writes.

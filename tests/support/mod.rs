@@ -127,6 +127,28 @@ impl HandlerProcess {
         self.child.id().unwrap()
     }
 
+    /// Asks the handler to stop (SIGTERM, as the host and Ctrl-C do) and waits up to `limit` for it
+    /// to exit. Returns how long it took (`None`: still running; it is then killed) and everything
+    /// it printed.
+    pub async fn terminate(mut self, limit: Duration) -> (Option<Duration>, String) {
+        let started = std::time::Instant::now();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exited = tokio::time::timeout(limit, self.child.wait()).await.is_ok();
+        let took = exited.then(|| started.elapsed());
+        if !exited {
+            self.child.start_kill().unwrap();
+            self.child.wait().await.unwrap();
+        }
+        for reader in self.readers.drain(..) {
+            let _ = reader.await;
+        }
+        (took, std::mem::take(&mut *self.printed.lock().unwrap()))
+    }
+
     /// Stops the handler (at once, as a crash would) and returns everything it printed.
     pub async fn stop(mut self) -> String {
         self.child.start_kill().unwrap();
