@@ -22,7 +22,9 @@ cargo build --locked --release --workspace --bins
 export PORT="${PORT:-7071}"
 SIM_PORT="${SIM_PORT:-7072}"
 mkdir -p .azurite
-node_modules/.bin/azurite --silent --skipApiVersionCheck --disableTelemetry --location .azurite \
+# Azurite and the simulator run in their own sessions: Ctrl-C reaches the handler (which stops
+# first, see cleanup) and not the services it is still using.
+setsid node_modules/.bin/azurite --silent --skipApiVersionCheck --disableTelemetry --location .azurite \
   --debug .azurite/debug.log >/dev/null &
 azurite_pid=$!
 sim_pid=
@@ -47,7 +49,7 @@ trap cleanup EXIT INT TERM
 # Calls of the last two hours, each available 120 simulated minutes after it ended: with the clock
 # at 60x they become available over the next two real minutes, one notification each.
 sim_out=.azurite/graph-sim.out
-target/release/graph-sim --port "$SIM_PORT" --calls 40 --big-meetings 1 --pstn 500 --direct-routing 300 \
+setsid target/release/graph-sim --port "$SIM_PORT" --calls 40 --big-meetings 1 --pstn 500 --direct-routing 300 \
   --available-after-minutes 120 --clock-factor 60 >"$sim_out" &
 sim_pid=$!
 for _ in $(seq 1 100); do grep -q '^call records:' "$sim_out" 2>/dev/null && break; sleep 0.1; done

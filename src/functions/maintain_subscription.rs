@@ -116,7 +116,8 @@ pub(crate) async fn run(state: &AppState) -> Result<Maintained, InvocationError>
         }
     };
     let seen = ensured.seen;
-    let new = recorded.id.as_deref() != Some(seen.id.as_str());
+    // New to us: created by this run, or not the one we knew (adopted from the listing).
+    let new = ensured.created || recorded.id.as_deref() != Some(seen.id.as_str());
     let now = state.clock.now();
     state
         .lifecycle
