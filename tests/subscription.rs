@@ -375,6 +375,12 @@ async fn without_its_urls_maintain_subscription_fails_and_names_the_settings() {
     assert_eq!(app.run_timer("MaintainSubscription").await, 500);
     assert!(app.sim.subscriptions().is_empty());
     assert_eq!(served(&app.sim, Endpoint::SubscriptionCreate), 0);
+    let row = app.subscription_row().await.unwrap();
+    assert!(
+        row.get_str("LastError")
+            .unwrap()
+            .contains("NOTIFICATION_URL and LIFECYCLE_NOTIFICATION_URL")
+    );
 }
 
 async fn post_lifecycle(app: &FetchApp, subscription_id: &str, event: &str) -> u16 {

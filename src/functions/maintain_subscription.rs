@@ -64,14 +64,6 @@ pub(crate) async fn handle(
 /// also recorded on the `Subscription` row for the health check.
 pub(crate) async fn run(state: &AppState) -> Result<Maintained, InvocationError> {
     let config = &state.subscription;
-    let (Some(notification_url), Some(lifecycle_url)) =
-        (&config.notification_url, &config.lifecycle_url)
-    else {
-        return Err(InvocationError::Config(
-            "NOTIFICATION_URL and LIFECYCLE_NOTIFICATION_URL must be set for the app to subscribe \
-             to call records",
-        ));
-    };
     let now = state.clock.now();
     let owner = crate::random::token();
     let Some(held) = state
@@ -84,6 +76,18 @@ pub(crate) async fn run(state: &AppState) -> Result<Maintained, InvocationError>
             "another run is maintaining the subscription"
         );
         return Ok(Maintained::Skipped);
+    };
+    let (Some(notification_url), Some(lifecycle_url)) =
+        (&config.notification_url, &config.lifecycle_url)
+    else {
+        const MISSING: &str = "NOTIFICATION_URL and LIFECYCLE_NOTIFICATION_URL must be set for the \
+                               app to subscribe to call records";
+        // On the row too, where the health check's `subscriptionMissing` points.
+        state
+            .lifecycle
+            .subscription_failed(held, MISSING, now)
+            .await?;
+        return Err(InvocationError::Config(MISSING));
     };
     let recorded = state.lifecycle.subscription().await?;
     let client_state = state.notifications.client_state.expose_secret();
