@@ -191,15 +191,5 @@ async fn run() {
 }
 
 fn main() {
-    // `cargo test --all-targets` also builds and starts benches; only `cargo bench` passes --bench.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("fetch benchmark: run it with `cargo bench --bench fetch`");
-        return;
-    }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(run());
+    support::bench_main("fetch", 2, run);
 }

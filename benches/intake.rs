@@ -295,15 +295,5 @@ async fn run() {
 }
 
 fn main() {
-    // `cargo test --all-targets` also builds and starts benches; only `cargo bench` passes --bench.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("intake benchmark: run it with `cargo bench --bench intake`");
-        return;
-    }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(run());
+    support::bench_main("intake", 1, run);
 }

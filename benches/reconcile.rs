@@ -34,8 +34,11 @@ fn day(t: time::OffsetDateTime) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    support::bench_main("reconcile", 2, run);
+}
+
+async fn run() {
     let sim = start_sim(sim_config(0)).await;
     let now = sim_start();
     // Small records, spread evenly over the look-back: the sweep reads only ids and versions.

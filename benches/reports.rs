@@ -220,15 +220,5 @@ async fn run() {
 }
 
 fn main() {
-    // `cargo test --all-targets` also builds and starts benches; only `cargo bench` passes --bench.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("reports benchmark: run it with `cargo bench --bench reports`");
-        return;
-    }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(run());
+    support::bench_main("reports", 2, run);
 }

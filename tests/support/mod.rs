@@ -57,6 +57,26 @@ pub fn azurite_tls() -> &'static TlsAzurite {
     })
 }
 
+/// The `main` of a benchmark: runs `run` on `workers` runtime threads, but only under
+/// `cargo bench` (which passes `--bench`); `cargo test --all-targets` builds and starts benches too,
+/// and must not spend minutes in them.
+pub fn bench_main<F: std::future::Future<Output = ()>>(
+    name: &str,
+    workers: usize,
+    run: impl FnOnce() -> F,
+) {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("{name} benchmark: run it with `cargo bench --bench {name}`");
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run());
+}
+
 /// A free loopback port for a child process to listen on.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
