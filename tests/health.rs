@@ -47,6 +47,20 @@ fn codes(details: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Posts a notification collection as Graph does, through the host; the status.
+async fn notify(app: &FetchApp, collection: String) -> u16 {
+    app.host
+        .forward(
+            reqwest::Method::POST,
+            "/api/notifications",
+            Some("application/json"),
+            collection,
+        )
+        .await
+        .status()
+        .as_u16()
+}
+
 /// An app whose every timer has run once against a quiet tenant.
 async fn fresh_app(calls: usize) -> FetchApp {
     let app = spawn_subscribing_app(start_sim(tenant_sim(calls)).await, |_, options| {
@@ -102,16 +116,7 @@ async fn poison_messages_and_rejected_notifications_degrade_and_an_expired_subsc
         "an-old-client-state",
         TENANT_ID,
     );
-    let answer = app
-        .host
-        .forward(
-            reqwest::Method::POST,
-            "/api/notifications",
-            Some("application/json"),
-            forged,
-        )
-        .await;
-    assert_eq!(answer.status(), 202);
+    assert_eq!(notify(app, forged).await, 202);
     assert!(
         eventually(Duration::from_secs(10), || async move {
             codes(&details(app).await) == ["notificationsRejected"]
@@ -143,16 +148,7 @@ async fn the_last_notification_and_the_last_record_stored_are_reported() {
     let app = &app;
     let id = app.tenant_ids()[0].clone();
     let notification = support::callrecord_notification(&id, CLIENT_STATE, TENANT_ID);
-    let answer = app
-        .host
-        .forward(
-            reqwest::Method::POST,
-            "/api/notifications",
-            Some("application/json"),
-            notification,
-        )
-        .await;
-    assert_eq!(answer.status(), 202);
+    assert_eq!(notify(app, notification).await, 202);
     // The sweep queued the record too: the copy that meets the first writer's lease waits for it.
     app.drain_advancing(time::Duration::minutes(6)).await;
     assert!(

@@ -65,6 +65,16 @@ async fn pstn_rows(table: &TableStore, partition: &str, n: usize) {
     }
 }
 
+/// The `AppState` row of the last purge.
+async fn purge_status(app: &FetchApp) -> Entity {
+    app.tables
+        .app_state
+        .get("Purge", "status")
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn purge_deletes_exactly_the_rows_older_than_the_retention_and_nothing_in_app_state() {
     let app = spawn_subscribing_app(start_sim(sim_config(4)).await, |_, _| {}).await;
@@ -119,26 +129,14 @@ async fn purge_deletes_exactly_the_rows_older_than_the_retention_and_nothing_in_
         .filter(|(pk, _)| pk != "Purge")
         .collect();
     assert_eq!(app_state_after, app_state_before);
-    let status = app
-        .tables
-        .app_state
-        .get("Purge", "status")
-        .await
-        .unwrap()
-        .unwrap();
+    let status = purge_status(&app).await;
     assert_eq!(status.get_i64("LastDeletedCallRecords"), Some(4));
     assert_eq!(status.get_i64("LastDeletedReportRows"), Some(152));
     assert!(status.get_datetime("LastSuccessAt").is_some());
 
     // A second run finds nothing to do.
     assert_eq!(app.run_timer("Purge").await, 200);
-    let status = app
-        .tables
-        .app_state
-        .get("Purge", "status")
-        .await
-        .unwrap()
-        .unwrap();
+    let status = purge_status(&app).await;
     assert_eq!(status.get_i64("LastDeletedCallRecords"), Some(0));
     assert_eq!(status.get_i64("LastDeletedReportRows"), Some(0));
 }

@@ -67,6 +67,27 @@ fn sorted(mut ids: Vec<String>) -> Vec<String> {
     ids
 }
 
+/// A subscription made by someone else with the app's identity (an earlier deployment, an admin by
+/// hand), straight at the simulator.
+async fn subscribe_elsewhere(sim: &RunningSim, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/v1.0/subscriptions", sim.base_url()))
+        .bearer_auth(sim.token())
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Another instance of the deployment whose app is `first`: its tables and its public URLs.
+fn same_deployment(first: &FetchApp, config: &mut teams_cdr_functions::config::Config) {
+    let base = first.host.base();
+    config.tables = first.names.clone();
+    config.subscription.notification_url =
+        url::Url::parse(&format!("{base}/api/notifications")).ok();
+    config.subscription.lifecycle_url = url::Url::parse(&format!("{base}/api/lifecycle")).ok();
+}
+
 #[tokio::test]
 async fn maintain_subscription_creates_one_subscription_after_graph_validated_both_urls() {
     let app = spawn_subscribing_app(start_sim(tenant_sim(0)).await, |_, _| {}).await;
@@ -196,18 +217,8 @@ async fn a_conflict_on_create_is_resolved_by_renewing_the_subscription_that_exis
 async fn two_instances_maintaining_at_once_leave_one_subscription() {
     let sim = Arc::new(start_sim(tenant_sim(0)).await);
     let a = spawn_subscribing_app(Arc::clone(&sim), |_, _| {}).await;
-    let (names, urls) = (a.names.clone(), a.sim.subscriptions());
-    assert!(urls.is_empty());
-    let notification = a.host.base().to_owned();
-    let b = spawn_fetch_app(Arc::clone(&sim), |config, _| {
-        // The same deployment: the same tables and the same public URLs.
-        config.tables = names;
-        config.subscription.notification_url =
-            url::Url::parse(&format!("{notification}/api/notifications")).ok();
-        config.subscription.lifecycle_url =
-            url::Url::parse(&format!("{notification}/api/lifecycle")).ok();
-    })
-    .await;
+    assert!(a.sim.subscriptions().is_empty());
+    let b = spawn_fetch_app(Arc::clone(&sim), |config, _| same_deployment(&a, config)).await;
 
     for _ in 0..3 {
         let (sa, sb) = tokio::join!(
@@ -228,20 +239,18 @@ async fn a_subscription_left_by_an_earlier_deployment_is_replaced() {
     // An earlier deployment: another notification URL and another client state (the app answers
     // the validation of that URL too: it is the same handler).
     let base = app.host.base().to_owned();
-    let created = reqwest::Client::new()
-        .post(format!("{}/v1.0/subscriptions", app.sim.base_url()))
-        .bearer_auth(app.sim.token())
-        .json(&json!({
+    let created = subscribe_elsewhere(
+        &app.sim,
+        json!({
             "changeType": "created,updated",
             "resource": "/communications/callRecords",
             "notificationUrl": format!("{base}/api/notifications?deployment=old"),
             "lifecycleNotificationUrl": format!("{base}/api/lifecycle?deployment=old"),
             "expirationDateTime": "2026-11-21T09:00:00Z",
             "clientState": "the-old-client-state",
-        }))
-        .send()
-        .await
-        .unwrap();
+        }),
+    )
+    .await;
     assert_eq!(created.status(), 201);
     let old: Value = created.json().await.unwrap();
 
@@ -264,13 +273,9 @@ async fn a_new_client_state_replaces_the_subscription_made_with_the_old_one() {
     let old = only_subscription(&sim);
 
     // A redeployment with a new secret: same tables, same public URLs.
-    let (names, base) = (before.names.clone(), before.host.base().to_owned());
     let after = spawn_fetch_app(Arc::clone(&sim), |config, _| {
-        config.tables = names;
+        same_deployment(&before, config);
         config.notifications.client_state = "a-new-client-state-after-redeploy".to_owned().into();
-        config.subscription.notification_url =
-            url::Url::parse(&format!("{base}/api/notifications")).ok();
-        config.subscription.lifecycle_url = url::Url::parse(&format!("{base}/api/lifecycle")).ok();
     })
     .await;
     assert_eq!(after.run_timer("MaintainSubscription").await, 200);
@@ -299,20 +304,18 @@ async fn a_subscription_that_cannot_be_deleted_does_not_stop_ours_being_renewed(
     // Someone's subscription to the same resource with other change types (Graph allows it beside
     // ours), which this deployment does not want.
     let base = app.host.base().to_owned();
-    let stray = reqwest::Client::new()
-        .post(format!("{}/v1.0/subscriptions", app.sim.base_url()))
-        .bearer_auth(app.sim.token())
-        .json(&json!({
+    let stray = subscribe_elsewhere(
+        &app.sim,
+        json!({
             "changeType": "created",
             "resource": "/communications/callRecords",
             "notificationUrl": format!("{base}/api/notifications"),
             "lifecycleNotificationUrl": format!("{base}/api/lifecycle"),
             "expirationDateTime": "2026-11-21T09:00:00Z",
             "clientState": CLIENT_STATE,
-        }))
-        .send()
-        .await
-        .unwrap();
+        }),
+    )
+    .await;
     assert_eq!(stray.status(), 201);
     app.sim.fail_subscription_deletes(true);
     app.sim.clock().advance(time::Duration::hours(2));

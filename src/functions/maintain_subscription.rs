@@ -14,14 +14,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use secrecy::ExposeSecret as _;
-use tracing::Instrument as _;
 
 use crate::domain::secret::fingerprint;
 use crate::domain::subscription::{Seen, Wanted, gap, plan, renewal_expiry};
 use crate::error::InvocationError;
 use crate::graph::GraphError;
 use crate::graph::subscriptions::{CHANGE_TYPE, NewSubscription, RESOURCE};
-use crate::host::invocation::{InvocationResponse, TimerInvocation};
+use crate::host::invocation::InvocationResponse;
 use crate::state::AppState;
 use crate::store::lifecycle::LeaseRow;
 
@@ -47,14 +46,14 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<InvocationResponse>, InvocationError> {
-    let timer = TimerInvocation::decode(&body, BINDING)?;
-    let span = tracing::info_span!(
-        "maintain_subscription",
-        invocation_id = %crate::host::invocation_id(&headers),
-        past_due = timer.is_past_due,
-    );
-    run(&state).instrument(span).await?;
-    Ok(Json(InvocationResponse::done()))
+    super::timer_run(
+        "MaintainSubscription",
+        BINDING,
+        &headers,
+        &body,
+        run(&state),
+    )
+    .await
 }
 
 /// One run (the timer, a lifecycle event, the admin route).

@@ -16,7 +16,12 @@ mod webhook;
 
 pub(crate) use webhook::MAX_BODY_BYTES;
 
-use axum::http::Method;
+use axum::Json;
+use axum::http::{HeaderMap, Method};
+use tracing::Instrument as _;
+
+use crate::error::InvocationError;
+use crate::host::invocation::{InvocationResponse, TimerInvocation};
 
 /// An HTTP-triggered function as the host exposes it: `/api/{route}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,3 +124,27 @@ pub(crate) const TIMER_FUNCTION_JSON: &[(&str, &str)] = &[
     ),
     ("Purge", include_str!("../../handlers/Purge/function.json")),
 ];
+
+/// What every timer function does with the host's invocation: read the `TimerInfo` under its
+/// `binding`, run `work` in a span with the host's invocation id, and answer done (or fail the
+/// invocation with `work`'s error).
+///
+/// # Errors
+/// An unreadable payload, or `work`'s error.
+pub(crate) async fn timer_run<T>(
+    function: &'static str,
+    binding: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    work: impl std::future::Future<Output = Result<T, InvocationError>>,
+) -> Result<Json<InvocationResponse>, InvocationError> {
+    let timer = TimerInvocation::decode(body, binding)?;
+    let span = tracing::info_span!(
+        "timer",
+        function,
+        invocation_id = %crate::host::invocation_id(headers),
+        past_due = timer.is_past_due,
+    );
+    work.instrument(span).await?;
+    Ok(Json(InvocationResponse::done()))
+}

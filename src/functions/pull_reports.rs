@@ -19,7 +19,7 @@ use crate::domain::reports::{Plan, Report, Window, plan};
 use crate::error::InvocationError;
 use crate::graph::GraphError;
 use crate::graph::pages::ListPage;
-use crate::host::invocation::{InvocationResponse, TimerInvocation};
+use crate::host::invocation::InvocationResponse;
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::reports::{BadRow, Finish, Held};
@@ -67,14 +67,7 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<InvocationResponse>, InvocationError> {
-    let timer = TimerInvocation::decode(&body, BINDING)?;
-    let span = tracing::info_span!(
-        "pull_reports",
-        invocation_id = %crate::host::invocation_id(&headers),
-        past_due = timer.is_past_due,
-    );
-    run(&state).instrument(span).await?;
-    Ok(Json(InvocationResponse::done()))
+    super::timer_run("PullReports", BINDING, &headers, &body, run(&state)).await
 }
 
 /// One run: both reports, one after the other.

@@ -8,10 +8,9 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use tracing::Instrument as _;
 
 use crate::error::InvocationError;
-use crate::host::invocation::{InvocationResponse, TimerInvocation};
+use crate::host::invocation::InvocationResponse;
 use crate::state::AppState;
 use crate::store::columns::partition_day;
 use crate::store::lifecycle::LeaseRow;
@@ -25,14 +24,7 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<InvocationResponse>, InvocationError> {
-    let timer = TimerInvocation::decode(&body, BINDING)?;
-    let span = tracing::info_span!(
-        "purge",
-        invocation_id = %crate::host::invocation_id(&headers),
-        past_due = timer.is_past_due,
-    );
-    run(&state).instrument(span).await?;
-    Ok(Json(InvocationResponse::done()))
+    super::timer_run("Purge", BINDING, &headers, &body, run(&state)).await
 }
 
 /// One run; `None` when another run holds the lease.

@@ -27,7 +27,7 @@ use crate::domain::subscription::{
 };
 use crate::error::InvocationError;
 use crate::graph::GraphError;
-use crate::host::invocation::{InvocationResponse, TimerInvocation};
+use crate::host::invocation::InvocationResponse;
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::columns::partition_day;
@@ -68,14 +68,7 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<InvocationResponse>, InvocationError> {
-    let timer = TimerInvocation::decode(&body, BINDING)?;
-    let span = tracing::info_span!(
-        "reconcile",
-        invocation_id = %crate::host::invocation_id(&headers),
-        past_due = timer.is_past_due,
-    );
-    run(&state).instrument(span).await?;
-    Ok(Json(InvocationResponse::done()))
+    super::timer_run("Reconcile", BINDING, &headers, &body, run(&state)).await
 }
 
 /// Starts a sweep without waiting for it (a lifecycle event, a recreated subscription, a

@@ -101,10 +101,7 @@ impl HealthStore {
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
-        self.ready
-            .get_or_try_init(|| self.app_state.ensure_exists())
-            .await
-            .map(|_| ())
+        super::ensure_once(&self.ready, &[&self.app_state]).await
     }
 
     /// Writes an activity mark (`LastAt`). Two instances may write out of order; the mark is

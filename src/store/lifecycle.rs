@@ -101,10 +101,7 @@ impl LifecycleStore {
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
-        self.ready
-            .get_or_try_init(|| self.app_state.ensure_exists())
-            .await
-            .map(|_| ())
+        super::ensure_once(&self.ready, &[&self.app_state]).await
     }
 
     /// Our subscription as last recorded (all empty before the first run).

@@ -27,7 +27,30 @@ use azure_core::credentials::TokenCredential;
 use azure_core::error::ErrorKind;
 use secrecy::{SecretSlice, SecretString};
 
+use tokio::sync::OnceCell;
+
 use crate::error::error_chain;
+use table::TableStore;
+
+/// Creates the missing ones among `tables`, once per `cell` (so once per process and store):
+/// Bicep creates every table in Azure, Azurite starts empty. A failure leaves the cell empty, so
+/// the next call tries again.
+///
+/// # Errors
+/// When storage fails or refuses.
+pub(crate) async fn ensure_once(
+    cell: &OnceCell<()>,
+    tables: &[&TableStore],
+) -> Result<(), StoreError> {
+    cell.get_or_try_init(|| async {
+        for table in tables {
+            table.ensure_exists().await?;
+        }
+        Ok::<_, StoreError>(())
+    })
+    .await
+    .map(|_| ())
+}
 use crate::http::{is_transient_status, redact_url_queries};
 
 /// A storage operation that failed, coarse enough for callers to decide what to do.

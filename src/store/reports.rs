@@ -247,15 +247,11 @@ impl ReportStore {
 
     /// Creates the tables that are missing, once per process (Bicep creates them in Azure).
     async fn ready(&self) -> Result<(), StoreError> {
-        self.ready
-            .get_or_try_init(|| async {
-                for table in [&self.pstn, &self.direct_routing, &self.app_state] {
-                    table.ensure_exists().await?;
-                }
-                Ok::<_, StoreError>(())
-            })
-            .await
-            .map(|_| ())
+        super::ensure_once(
+            &self.ready,
+            &[&self.pstn, &self.direct_routing, &self.app_state],
+        )
+        .await
     }
 
     /// Stores one page of rows: the rows that convert, upserted per partition in transactions of

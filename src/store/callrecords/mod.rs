@@ -118,21 +118,11 @@ impl CallRecordStore {
     /// Makes sure the tables exist, once per process: Bicep creates them in Azure, a fresh Azurite
     /// has none. Failures are not remembered, so the next call tries again.
     async fn ready(&self) -> Result<(), StoreError> {
-        self.ready
-            .get_or_try_init(|| self.ensure_tables())
-            .await
-            .map(|_| ())
-    }
-
-    /// Creates the tables that are missing (Bicep creates them in Azure; Azurite starts empty).
-    ///
-    /// # Errors
-    /// When storage fails or refuses.
-    pub(crate) async fn ensure_tables(&self) -> Result<(), StoreError> {
-        for table in [&self.records, &self.sessions, &self.bodies, &self.app_state] {
-            table.ensure_exists().await?;
-        }
-        Ok(())
+        super::ensure_once(
+            &self.ready,
+            &[&self.records, &self.sessions, &self.bodies, &self.app_state],
+        )
+        .await
     }
 
     /// The state of record `id`, if anything was ever written for it.
