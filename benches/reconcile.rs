@@ -22,17 +22,13 @@ use support::counting_proxy::start_proxy;
 use support::fetch::{fixture_json, sim_record, spawn_fetch_app};
 use support::graph::{sim_config, sim_start, start_sim};
 use support::host::timer_invocation;
+use support::utc_day as day;
 use teams_cdr_functions::{BatchOp, EdmValue, Entity, WriteMode};
 use teams_cdr_sim::Endpoint;
 use time::format_description::well_known::Rfc3339;
 
 /// 10,000 calls a day over 26 hours.
 const RECORDS: usize = 10_800;
-
-fn day(t: time::OffsetDateTime) -> String {
-    let d = t.date();
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
-}
 
 fn main() {
     support::bench_main("reconcile", 2, run);

@@ -11,14 +11,9 @@ use serde_json::json;
 use support::fetch::{FetchApp, fixture_json, sim_record, spawn_fetch_app};
 use support::graph::{sim_config, start_sim};
 use support::lifecycle::spawn_subscribing_app;
+use support::utc_day as day;
 use teams_cdr_functions::{EdmValue, Entity, TableStore};
 use time::format_description::well_known::Rfc3339;
-
-/// `2026-11-20` for a time.
-fn day(t: time::OffsetDateTime) -> String {
-    let d = t.date();
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
-}
 
 async fn keys(app: &FetchApp, table: &TableStore) -> Vec<(String, String)> {
     let mut keys: Vec<(String, String)> = app

@@ -15,7 +15,7 @@ use super::callrecords::app_state::{
     FAILURE_PARTITION, GRAPH_STATUS_PARTITION, REJECTED_PARTITION,
 };
 use super::reports::CHECKPOINT_PARTITION;
-use super::table::{EdmValue, Entity, Query, TableStore, WriteMode, filter};
+use super::table::{EdmValue, Entity, Query, TableStore, WriteMode, filter, format_datetime};
 use crate::domain::health::{ReportSignal, Signals, SubscriptionSignal};
 use crate::domain::reports::Report;
 
@@ -79,11 +79,7 @@ pub(crate) struct HealthStore {
 }
 
 fn time_text(t: Option<OffsetDateTime>) -> Value {
-    t.and_then(|t| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .ok()
-    })
-    .map_or(Value::Null, Value::String)
+    t.map_or(Value::Null, |t| Value::String(format_datetime(t)))
 }
 
 fn text(row: Option<&Entity>, name: &str) -> Value {

@@ -15,7 +15,7 @@ use tokio::sync::OnceCell;
 
 use super::StoreError;
 use super::columns::column_text;
-use super::table::{ETag, EdmValue, Entity, Query, TableStore, WriteMode, filter};
+use super::table::{ETag, EdmValue, Entity, Query, TableStore, WriteMode, filter, format_datetime};
 
 const SUBSCRIPTION: (&str, &str) = ("Subscription", "callRecords");
 /// Its own row, so that taking a turn never invalidates the lease a `MaintainSubscription` run holds
@@ -85,11 +85,6 @@ pub(crate) struct SweepReport {
 pub(crate) struct LifecycleStore {
     app_state: TableStore,
     ready: Arc<OnceCell<()>>,
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 impl LifecycleStore {
@@ -294,7 +289,7 @@ impl LifecycleStore {
         now: OffsetDateTime,
     ) -> Result<String, StoreError> {
         self.ready().await?;
-        let key = format!("{}_{}_{reason}", rfc3339(from), rfc3339(to));
+        let key = format!("{}_{}_{reason}", format_datetime(from), format_datetime(to));
         let row = Entity::new(WINDOW_PARTITION, &key)
             .with("From", EdmValue::DateTime(from))
             .with("To", EdmValue::DateTime(to))

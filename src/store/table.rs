@@ -25,7 +25,7 @@ use time::OffsetDateTime;
 use tracing::instrument;
 
 pub use entity::{ETag, EdmValue, Entity};
-pub(crate) use entity::{forbidden_in_key, validate_property_name};
+pub(crate) use entity::{forbidden_in_key, format_datetime, validate_property_name};
 
 use super::pipeline::{StorageRetry, pipeline};
 use super::{SdkFailure, StorageAuth, StoreError};

@@ -77,6 +77,12 @@ pub fn bench_main<F: std::future::Future<Output = ()>>(
         .block_on(run());
 }
 
+/// The UTC day of `t` as the day-partitioned tables key it (`2026-11-20`).
+pub fn utc_day(t: time::OffsetDateTime) -> String {
+    let d = t.to_offset(time::UtcOffset::UTC).date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
 /// A free loopback port for a child process to listen on.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
