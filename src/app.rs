@@ -35,6 +35,7 @@ use crate::state::AppState;
 use crate::store::StorageAuth;
 use crate::store::auth::storage_auth;
 use crate::store::callrecords::CallRecordStore;
+use crate::store::feed::{Dataset, FeedStore};
 use crate::store::health::HealthStore;
 use crate::store::lifecycle::LifecycleStore;
 use crate::store::purge::Purger;
@@ -185,6 +186,21 @@ impl App {
             )
             .with_context(|| format!("creating the client of table {name}"))
         };
+        let feed = FeedStore::new(
+            table(&config.tables.feed)?,
+            table(&config.tables.app_state)?,
+            [
+                (Dataset::CallRecords, table(&config.tables.call_records)?),
+                (Dataset::PstnCalls, table(&config.tables.pstn_calls)?),
+                (
+                    Dataset::DirectRoutingCalls,
+                    table(&config.tables.direct_routing_calls)?,
+                ),
+            ],
+            table(&config.tables.sessions)?,
+            Arc::clone(&options.clock),
+            config.read_api.settle,
+        );
         let records = CallRecordStore::new(
             table(&config.tables.call_records)?,
             table(&config.tables.sessions)?,
@@ -192,11 +208,13 @@ impl App {
             table(&config.tables.app_state)?,
             config.write_lease,
             fence,
-        );
+        )
+        .with_feed(feed.clone());
         let reports = ReportStore::new(
             table(&config.tables.pstn_calls)?,
             table(&config.tables.direct_routing_calls)?,
             table(&config.tables.app_state)?,
+            feed.clone(),
         );
         let lifecycle = LifecycleStore::new(table(&config.tables.app_state)?);
         let poison = QueueStore::new(
@@ -259,6 +277,8 @@ impl App {
                 ],
             },
             retention: Arc::new(config.retention.clone()),
+            feed,
+            read_api: Arc::new(config.read_api.clone()),
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -417,6 +437,8 @@ fn router(state: AppState, mode: RunMode) -> Router {
         )
         .route("/Reconcile", post(functions::reconcile::handle))
         .route("/Purge", post(functions::purge::handle))
+        .merge(crate::api::routes())
+        .fallback(crate::api::not_found)
         .layer(DefaultBodyLimit::max(functions::MAX_BODY_BYTES))
         .layer(middleware::from_fn(request_span))
         .with_state(state)

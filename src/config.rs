@@ -91,6 +91,23 @@ pub struct Config {
     /// with function keys accept (`x-functions-key` header or `code` parameter), compared in
     /// constant time. Empty: those routes refuse every request.
     pub read_api_keys: Vec<SecretString>,
+    /// The read API's feeds and their consumers.
+    pub read_api: ReadApiConfig,
+}
+
+/// The read API (`/api/v1`).
+#[derive(Debug, Clone)]
+pub struct ReadApiConfig {
+    /// `FEED_SETTLE_SECONDS` (300, 1–3600): how far behind the present the feeds read, so that
+    /// every row stored before that time has landed whichever instance stored it (`store::feed`).
+    /// A feed shows a row this long after it was stored.
+    pub settle: Duration,
+    /// `READ_API_REQUIRED_ROLE`: when set, the read API also requires this Entra app role in the
+    /// `X-MS-CLIENT-PRINCIPAL` header that App Service Authentication forwards.
+    pub required_role: Option<String>,
+    /// `CONSUMER_STALE_DAYS` (3, 1–30): a feed that a consumer read before but not for this long
+    /// makes the health check degraded.
+    pub consumer_stale: Duration,
 }
 
 /// The call-record fetch's retry schedule and how the queue carries it.
@@ -168,6 +185,8 @@ pub struct TableNames {
     pub app_state: String,
     pub pstn_calls: String,
     pub direct_routing_calls: String,
+    /// The read API's ingestion log (`store::feed`).
+    pub feed: String,
 }
 
 impl Default for TableNames {
@@ -186,6 +205,7 @@ impl TableNames {
             app_state: format!("{prefix}AppState"),
             pstn_calls: format!("{prefix}PstnCalls"),
             direct_routing_calls: format!("{prefix}DirectRoutingCalls"),
+            feed: format!("{prefix}Feed"),
         }
     }
 }
@@ -387,6 +407,17 @@ impl Config {
             .filter(|k| !k.is_empty())
             .map(|k| SecretString::from(k.to_owned()))
             .collect();
+        let read_api = ReadApiConfig {
+            settle: seconds(&settings, "FEED_SETTLE_SECONDS", 300, 1..=3600)?,
+            required_role: settings
+                .get("READ_API_REQUIRED_ROLE")
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned),
+            consumer_stale: Duration::from_secs(
+                86_400 * u64::from(number(&settings, "CONSUMER_STALE_DAYS", 3, 1..=30)?),
+            ),
+        };
         Ok(Self {
             mode,
             listen,
@@ -402,6 +433,7 @@ impl Config {
             subscription,
             retention,
             read_api_keys,
+            read_api,
         })
     }
 }

@@ -31,6 +31,18 @@ pub(crate) enum ApiError {
     /// Nothing of that name; the message says what was looked for.
     #[error("not found: {0}")]
     NotFound(&'static str),
+    /// A parameter is wrong: `code` is the documented, stable reason (README "Read API").
+    #[error("bad request ({code}): {message}")]
+    Invalid {
+        code: &'static str,
+        message: &'static str,
+    },
+    /// Authenticated, but without the app role the read API requires.
+    #[error("forbidden")]
+    Forbidden,
+    /// The route exists, for other methods.
+    #[error("method not allowed")]
+    MethodNotAllowed,
 }
 
 impl IntoResponse for ApiError {
@@ -43,6 +55,17 @@ impl IntoResponse for ApiError {
                 "a valid key is required (x-functions-key header or code parameter)",
             ),
             Self::NotFound(message) => (StatusCode::NOT_FOUND, "NotFound", *message),
+            Self::Invalid { code, message } => (StatusCode::BAD_REQUEST, *code, *message),
+            Self::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "the caller does not have the app role the read API requires",
+            ),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "this route answers GET only",
+            ),
             Self::PayloadTooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "PayloadTooLarge",
@@ -83,12 +106,21 @@ impl IntoResponse for ApiError {
             Self::BadRequest(_)
             | Self::PayloadTooLarge { .. }
             | Self::Unauthorized
-            | Self::NotFound(_) => {
+            | Self::NotFound(_)
+            | Self::Invalid { .. }
+            | Self::Forbidden
+            | Self::MethodNotAllowed => {
                 tracing::info!(error = %self, "request rejected");
             }
         }
         let body = Json(json!({"error": {"code": code, "message": message}}));
         let mut response = (status, body).into_response();
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            response.headers_mut().insert(
+                axum::http::header::ALLOW,
+                axum::http::HeaderValue::from_static("GET"),
+            );
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

@@ -27,6 +27,7 @@
 //! - [`http`]: the outgoing HTTP client every Azure pipeline uses (TLS roots, time limits).
 //! - [`telemetry`]: `tracing` set-up, one JSON line per event on stdout for the Functions host.
 
+mod api;
 pub mod app;
 pub mod clock;
 pub mod config;
@@ -53,6 +54,7 @@ pub use graph::{
 };
 pub use http::http_client;
 pub use store::callrecords::CallRecordStore;
+pub use store::feed::{Appended, Dataset as FeedDataset, FeedStore};
 pub use store::pipeline::StorageRetry;
 pub use store::queue::{QueueStore, ReceivedMessage};
 pub use store::table::filter as table_filter;

@@ -11,12 +11,13 @@ use time::OffsetDateTime;
 
 use crate::clock::Clock;
 use crate::config::{
-    NotificationConfig, ReportsConfig, RetentionConfig, RunMode, SubscriptionConfig,
+    NotificationConfig, ReadApiConfig, ReportsConfig, RetentionConfig, RunMode, SubscriptionConfig,
 };
 use crate::domain::fetch::FetchPolicy;
 use crate::domain::health::Status;
 use crate::graph::GraphClient;
 use crate::store::callrecords::CallRecordStore;
+use crate::store::feed::FeedStore;
 use crate::store::health::{HealthStore, Marks};
 use crate::store::lifecycle::LifecycleStore;
 use crate::store::purge::Purger;
@@ -59,6 +60,9 @@ pub(crate) struct AppState {
     /// The data tables, for `Purge`, and how long rows are kept.
     pub(crate) purger: Purger,
     pub(crate) retention: Arc<RetentionConfig>,
+    /// The read API's log and scans, and its settings.
+    pub(crate) feed: FeedStore,
+    pub(crate) read_api: Arc<ReadApiConfig>,
 }
 
 /// (webhook, reason) → (count, last seen).

@@ -11,6 +11,8 @@
 //!   is replaced); a report not pulled successfully for 2 hours; no complete reconciliation sweep for
 //!   3 hours; no complete purge for 2 days; a Graph refusal in the last 24 hours that has since
 //!   been followed by success;
+//!   a feed read before but not for `CONSUMER_STALE_DAYS` (3); a feed's consumer whose cursor is
+//!   within 7 days of `RETENTION_DAYS` (its unread rows are about to be deleted);
 //! - ok otherwise.
 //!
 //! "Never happened" counts as stale only once the subscription is older than the staleness limit,
@@ -74,7 +76,24 @@ pub(crate) struct Signals {
     pub(crate) graph_worked: Option<OffsetDateTime>,
     /// Last complete purge.
     pub(crate) purged: Option<OffsetDateTime>,
+    /// Each feed a consumer has read.
+    pub(crate) consumers: Vec<ConsumerSignal>,
+    /// `CONSUMER_STALE_DAYS`, and how long rows are kept (`RETENTION_DAYS`).
+    pub(crate) consumer_stale: std::time::Duration,
+    pub(crate) retention: Option<std::time::Duration>,
 }
+
+/// A feed's consumer, as its last read recorded it.
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumerSignal {
+    pub(crate) feed: String,
+    pub(crate) last_read: Option<OffsetDateTime>,
+    /// When the entries at the cursor of that read were appended.
+    pub(crate) cursor_at: Option<OffsetDateTime>,
+}
+
+/// A consumer whose cursor is this close to the retention is warned before its rows go.
+const PURGE_WARNING: time::Duration = time::Duration::days(7);
 
 const EXPIRING: time::Duration = time::Duration::hours(24);
 const GIVEN_UP_RECENT: time::Duration = time::Duration::days(7);
@@ -210,6 +229,35 @@ pub(crate) fn assess(s: &Signals, now: OffsetDateTime) -> (Status, Vec<Finding>)
             "reconcileStale",
             "no complete reconciliation sweep for 3 hours".into(),
         );
+    }
+    let stale_after = time::Duration::try_from(s.consumer_stale).unwrap_or(time::Duration::MAX);
+    for consumer in &s.consumers {
+        if let Some(read) = consumer.last_read
+            && now - read > stale_after
+        {
+            find(
+                Status::Degraded,
+                "consumerStale",
+                format!(
+                    "the {} feed was last read at {read}: its consumer has stopped (CONSUMER_STALE_DAYS)",
+                    consumer.feed
+                ),
+            );
+        }
+        let retention = s.retention.and_then(|r| time::Duration::try_from(r).ok());
+        if let (Some(at), Some(retention)) = (consumer.cursor_at, retention)
+            && now - at > retention - PURGE_WARNING
+        {
+            find(
+                Status::Degraded,
+                "consumerBehindRetention",
+                format!(
+                    "the {} feed's consumer is at rows stored {at}: rows it has not read are deleted \
+                     within 7 days (RETENTION_DAYS)",
+                    consumer.feed
+                ),
+            );
+        }
     }
     findings.sort_by_key(|f| std::cmp::Reverse(f.status));
     let status = findings.first().map_or(Status::Ok, |f| f.status);

@@ -22,6 +22,7 @@ use crate::domain::health::{Finding, Status, assess};
 use crate::error::{ApiError, error_chain};
 use crate::state::AppState;
 use crate::store::StoreError;
+use crate::store::feed::Dataset;
 use crate::store::health::Activity;
 
 /// Writes the activity mark in the background, at most once a minute per process.
@@ -34,6 +35,22 @@ pub(crate) fn note_activity(state: &AppState, activity: Activity) {
     tokio::spawn(async move {
         if let Err(e) = health.mark(activity, now).await {
             tracing::debug!(error = %error_chain(&e), "could not write an activity mark");
+        }
+    });
+}
+
+/// Records a consumer's read of a feed in the background, at most once a minute per process and
+/// feed: the health check tells a consumer that stopped reading, or fell behind the retention.
+pub(crate) fn note_feed_read(state: &AppState, dataset: Dataset, after: Option<&str>) {
+    let now = state.clock.now();
+    if !state.feed.read_mark_due(dataset, now) {
+        return;
+    }
+    let feed = state.feed.clone();
+    let after = after.map(str::to_owned);
+    tokio::spawn(async move {
+        if let Err(e) = feed.record_read(dataset, after.as_deref(), now).await {
+            tracing::debug!(error = %error_chain(&e), "could not record a feed read");
         }
     });
 }
@@ -69,6 +86,10 @@ async fn observe(
     let depth = count(state.queue.approximate_count().await)?;
     let poison = count(state.poison.approximate_count().await)?;
     observed.signals.poison_messages = poison;
+    observed.signals.consumer_stale = state.read_api.consumer_stale;
+    observed.signals.retention = Some(std::time::Duration::from_secs(
+        86_400 * u64::from(state.retention.days),
+    ));
     let (status, findings) = assess(&observed.signals, now);
     observed.details["queue"] = json!({"depth": depth, "poison": poison});
     Ok((status, findings, observed.details))

@@ -65,6 +65,11 @@ pub(crate) const HTTP_FUNCTIONS: &[HttpFunction] = &[
         route: "ops/reprocess",
         methods: &[Method::POST],
     },
+    HttpFunction {
+        name: "ReadApi",
+        route: "v1/{*path}",
+        methods: &[Method::GET],
+    },
 ];
 
 /// A function the host invokes with an invocation payload (`POST /{name}`): queue and timer triggers.

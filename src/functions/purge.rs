@@ -46,7 +46,21 @@ pub(crate) async fn run(state: &AppState) -> Result<Option<Purged>, InvocationEr
     // Whole days: a call is kept until the end of its start day's last retained day.
     let cutoff = partition_day(Some(now - time::Duration::days(i64::from(retention.days))));
     let deadline = tokio::time::Instant::now() + retention.budget;
-    let result = state.purger.purge_before(&cutoff, deadline).await;
+    let mut result = state.purger.purge_before(&cutoff, deadline).await;
+    // The read API's log goes by when entries were appended: as long as the rows they copy.
+    let mut feed_entries = 0;
+    if let Ok(purged) = &result
+        && purged.complete
+    {
+        match state
+            .feed
+            .purge(now - time::Duration::days(i64::from(retention.days)))
+            .await
+        {
+            Ok(n) => feed_entries = n,
+            Err(e) => result = Err(e),
+        }
+    }
     let done = state.clock.now();
     match result {
         Ok(purged) => {
@@ -54,6 +68,7 @@ pub(crate) async fn run(state: &AppState) -> Result<Option<Purged>, InvocationEr
                 %cutoff,
                 call_records = purged.call_records,
                 report_rows = purged.report_rows,
+                feed_entries,
                 complete = purged.complete,
                 "purged"
             );

@@ -14,9 +14,10 @@ use super::StoreError;
 use super::callrecords::app_state::{
     FAILURE_PARTITION, GRAPH_STATUS_PARTITION, REJECTED_PARTITION,
 };
+use super::feed::CONSUMER_PARTITION;
 use super::reports::CHECKPOINT_PARTITION;
 use super::table::{EdmValue, Entity, Query, TableStore, WriteMode, filter, format_datetime};
-use crate::domain::health::{ReportSignal, Signals, SubscriptionSignal};
+use crate::domain::health::{ConsumerSignal, ReportSignal, Signals, SubscriptionSignal};
 use crate::domain::reports::Report;
 
 const ACTIVITY_PARTITION: &str = "Activity";
@@ -139,6 +140,7 @@ impl HealthStore {
         let purge = self.app_state.get("Purge", "status").await?;
         let rejected = self.partition(REJECTED_PARTITION).await?;
         let checkpoints = self.partition(CHECKPOINT_PARTITION).await?;
+        let consumers = self.partition(CONSUMER_PARTITION).await?;
         // Only what the rules look at (the last 7 days): the partition keeps records that never
         // came back, and an anonymous caller must not be able to make this read grow.
         let given_up = self
@@ -195,6 +197,16 @@ impl HealthStore {
             graph_refused: at(refused.as_ref(), "At"),
             graph_worked: None,
             purged: at(purge.as_ref(), "LastSuccessAt"),
+            consumers: consumers
+                .iter()
+                .map(|row| ConsumerSignal {
+                    feed: row.row_key.clone(),
+                    last_read: row.get_datetime("LastReadAt"),
+                    cursor_at: row.get_datetime("CursorAt"),
+                })
+                .collect(),
+            consumer_stale: std::time::Duration::MAX,
+            retention: None,
         };
         let mut signals = signals;
         let stored = at(
@@ -258,6 +270,11 @@ impl HealthStore {
                 "lastDeletedCallRecords": count(purge.as_ref(), "LastDeletedCallRecords"),
                 "lastError": text(purge.as_ref(), "LastError"),
             },
+            "consumers": consumers.iter().map(|row| json!({
+                "feed": row.row_key,
+                "lastReadAt": time_text(row.get_datetime("LastReadAt")),
+                "cursorAt": time_text(row.get_datetime("CursorAt")),
+            })).collect::<Vec<_>>(),
             "graph": {
                 "lastRefusalAt": time_text(signals.graph_refused),
                 "lastRefusalStatus": refused.as_ref().and_then(|r| r.get_i32("Status")),

@@ -13,6 +13,7 @@
 pub(crate) mod auth;
 pub(crate) mod callrecords;
 pub(crate) mod columns;
+pub(crate) mod feed;
 pub(crate) mod health;
 pub(crate) mod lifecycle;
 pub(crate) mod pipeline;

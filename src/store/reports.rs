@@ -21,8 +21,9 @@ use tokio::sync::OnceCell;
 
 use super::StoreError;
 use super::columns::{column_text, partition_day};
+use super::feed::{Dataset, FeedStore};
 use super::table::{
-    BatchOp, ETag, EdmValue, Entity, TableStore, WriteMode, forbidden_in_key,
+    BatchOp, ETag, EdmValue, Entity, Query, TableStore, WriteMode, filter, forbidden_in_key,
     validate_property_name,
 };
 use crate::domain::callrecord::graph_time;
@@ -39,6 +40,19 @@ const WRITES_IN_FLIGHT: usize = 4;
 const MONEY: [&str; 2] = ["charge", "connectionCharge"];
 /// Whole numbers Graph documents as Int32; every other whole number is stored as Int64.
 const INT32: [&str; 3] = ["duration", "finalSipCode", "callEndSubReason"];
+
+/// Column of the first 128 bits (hex) of the SHA-256 of the row's JSON as Graph sent it: tells
+/// a row read again unchanged (most of every look-back) from a new or changed one, which alone goes
+/// to the read API's log.
+pub(crate) const SOURCE_HASH: &str = "SourceHash";
+
+fn source_hash(json: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(json.as_bytes())[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// A Graph row we cannot store, and why (no personal data: names of properties, not values).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,7 +91,8 @@ pub(crate) fn report_entity(report: Report, raw: &RawValue) -> Result<Entity, Ba
         .partition_times()
         .iter()
         .find_map(|name| times.get(name).copied());
-    let mut entity = Entity::new(partition_day(day), id);
+    let mut entity = Entity::new(partition_day(day), id)
+        .with(SOURCE_HASH, EdmValue::String(source_hash(raw.get())));
     for (name, value) in properties {
         entity = entity.with(name, value);
     }
@@ -180,6 +195,47 @@ async fn write_batch(
     Ok((stored, bad))
 }
 
+/// The `SourceHash` of the stored rows of `partition` among `rows` (keys to hashes), read over
+/// the range of their keys.
+async fn stored_hashes(
+    table: &TableStore,
+    partition: &str,
+    rows: &BTreeMap<String, Entity>,
+) -> Result<BTreeMap<String, String>, StoreError> {
+    let (Some(first), Some(last)) = (rows.keys().next(), rows.keys().next_back()) else {
+        return Ok(BTreeMap::new());
+    };
+    let query = Query::new()
+        .filter(filter::and(
+            filter::eq("PartitionKey", partition),
+            filter::and(
+                filter::cmp("RowKey", filter::Op::Ge, first.as_str()),
+                filter::cmp("RowKey", filter::Op::Le, last.as_str()),
+            ),
+        ))
+        .select([SOURCE_HASH]);
+    let stored = match table.query_all(&query).await {
+        Ok(stored) => stored,
+        Err(StoreError::NotFound) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    Ok(stored
+        .into_iter()
+        .filter_map(|e| {
+            let hash = e.get_str(SOURCE_HASH)?.to_owned();
+            Some((e.row_key, hash))
+        })
+        .collect())
+}
+
+/// The read API's data set of `report`.
+pub(crate) fn feed_dataset(report: Report) -> Dataset {
+    match report {
+        Report::Pstn => Dataset::PstnCalls,
+        Report::DirectRouting => Dataset::DirectRoutingCalls,
+    }
+}
+
 /// What one page's rows came to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct PageWrite {
@@ -224,15 +280,23 @@ pub(crate) struct ReportStore {
     pstn: TableStore,
     direct_routing: TableStore,
     app_state: TableStore,
+    /// The read API's log: new and changed rows are appended before they are written.
+    feed: FeedStore,
     ready: Arc<OnceCell<()>>,
 }
 
 impl ReportStore {
-    pub(crate) fn new(pstn: TableStore, direct_routing: TableStore, app_state: TableStore) -> Self {
+    pub(crate) fn new(
+        pstn: TableStore,
+        direct_routing: TableStore,
+        app_state: TableStore,
+        feed: FeedStore,
+    ) -> Self {
         Self {
             pstn,
             direct_routing,
             app_state,
+            feed,
             ready: Arc::new(OnceCell::new()),
         }
     }
@@ -286,6 +350,23 @@ impl ReportStore {
                 Err(bad) => result.bad.push(bad),
             }
         }
+        let table = self.table(report).clone();
+        // New and changed rows go to the read API's log first: a crash before the rows are written
+        // leaves them to the next pull, which finds them new again.
+        let mut changed = Vec::new();
+        for (partition, rows) in &partitions {
+            let known = stored_hashes(&table, partition, rows).await?;
+            changed.extend(
+                rows.values()
+                    .filter(|row| {
+                        known.get(&row.row_key).map(String::as_str) != row.get_str(SOURCE_HASH)
+                    })
+                    .cloned(),
+            );
+        }
+        self.feed
+            .append_until_in_time(feed_dataset(report), &changed)
+            .await?;
         let mut batches = Vec::new();
         for (partition, rows) in partitions {
             let mut rows = rows.into_values().peekable();
@@ -294,7 +375,6 @@ impl ReportStore {
                 batches.push((partition.clone(), chunk));
             }
         }
-        let table = self.table(report).clone();
         let written: Vec<(u64, Vec<BadRow>)> =
             stream::iter(batches.into_iter().map(|(partition, ops)| {
                 let table = table.clone();

@@ -14,6 +14,9 @@ pub enum Mode {
     Refuse,
     /// Accepts connections and never answers (a storage endpoint that hangs).
     BlackHole,
+    /// Forwards, holding one chunk of a request in four this long first (a storage endpoint that
+    /// is slow now and then).
+    Slow(std::time::Duration),
 }
 
 pub struct ToggleProxy {
@@ -37,6 +40,35 @@ impl ToggleProxy {
                         tokio::spawn(async move {
                             let _ = watcher.wait_for(|m| *m != Mode::BlackHole).await;
                             drop(inbound);
+                        });
+                    }
+                    Mode::Slow(delay) => {
+                        tokio::spawn(async move {
+                            let Ok(outbound) = TcpStream::connect(target).await else {
+                                return;
+                            };
+                            let (mut in_read, mut in_write) = inbound.into_split();
+                            let (mut out_read, mut out_write) = outbound.into_split();
+                            let requests = async {
+                                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                                let mut buf = vec![0u8; 64 * 1024];
+                                while let Ok(n) = in_read.read(&mut buf).await {
+                                    if n == 0 {
+                                        break;
+                                    }
+                                    if fastrand::u8(..4) == 0 {
+                                        tokio::time::sleep(delay).await;
+                                    }
+                                    if out_write.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            };
+                            let answers = tokio::io::copy(&mut out_read, &mut in_write);
+                            tokio::select! {
+                                _ = futures::future::join(requests, answers) => {}
+                                _ = watcher.wait_for(|m| *m == Mode::Refuse) => {}
+                            }
                         });
                     }
                     Mode::Up => {

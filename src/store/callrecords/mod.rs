@@ -38,6 +38,7 @@ use tokio::sync::OnceCell;
 use super::BatchFailure;
 use super::StoreError;
 use super::columns::partition_day;
+use super::feed::{Appended, Dataset, FeedStore};
 use super::table::{BatchOp, ETag, EdmValue, Entity, Query, TableStore, WriteMode, filter};
 use crate::domain::callrecord::{SessionRow, Summary};
 use crate::domain::write::{Committed, Decision, StoredState, decide};
@@ -59,6 +60,9 @@ pub struct CallRecordStore {
     sessions: TableStore,
     bodies: TableStore,
     app_state: TableStore,
+    /// The read API's ingestion log, appended to before each commit (none: a store that only
+    /// reads, in tests).
+    feed: Option<FeedStore>,
     lease: Duration,
     /// The longest one storage write can take, retries included: a writer renews its lease before
     /// a write unless the lease outlives this.
@@ -109,10 +113,18 @@ impl CallRecordStore {
             sessions,
             bodies,
             app_state,
+            feed: None,
             lease,
             fence,
             ready: Arc::new(OnceCell::new()),
         }
+    }
+
+    /// The store, appending every stored version to `feed` before its commit.
+    #[must_use]
+    pub(crate) fn with_feed(mut self, feed: FeedStore) -> Self {
+        self.feed = Some(feed);
+        self
     }
 
     /// Makes sure the tables exist, once per process: Bicep creates them in Azure, a fresh Azurite
@@ -369,6 +381,26 @@ impl CallRecordStore {
             now(),
         );
         self.records.upsert(&record, WriteMode::Replace).await?;
+        // The read API's log, before the commit: a crash in between leaves the write uncommitted,
+        // and its retry appends again. Fenced like every write, so that a copy of this version
+        // cannot land after a newer version's.
+        if let Some(feed) = &self.feed {
+            let mut in_time = false;
+            for _ in 0..3 {
+                self.fence(id, lease, now).await?;
+                if feed
+                    .append(Dataset::CallRecords, std::slice::from_ref(&record))
+                    .await?
+                    == Appended::InTime
+                {
+                    in_time = true;
+                    break;
+                }
+            }
+            if !in_time {
+                return Err(Halt::Store(super::feed::too_slow()));
+            }
+        }
 
         // 5: commit, keeping a failure mark until the failure row is gone (see `clean_up`).
         let failed = previous.is_some_and(|p| p.failed);

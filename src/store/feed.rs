@@ -1,0 +1,497 @@
+//! The `Feed` table: an ingestion log that the read API's incremental feeds read, and the scans
+//! behind the read API's other lists (time ranges, a record's sessions).
+//!
+//! Table storage has no change feed, and writers on several instances commit out of order, so a
+//! reader that paged through the data tables by a "stored at" column would skip a row committed
+//! late with an early time. Instead every writer appends a copy of each row it stores or changes
+//! to the log, under a key that starts with the time of the append (`{µs since 1970, 17 digits}-
+//! {row key}`, one partition per data set), and a reader reads the log only up to a settle horizon
+//! (`FEED_SETTLE_SECONDS`, 300 s) behind the present. An entry's key time is read just before it is
+//! written, and a writer whose append took longer than half the settle time appends again under a
+//! new time (see [`FeedStore::append`]), so every entry keyed before the horizon has landed by the
+//! time a reader gets there: a cursor that has passed a key never misses an entry below it.
+//!
+//! The log is appended to before the data write is committed (call records: after the
+//! `CallRecords` row, before the commit of the write state; reports: before the report rows), so a
+//! crash in between leaves work that a retry redoes, appending again. An entry can therefore
+//! appear twice; the guarantee is "every row at least once, at every version stored after the
+//! cursor, the newest last".
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::OnceCell;
+
+use super::StoreError;
+use super::table::{BatchOp, EdmValue, Entity, Query, TableStore, WriteMode, filter};
+use crate::clock::Clock;
+
+/// Columns of a log entry that are not the row's own: where the row lives.
+pub(crate) const ENTRY_PARTITION: &str = "FeedPartitionKey";
+pub(crate) const ENTRY_ROW: &str = "FeedRowKey";
+/// Transactions take at most 100 operations.
+const BATCH_MAX: usize = 100;
+/// Appends tried before giving up (each after the previous took too long).
+const APPEND_TRIES: usize = 3;
+
+/// Whether an append landed in time for readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    InTime,
+    /// It took longer than half the settle time: append again.
+    Late,
+}
+
+/// Every try to append was late: storage is too slow for the settle time.
+pub(crate) fn too_slow() -> StoreError {
+    StoreError::Transient(super::SdkFailure::text(
+        "feed entries kept taking longer than half of FEED_SETTLE_SECONDS to write",
+    ))
+}
+
+/// The three data sets the read API serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dataset {
+    CallRecords,
+    PstnCalls,
+    DirectRoutingCalls,
+}
+
+impl Dataset {
+    pub const ALL: [Self; 3] = [Self::CallRecords, Self::PstnCalls, Self::DirectRoutingCalls];
+
+    /// Its name in routes, cursors and the log's partition key.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::CallRecords => "callrecords",
+            Self::PstnCalls => "pstncalls",
+            Self::DirectRoutingCalls => "directroutingcalls",
+        }
+    }
+
+    pub(crate) fn from_key(key: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.key() == key)
+    }
+
+    /// The column a time-range read filters on: the time the table is partitioned by.
+    pub(crate) fn time_column(self) -> &'static str {
+        match self {
+            Self::CallRecords => "StartDateTime",
+            Self::PstnCalls => "startDateTime",
+            Self::DirectRoutingCalls => "inviteDateTime",
+        }
+    }
+}
+
+/// The log's row key for an entry appended at `at` for data row `row_key`.
+fn entry_key(at: OffsetDateTime, row_key: &str) -> String {
+    format!("{}-{row_key}", time_key(at))
+}
+
+/// The key prefix of time `at`: every entry appended before `at` sorts below it.
+fn time_key(at: OffsetDateTime) -> String {
+    let micros = (at.unix_timestamp_nanos() / 1000).max(0);
+    format!("{micros:017}")
+}
+
+/// The append time of entry key `key`.
+pub(crate) fn key_time(key: &str) -> Option<OffsetDateTime> {
+    let micros: i128 = key.get(..17)?.parse().ok()?;
+    OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).ok()
+}
+
+/// A filtered read of one table, page by page: what the read API streams.
+#[derive(Clone)]
+pub(crate) struct Scan {
+    table: TableStore,
+    filter: String,
+}
+
+/// One page of a scan.
+pub(crate) struct ScanPage {
+    pub(crate) rows: Vec<Entity>,
+    pub(crate) next: Option<super::table::Continuation>,
+}
+
+impl Scan {
+    /// Up to `top` (1–1,000) rows from `from` on; `keys_only` reads the keys alone (a cheap pass
+    /// that finds where a page ends). A table that does not exist yet reads as empty.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn page(
+        &self,
+        top: u32,
+        from: Option<super::table::Continuation>,
+        keys_only: bool,
+    ) -> Result<ScanPage, StoreError> {
+        let mut query = Query::new()
+            .filter(self.filter.clone())
+            .top(top)
+            .continuation(from);
+        if keys_only {
+            query = query.select(["PartitionKey", "RowKey"]);
+        }
+        match self.table.query(&query).await {
+            Ok(page) => Ok(ScanPage {
+                rows: page.entities,
+                next: page.continuation,
+            }),
+            Err(StoreError::NotFound) => Ok(ScanPage {
+                rows: Vec::new(),
+                next: None,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The same scan, ending at the row `(pk, rk)` inclusive.
+    #[must_use]
+    pub(crate) fn through(&self, pk: &str, rk: &str) -> Self {
+        Self {
+            table: self.table.clone(),
+            filter: filter::and(
+                &self.filter,
+                filter::or(
+                    filter::cmp("PartitionKey", filter::Op::Lt, pk),
+                    filter::and(
+                        filter::eq("PartitionKey", pk),
+                        filter::cmp("RowKey", filter::Op::Le, rk),
+                    ),
+                ),
+            ),
+        }
+    }
+}
+
+/// `(PartitionKey, RowKey) > (pk, rk)`.
+fn after(pk: &str, rk: &str) -> String {
+    filter::or(
+        filter::cmp("PartitionKey", filter::Op::Gt, pk),
+        filter::and(
+            filter::eq("PartitionKey", pk),
+            filter::cmp("RowKey", filter::Op::Gt, rk),
+        ),
+    )
+}
+
+/// The ingestion log and the tables the read API reads.
+#[derive(Clone)]
+pub struct FeedStore {
+    log: TableStore,
+    app_state: TableStore,
+    data: BTreeMap<Dataset, TableStore>,
+    sessions: TableStore,
+    clock: Arc<dyn Clock>,
+    settle: Duration,
+    ready: Arc<OnceCell<()>>,
+    cursor_key: Arc<OnceCell<[u8; 32]>>,
+    /// When this process last wrote each feed's consumer row (Unix seconds).
+    reads: Arc<std::sync::Mutex<BTreeMap<Dataset, i64>>>,
+}
+
+/// The `AppState` partition of the consumer rows (one per feed: the last read and its cursor).
+pub(crate) const CONSUMER_PARTITION: &str = "Consumer";
+/// At most one consumer-row write per feed per process in this many seconds.
+const READ_MARK_EVERY_SECONDS: i64 = 60;
+
+/// The `AppState` row that holds the key cursors are signed with.
+const KEY_PARTITION: &str = "ReadApi";
+const KEY_ROW: &str = "cursorKey";
+
+impl FeedStore {
+    /// `data` holds the table of each data set.
+    pub fn new(
+        log: TableStore,
+        app_state: TableStore,
+        data: [(Dataset, TableStore); 3],
+        sessions: TableStore,
+        clock: Arc<dyn Clock>,
+        settle: Duration,
+    ) -> Self {
+        Self {
+            log,
+            app_state,
+            data: data.into_iter().collect(),
+            sessions,
+            clock,
+            settle,
+            ready: Arc::new(OnceCell::new()),
+            cursor_key: Arc::new(OnceCell::new()),
+            reads: Arc::default(),
+        }
+    }
+
+    /// Whether this caller records a read of `dataset` now (at most once a minute per process).
+    pub(crate) fn read_mark_due(&self, dataset: Dataset, now: OffsetDateTime) -> bool {
+        let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+        let last = reads.entry(dataset).or_insert(i64::MIN);
+        let due = now.unix_timestamp().saturating_sub(*last) >= READ_MARK_EVERY_SECONDS;
+        if due {
+            *last = now.unix_timestamp();
+        }
+        due
+    }
+
+    /// Records that a consumer read `dataset`'s feed at `now` from the entry key `after` (the
+    /// health check's consumer rules read it).
+    ///
+    /// # Errors
+    /// When storage fails.
+    pub(crate) async fn record_read(
+        &self,
+        dataset: Dataset,
+        after: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.ready().await?;
+        let mut row = Entity::new(CONSUMER_PARTITION, dataset.key())
+            .with("LastReadAt", EdmValue::DateTime(now));
+        if let Some(at) = after.and_then(key_time) {
+            row = row.with("CursorAt", EdmValue::DateTime(at));
+        }
+        self.app_state.upsert(&row, WriteMode::Merge).await?;
+        Ok(())
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        super::ensure_once(&self.ready, &[&self.log, &self.app_state]).await
+    }
+
+    /// Appends a copy of each of `rows` (as written to `dataset`'s table) to the log, keyed by the
+    /// time now. [`Appended::Late`] when the append took longer than half the settle time (storage
+    /// slow, retries): a reader may already have passed that time, so the caller appends again,
+    /// under a new time (see [`FeedStore::append_until_in_time`]).
+    ///
+    /// # Errors
+    /// When storage fails.
+    pub async fn append(&self, dataset: Dataset, rows: &[Entity]) -> Result<Appended, StoreError> {
+        if rows.is_empty() {
+            return Ok(Appended::InTime);
+        }
+        self.ready().await?;
+        let at = self.clock.now();
+        // A transaction may not name a row twice; the last copy of a row wins.
+        let entries: BTreeMap<String, Entity> = rows
+            .iter()
+            .map(|row| {
+                let key = entry_key(at, &row.row_key);
+                let mut entry = Entity::new(dataset.key(), key.clone());
+                for (name, value) in &row.properties {
+                    entry.set(name.clone(), value.clone());
+                }
+                entry.set(ENTRY_PARTITION, EdmValue::String(row.partition_key.clone()));
+                entry.set(ENTRY_ROW, EdmValue::String(row.row_key.clone()));
+                (key, entry)
+            })
+            .collect();
+        let entries: Vec<Entity> = entries.into_values().collect();
+        for chunk in entries.chunks(BATCH_MAX) {
+            let ops = chunk
+                .iter()
+                .cloned()
+                .map(|e| BatchOp::Upsert(e, WriteMode::Replace))
+                .collect();
+            self.log.batch(dataset.key(), ops).await?;
+        }
+        let took = self.clock.now() - at;
+        if took <= self.settle / 2 {
+            return Ok(Appended::InTime);
+        }
+        tracing::warn!(
+            took_seconds = took.as_seconds_f64(),
+            dataset = dataset.key(),
+            "feed entries took longer than half the settle time to write; writing them again"
+        );
+        Ok(Appended::Late)
+    }
+
+    /// [`FeedStore::append`] until an append is in time, at most [`APPEND_TRIES`] times.
+    ///
+    /// # Errors
+    /// When storage fails, or every try was late (the caller's retry appends again).
+    pub(crate) async fn append_until_in_time(
+        &self,
+        dataset: Dataset,
+        rows: &[Entity],
+    ) -> Result<(), StoreError> {
+        for _ in 0..APPEND_TRIES {
+            if self.append(dataset, rows).await? == Appended::InTime {
+                return Ok(());
+            }
+        }
+        Err(too_slow())
+    }
+
+    /// The time below which every log entry has landed.
+    pub(crate) fn horizon(&self) -> OffsetDateTime {
+        self.clock.now() - self.settle
+    }
+
+    /// The log of `dataset` after the entry key `after` (from the start without one), up to the
+    /// settle horizon.
+    pub(crate) fn feed(&self, dataset: Dataset, after_key: Option<&str>) -> Scan {
+        let upper = time_key(self.horizon());
+        let mut f = filter::and(
+            filter::eq("PartitionKey", dataset.key()),
+            filter::cmp("RowKey", filter::Op::Lt, upper.as_str()),
+        );
+        if let Some(after_key) = after_key {
+            f = filter::and(&f, filter::cmp("RowKey", filter::Op::Gt, after_key));
+        }
+        Scan {
+            table: self.log.clone(),
+            filter: f,
+        }
+    }
+
+    /// Rows of `dataset` whose time column (the call's start; a Direct Routing attempt's invite)
+    /// is in `[from, to)`, in table order (day, then id), after `(day, id)` when given.
+    pub(crate) fn range(
+        &self,
+        dataset: Dataset,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        after_row: Option<(&str, &str)>,
+    ) -> Scan {
+        let first = super::columns::partition_day(Some(from));
+        let last = super::columns::partition_day(Some(to - time::Duration::nanoseconds(1)));
+        let column = dataset.time_column();
+        let mut f = filter::and(
+            filter::and(
+                filter::cmp("PartitionKey", filter::Op::Ge, first.as_str()),
+                filter::cmp("PartitionKey", filter::Op::Le, last.as_str()),
+            ),
+            filter::and(
+                filter::cmp(column, filter::Op::Ge, from),
+                filter::cmp(column, filter::Op::Lt, to),
+            ),
+        );
+        if let Some((pk, rk)) = after_row {
+            f = filter::and(&f, after(pk, rk));
+        }
+        Scan {
+            table: self.data[&dataset].clone(),
+            filter: f,
+        }
+    }
+
+    /// The `CallRecordSessions` rows of record `id`, after session row `after_row` when given.
+    pub(crate) fn sessions(&self, id: &str, after_row: Option<&str>) -> Scan {
+        let mut f = filter::eq("PartitionKey", id);
+        if let Some(rk) = after_row {
+            f = filter::and(&f, filter::cmp("RowKey", filter::Op::Gt, rk));
+        }
+        Scan {
+            table: self.sessions.clone(),
+            filter: f,
+        }
+    }
+
+    /// The key cursors are signed with: 32 random bytes kept in `AppState`, made by the first
+    /// instance that needs it (the first insert wins; the others read it back).
+    ///
+    /// # Errors
+    /// When storage fails, or the OS has no random source.
+    pub(crate) async fn cursor_key(&self) -> Result<[u8; 32], StoreError> {
+        self.cursor_key
+            .get_or_try_init(|| async {
+                self.ready().await?;
+                if let Some(key) = self.read_key().await? {
+                    return Ok(key);
+                }
+                let mut key = [0u8; 32];
+                getrandom::fill(&mut key)
+                    .map_err(|e| StoreError::fatal(format!("no random source: {e}")))?;
+                let row =
+                    Entity::new(KEY_PARTITION, KEY_ROW).with("Key", EdmValue::Binary(key.to_vec()));
+                match self.app_state.insert(&row).await {
+                    Ok(_) | Err(StoreError::Conflict) => {}
+                    Err(e) => return Err(e),
+                }
+                self.read_key()
+                    .await?
+                    .ok_or_else(|| StoreError::fatal("the cursor key vanished after its insert"))
+            })
+            .await
+            .copied()
+    }
+
+    async fn read_key(&self) -> Result<Option<[u8; 32]>, StoreError> {
+        Ok(self
+            .app_state
+            .get(KEY_PARTITION, KEY_ROW)
+            .await?
+            .and_then(|row| row.get_binary("Key").and_then(|k| k.try_into().ok())))
+    }
+
+    /// Deletes the log entries appended before `cutoff`; the number deleted.
+    ///
+    /// # Errors
+    /// When storage fails.
+    pub(crate) async fn purge(&self, cutoff: OffsetDateTime) -> Result<u64, StoreError> {
+        let upper = time_key(cutoff);
+        let mut deleted = 0;
+        for dataset in Dataset::ALL {
+            loop {
+                let query = Query::new()
+                    .filter(filter::and(
+                        filter::eq("PartitionKey", dataset.key()),
+                        filter::cmp("RowKey", filter::Op::Lt, upper.as_str()),
+                    ))
+                    .select(["PartitionKey", "RowKey"])
+                    .top(1000);
+                let page = match self.log.query(&query).await {
+                    Ok(page) => page,
+                    Err(StoreError::NotFound) => break,
+                    Err(e) => return Err(e),
+                };
+                if page.entities.is_empty() {
+                    break;
+                }
+                for chunk in page.entities.chunks(BATCH_MAX) {
+                    let ops: Vec<BatchOp> = chunk
+                        .iter()
+                        .map(|e| BatchOp::Delete {
+                            rk: e.row_key.clone(),
+                            if_match: None,
+                        })
+                        .collect();
+                    match self.log.batch(dataset.key(), ops).await {
+                        Ok(_) => {}
+                        // Deleted meanwhile by another purge: one by one.
+                        Err(StoreError::BatchFailed { .. }) => {
+                            for e in chunk {
+                                match self.log.delete(dataset.key(), &e.row_key, None).await {
+                                    Ok(_) | Err(StoreError::NotFound) => {}
+                                    Err(e) => return Err(e),
+                                }
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    deleted += chunk.len() as u64;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn entry_keys_sort_by_time_and_below_any_later_horizon() {
+        let a = entry_key(datetime!(2026-11-29 10:00:00 UTC), "zzz");
+        let b = entry_key(datetime!(2026-11-29 10:00:00.000001 UTC), "aaa");
+        assert!(a < b);
+        assert!(b < time_key(datetime!(2026-11-29 10:00:00.000002 UTC)));
+        assert!(a > time_key(datetime!(2026-11-29 10:00:00 UTC)));
+        assert_eq!(time_key(datetime!(2026-11-29 10:00:00 UTC)).len(), 17);
+    }
+}
