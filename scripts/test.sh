@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: installs the pinned Azurite (npm) and infrastructure checkers
-# (pip, in .venv-infra), then format check, lints, Bicep parse and scan, the deployment package and
+# The whole test suite, as CI runs it: installs the pinned Azurite (npm), schemathesis (pip, in
+# .venv-api) and infrastructure checkers (pip, in .venv-infra), then format check, lints, Bicep parse and scan, the deployment package and
 # its layout check, and every test (unit,
 # integration against Azurite and the Graph simulator, host-protocol checks). Ends with one total line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/ensure-node-deps.sh
+scripts/ensure-api-check.sh
 
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings

@@ -183,3 +183,92 @@ async fn health_details_need_a_key_in_standalone_mode_and_the_summary_does_not()
     let (status, _) = get(&app, "/api/health/details?code=the-right-key", None).await;
     assert!(matches!(status, 200 | 503), "{status}");
 }
+
+/// The consumer rules: a feed read once and then not for `CONSUMER_STALE_DAYS` is degraded
+/// (`consumerStale`), and so is a consumer whose cursor stands at rows stored more than
+/// `RETENTION_DAYS` − 7 days ago (`consumerBehindRetention`); a consumer that has read everything
+/// stands at the present however old its last row is.
+#[tokio::test]
+async fn a_consumer_that_stops_reading_or_falls_behind_the_retention_degrades_health() {
+    let app = fresh_app(0).await;
+    let app = &app;
+    let start = support::graph::sim_start() - time::Duration::hours(2);
+    for n in 0..5 {
+        let id = format!("5e3b0d5a-0000-4000-8000-{n:012}");
+        support::reports::insert(
+            &app.sim,
+            false,
+            start,
+            start,
+            &support::reports::pstn_row(&id, start, "0.0190"),
+        );
+    }
+    assert_eq!(app.pull_reports().await, 200);
+    app.sim.clock().advance(time::Duration::seconds(301));
+    let consumer = |details: &Value| {
+        details["consumers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["feed"] == "pstncalls")
+            .cloned()
+    };
+    // Never read: no consumer, no rule.
+    assert!(consumer(&details(app).await).is_none());
+
+    // One page of one row: the consumer stands at that row.
+    let read_up_to = |limit: u32, cursor: Option<String>| async move {
+        let mut path = format!("/api/v1/pstncalls?limit={limit}");
+        if let Some(c) = cursor {
+            path.push_str("&cursor=");
+            path.extend(url::form_urlencoded::byte_serialize(c.as_bytes()));
+        }
+        let (status, page) = get(app, &path, None).await;
+        assert_eq!(status, 200);
+        page["cursor"].as_str().unwrap().to_owned()
+    };
+    let read = |cursor: Option<String>| read_up_to(1, cursor);
+    let cursor = read(None).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            consumer(&details(app).await).is_some_and(|c| c["lastReadAt"].is_string())
+        })
+        .await
+    );
+    assert!(!codes(&details(app).await).contains(&"consumerStale".to_owned()));
+
+    // Four days without a read.
+    app.sim.clock().advance(time::Duration::days(4));
+    assert!(codes(&details(app).await).contains(&"consumerStale".to_owned()));
+    let cursor = read(Some(cursor)).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !codes(&details(app).await).contains(&"consumerStale".to_owned())
+        })
+        .await
+    );
+    assert!(!codes(&details(app).await).contains(&"consumerBehindRetention".to_owned()));
+
+    // 80 more days, and the consumer is still at rows stored 84 days ago: within 7 days of the
+    // 90-day retention.
+    app.sim.clock().advance(time::Duration::days(80));
+    let cursor = read(Some(cursor)).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            codes(&details(app).await).contains(&"consumerBehindRetention".to_owned())
+        })
+        .await
+    );
+    // Reading the rest brings it to the present: the rule clears. (A read mark is written at most
+    // once a minute per instance and feed.)
+    app.sim.clock().advance(time::Duration::minutes(2));
+    let _ = read_up_to(100, Some(cursor)).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let codes = codes(&details(app).await);
+            !codes.contains(&"consumerBehindRetention".to_owned())
+                && !codes.contains(&"consumerStale".to_owned())
+        })
+        .await
+    );
+}

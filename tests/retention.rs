@@ -97,8 +97,22 @@ async fn purge_deletes_exactly_the_rows_older_than_the_retention_and_nothing_in_
     pstn_rows(&app.tables.direct_routing, "0001-01-01", 1).await;
     let app_state_before = keys(&app, &app.tables.app_state).await;
 
+    // The read API's log holds a copy of each of the five records, four appended 91 days ago.
+    let feed = support::fetch::azurite_table(&app.names.feed);
+    let logged = |rows: Vec<Entity>| {
+        let mut ids: Vec<String> = rows
+            .iter()
+            .map(|e| e.get_str("CallRecordId").unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(logged(app.rows(&feed).await).len(), 5);
+
     assert_eq!(app.run_timer("Purge").await, 200);
 
+    // Only the copy appended within the retention is left in the log.
+    assert_eq!(logged(app.rows(&feed).await), [recent.to_owned()]);
     assert_eq!(
         keys(&app, &app.tables.records).await,
         [(recent_day.clone(), recent.to_owned())]

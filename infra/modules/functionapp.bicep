@@ -187,13 +187,15 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     NOTIFICATION_CLIENT_STATE: notificationClientState
     RETENTION_DAYS: string(retentionDays)
     READ_API_REQUIRED_ROLE: enableReadApiAuth ? readApiRequiredRole : ''
+    FEED_SETTLE_SECONDS: '300'
+    CONSUMER_STALE_DAYS: '3'
   }
 }
 
 // Entra ID in front of the app, without forcing it: Graph cannot sign in, so the webhooks stay
 // anonymous (they check clientState). App Service validates the tokens that are sent and passes the
-// caller's claims on; refusing callers without READ_API_REQUIRED_ROLE is the read API's job (not
-// built yet).
+// caller's claims on (X-MS-CLIENT-PRINCIPAL); refusing callers without READ_API_REQUIRED_ROLE is the
+// read API's job (src/api).
 resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (enableReadApiAuth) {
   parent: site
   name: 'authsettingsV2'

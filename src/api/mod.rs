@@ -29,7 +29,7 @@ use futures::stream;
 use time::OffsetDateTime;
 
 use crate::config::RunMode;
-use crate::domain::notification::{is_valid_id, normalize_id};
+use crate::domain::notification::normalize_id;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::feed::{Dataset, Scan};
@@ -49,20 +49,23 @@ const MAX_RANGE_DAYS: i64 = 400;
 /// The header App Service Authentication forwards the caller's claims in.
 const PRINCIPAL_HEADER: &str = "x-ms-client-principal";
 
+/// Every route of the read API (the OpenAPI document must describe exactly these: a test).
+pub(crate) const ROUTES: [&str; 4] = [
+    "/api/v1/openapi.json",
+    "/api/v1/{dataset}",
+    "/api/v1/callrecords/{id}",
+    "/api/v1/callrecords/{id}/sessions",
+];
+
 /// The routes, mounted under the app's router.
 pub(crate) fn routes() -> Router<AppState> {
     let only_get = || async { ApiError::MethodNotAllowed };
+    let [openapi, list_route, record, record_sessions] = ROUTES;
     Router::new()
-        .route("/api/v1/openapi.json", get(openapi_json).fallback(only_get))
-        .route("/api/v1/{dataset}", get(list).fallback(only_get))
-        .route(
-            "/api/v1/callrecords/{id}",
-            get(call_record).fallback(only_get),
-        )
-        .route(
-            "/api/v1/callrecords/{id}/sessions",
-            get(sessions).fallback(only_get),
-        )
+        .route(openapi, get(openapi_json).fallback(only_get))
+        .route(list_route, get(list).fallback(only_get))
+        .route(record, get(call_record).fallback(only_get))
+        .route(record_sessions, get(sessions).fallback(only_get))
 }
 
 /// Every other path of the app, read API or not: a JSON `404` like every other error.
@@ -362,10 +365,20 @@ pub(crate) async fn list(
         }
         (Some(_), _, _) => return Err(CURSOR_MISMATCH),
     };
-    if let Position::Feed { a, .. } = &start {
-        crate::functions::health::note_feed_read(&state, dataset, a.as_deref());
+    let feed_read = matches!(start, Position::Feed { .. });
+    let horizon = state.feed.horizon();
+    let (response, end) =
+        respond(&state, scan, start, limit, format, format::columns(dataset)).await?;
+    if feed_read {
+        // Where the consumer now stands: at the settle horizon when it has read everything there
+        // is, else at the last row it was given.
+        let at = match end {
+            End { more: false, .. } => Some(horizon),
+            End { last, .. } => last.as_deref().and_then(crate::store::feed::key_time),
+        };
+        crate::functions::health::note_feed_read(&state, dataset, at);
     }
-    respond(&state, scan, start, limit, format, format::columns(dataset)).await
+    Ok(response)
 }
 
 #[utoipa::path(
@@ -375,7 +388,7 @@ pub(crate) async fn list(
     summary = "The complete call record, as Graph sent it",
     description = "The merged document (every page of sessions, segments and participants), byte for \
         byte as stored, at its latest stored version.",
-    params(("id" = String, Path, description = "The call record id (a GUID)")),
+    params(("id" = String, Path, pattern = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$", description = "The call record id (a GUID)")),
     responses(
         (status = 200, description = "The document", content_type = "application/json", body = Object),
         (status = 400, description = "Not an id", body = openapi::ErrorBody),
@@ -413,7 +426,7 @@ pub(crate) async fn call_record(
     tag = "call records",
     summary = "The sessions of a call record: who called whom, how, for how long",
     params(
-        ("id" = String, Path, description = "The call record id (a GUID)"),
+        ("id" = String, Path, pattern = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$", description = "The call record id (a GUID)"),
         ("cursor" = Option<String>, Query, description = "Where the previous page ended"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 5000, description = "Rows per page (default 500)"),
         ("format" = Option<openapi::FormatName>, Query, description = "json (default), ndjson or csv"),
@@ -456,7 +469,11 @@ pub(crate) async fn sessions(
     }
     let scan = state.feed.sessions(&id, after.as_deref());
     let start = Position::Sessions { id, a: after };
-    respond(&state, scan, start, limit, format, format::SESSION_COLUMNS).await
+    Ok(
+        respond(&state, scan, start, limit, format, format::SESSION_COLUMNS)
+            .await?
+            .0,
+    )
 }
 
 #[utoipa::path(
@@ -480,14 +497,15 @@ pub(crate) async fn openapi_json(
         .into_response())
 }
 
+/// A call record id: Graph's are GUIDs, in any case.
 fn record_id(id: &str) -> Result<String, ApiError> {
-    let id = normalize_id(id.trim());
-    if is_valid_id(&id) && !id.chars().any(crate::store::table::forbidden_in_key) {
+    let id = normalize_id(id);
+    if crate::config::is_guid(&id) {
         Ok(id)
     } else {
         Err(ApiError::Invalid {
             code: "InvalidId",
-            message: "not a call record id",
+            message: "a call record id is a GUID",
         })
     }
 }
@@ -512,6 +530,13 @@ fn advance(start: &Position, pk: String, rk: String) -> Position {
     }
 }
 
+/// Where a page ended: the row key of its last row (the position's when it has none), and whether
+/// more rows were ready.
+struct End {
+    last: Option<String>,
+    more: bool,
+}
+
 /// Streams one page: a first pass over the keys finds where the page ends (so that the next
 /// cursor can go in a header before any row is sent), then the rows up to there are read and
 /// encoded a storage page at a time.
@@ -522,7 +547,7 @@ async fn respond(
     limit: u32,
     format: Format,
     columns: &'static [&'static str],
-) -> Result<Response, ApiError> {
+) -> Result<(Response, End), ApiError> {
     let mut taken = 0u32;
     let mut last = None;
     let mut more = false;
@@ -548,6 +573,16 @@ async fn respond(
         }
     }
     let key = state.feed.cursor_key().await?;
+    let end = End {
+        last: last
+            .as_ref()
+            .map(|(_, rk)| rk.clone())
+            .or_else(|| match &start {
+                Position::Feed { a, .. } => a.clone(),
+                _ => None,
+            }),
+        more,
+    };
     let (cursor, body_scan) = match last {
         Some((pk, rk)) => {
             let bounded = scan.through(&pk, &rk);
@@ -574,7 +609,7 @@ async fn respond(
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     *response.status_mut() = StatusCode::OK;
-    Ok(response)
+    Ok((response, end))
 }
 
 /// What the body stream is doing.

@@ -94,3 +94,23 @@ struct ReadApiDoc;
 pub(crate) fn document() -> utoipa::openapi::OpenApi {
     ReadApiDoc::openapi()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The document names every route the router mounts (`super::ROUTES`), each with `GET`.
+    #[test]
+    fn the_document_describes_every_route_of_the_router() {
+        let document = document();
+        let described: Vec<&str> = document.paths.paths.keys().map(String::as_str).collect();
+        let mut mounted = super::super::ROUTES.to_vec();
+        mounted.sort_unstable();
+        assert_eq!(described, mounted);
+        for item in document.paths.paths.values() {
+            assert!(item.get.is_some());
+        }
+        let json = document.to_json().unwrap_or_default();
+        assert!(json.contains("\"openapi\":\"3.1.0\""), "{json}");
+    }
+}

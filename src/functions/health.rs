@@ -15,6 +15,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use time::OffsetDateTime;
 
 use super::admin::has_key;
 use crate::config::RunMode;
@@ -41,15 +42,15 @@ pub(crate) fn note_activity(state: &AppState, activity: Activity) {
 
 /// Records a consumer's read of a feed in the background, at most once a minute per process and
 /// feed: the health check tells a consumer that stopped reading, or fell behind the retention.
-pub(crate) fn note_feed_read(state: &AppState, dataset: Dataset, after: Option<&str>) {
+/// `at` is when the rows at the consumer's new cursor were stored.
+pub(crate) fn note_feed_read(state: &AppState, dataset: Dataset, at: Option<OffsetDateTime>) {
     let now = state.clock.now();
     if !state.feed.read_mark_due(dataset, now) {
         return;
     }
     let feed = state.feed.clone();
-    let after = after.map(str::to_owned);
     tokio::spawn(async move {
-        if let Err(e) = feed.record_read(dataset, after.as_deref(), now).await {
+        if let Err(e) = feed.record_read(dataset, at, now).await {
             tracing::debug!(error = %error_chain(&e), "could not record a feed read");
         }
     });

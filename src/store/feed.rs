@@ -235,21 +235,21 @@ impl FeedStore {
         due
     }
 
-    /// Records that a consumer read `dataset`'s feed at `now` from the entry key `after` (the
-    /// health check's consumer rules read it).
+    /// Records that a consumer read `dataset`'s feed at `now` and stands at rows stored at `at`
+    /// (the health check's consumer rules read it).
     ///
     /// # Errors
     /// When storage fails.
     pub(crate) async fn record_read(
         &self,
         dataset: Dataset,
-        after: Option<&str>,
+        at: Option<OffsetDateTime>,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         self.ready().await?;
         let mut row = Entity::new(CONSUMER_PARTITION, dataset.key())
             .with("LastReadAt", EdmValue::DateTime(now));
-        if let Some(at) = after.and_then(key_time) {
+        if let Some(at) = at {
             row = row.with("CursorAt", EdmValue::DateTime(at));
         }
         self.app_state.upsert(&row, WriteMode::Merge).await?;
