@@ -4,7 +4,8 @@
 //! Run with `cargo bench --bench read_api`. It prints Markdown for `docs/BENCHMARKS.md`: rows per
 //! second and the handler's peak RSS after the first 20,000 rows and after all 100,000 (the peak is
 //! reset between formats): a response is streamed a storage page at a time, so the peak must not
-//! grow with the rows read. Every row is checked to arrive exactly once.
+//! grow with the rows read. Every row is checked to arrive exactly once. Last, the same rows read
+//! straight from the table by the bench process (no API), as the floor the API is compared with.
 
 // A benchmark that cannot set up has nothing to measure: panicking is its error report.
 #![allow(clippy::unwrap_used)]
@@ -205,6 +206,23 @@ async fn run() {
             peak as f64 / 1024.0
         );
     }
+    // The floor: the same rows read straight from the table, 1,000 a request, no API.
+    let table = azurite_table(&TableNames::default().feed);
+    let started = Instant::now();
+    let raw = table
+        .query_all(&teams_cdr_functions::Query::new().filter(
+            teams_cdr_functions::table_filter::eq("PartitionKey", "pstncalls"),
+        ))
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(raw.len(), ROWS);
+    println!(
+        "| raw table scan (no API) | {} | | {:.1} | {:.0} | | |",
+        raw.len(),
+        elapsed.as_secs_f64(),
+        raw.len() as f64 / elapsed.as_secs_f64()
+    );
     handler.stop().await;
 }
 

@@ -66,6 +66,8 @@ export NOTIFICATION_CLIENT_STATE="${NOTIFICATION_CLIENT_STATE:-local-client-stat
 export RUST_LOG="${RUST_LOG:-info}"
 export REPORTS_SCHEDULE="${REPORTS_SCHEDULE:-*/30 * * * * *}"
 export READ_API_KEYS="${READ_API_KEYS:-local-key}"
+# One instance, one clock: the feeds may show rows 30 s after they are stored instead of 5 minutes.
+export FEED_SETTLE_SECONDS="${FEED_SETTLE_SECONDS:-30}"
 export NOTIFICATION_URL="http://127.0.0.1:$PORT/api/notifications"
 export LIFECYCLE_NOTIFICATION_URL="http://127.0.0.1:$PORT/api/lifecycle"
 
@@ -117,6 +119,11 @@ for _ in $(seq 1 100); do
 done
 echo "${line:-not subscribed yet: see the handler log}"
 
+echo "--- Read the data through the read API (rows appear $FEED_SETTLE_SECONDS s after they are stored):"
+echo "  curl -s -H 'x-functions-key: $READ_API_KEYS' '$base/api/v1/callrecords?limit=5'"
+echo "  curl -s -H 'x-functions-key: $READ_API_KEYS' '$base/api/v1/pstncalls?format=csv'"
+echo "  curl -s -H 'x-functions-key: $READ_API_KEYS' '$base/api/v1/directroutingcalls?format=ndjson'"
+echo "  curl -s -H 'x-functions-key: $READ_API_KEYS' '$base/api/v1/openapi.json'"
 echo "--- Stored so far (every 10 s; Ctrl-C stops):"
 while kill -0 "$handler_pid" 2>/dev/null; do
   node - <<'JS' || true
