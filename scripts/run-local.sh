@@ -124,10 +124,12 @@ echo "  curl -s -H 'x-functions-key: $READ_API_KEYS' '$base/api/v1/callrecords?l
 echo "  curl -s -H 'x-functions-key: $READ_API_KEYS' '$base/api/v1/pstncalls?format=csv'"
 echo "  curl -s -H 'x-functions-key: $READ_API_KEYS' '$base/api/v1/directroutingcalls?format=ndjson'"
 echo "  curl -s -H 'x-functions-key: $READ_API_KEYS' '$base/api/v1/openapi.json'"
-echo "--- Stored so far (every 10 s; Ctrl-C stops):"
+echo "--- Progress every 10 s: what the tenant has made so far / what the app has stored (Ctrl-C stops)"
 while kill -0 "$handler_pid" 2>/dev/null; do
-  node - <<'JS' || true
-// Reads the CallRecords table with an account SAS signed from Azurite's well-known development key.
+  GRAPH_BASE_URL="$GRAPH_BASE_URL" APP_BASE="$base" node - <<'JS' || true
+// One line: per source, what the simulated tenant has made (the simulator's /sim/status) and what
+// the app has stored (the tables, read with an account SAS signed from Azurite's well-known
+// development key), then the app's health verdict.
 const crypto = require("crypto"), http = require("http");
 const account = "devstoreaccount1";
 const key = Buffer.from("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==", "base64");
@@ -135,32 +137,40 @@ const se = new Date(Date.now() + 600000).toISOString().replace(/\.\d+Z$/, "Z");
 const toSign = [account, "rl", "t", "sco", "", se, "", "http", "2021-08-06", "", ""].join("\n");
 const sig = crypto.createHmac("sha256", key).update(toSign).digest("base64");
 const sas = new URLSearchParams({sv: "2021-08-06", ss: "t", srt: "sco", sp: "rl", se, spr: "http", sig}).toString();
-const select = "$select=RowKey,Type,StartDateTime,DurationSeconds,SessionCount,ParticipantCount,Version,OrganizerDisplayName";
-// Report rows: counted, with the PSTN charges summed exactly (they are decimal text; see README).
-const count = (table, then) => http.get(`http://127.0.0.1:10002/${account}/${table}()?$select=RowKey,charge,currency&${sas}`,
-  {headers: {Accept: "application/json;odata=nometadata"}}, (res) => {
-  let body = "";
-  res.on("data", (c) => body += c);
-  res.on("end", () => then(res.statusCode === 200 ? JSON.parse(body).value : []));
+const getJson = (url, headers = {}) => new Promise((resolve) => {
+  http.get(url, {headers: {Accept: "application/json;odata=nometadata", ...headers}}, (res) => {
+    let body = "";
+    res.on("data", (c) => body += c);
+    res.on("end", () => { try { resolve({status: res.statusCode, json: JSON.parse(body)}); } catch { resolve({status: res.statusCode, json: null}); } });
+  }).on("error", () => resolve({status: 0, json: null}));
 });
-count("PstnCalls", (pstn) => count("DirectRoutingCalls", (dr) => {
-  // Sum in ten-thousandths as integers: exact for Graph's four-decimal charges.
-  const cents = pstn.reduce((n, r) => n + (r.charge ? Math.round(Number(r.charge) * 10000) : 0), 0);
-  console.log(`${new Date().toISOString()}  ${pstn.length} PSTN calls (charges ${(cents / 10000).toFixed(4)} ${pstn[0]?.currency ?? ""}), ${dr.length} Direct Routing calls`);
-}));
-http.get(`http://127.0.0.1:10002/${account}/CallRecords()?${select}&${sas}`,
-  {headers: {Accept: "application/json;odata=nometadata"}}, (res) => {
-  let body = "";
-  res.on("data", (c) => body += c);
-  res.on("end", () => {
-    if (res.statusCode !== 200) { console.log(`(no CallRecords table yet, HTTP ${res.statusCode})`); return; }
-    const rows = JSON.parse(body).value;
-    const sessions = rows.reduce((n, r) => n + r.SessionCount, 0);
-    const biggest = rows.reduce((a, r) => (!a || r.SessionCount > a.SessionCount ? r : a), null);
-    console.log(`${new Date().toISOString()}  ${rows.length} call records, ${sessions} sessions` +
-      (biggest ? `; largest: ${biggest.Type} ${biggest.RowKey}, ${biggest.SessionCount} sessions, ${biggest.ParticipantCount} participants, organised by ${biggest.OrganizerDisplayName}` : ""));
-  });
-});
+// Rows of a table (keys only), following continuations.
+const count = async (table) => {
+  let n = 0, next = "";
+  for (;;) {
+    const res = await new Promise((resolve) => http.get(`http://127.0.0.1:10002/${account}/${table}()?$select=RowKey&${sas}${next}`,
+      {headers: {Accept: "application/json;odata=nometadata"}}, (r) => {
+        let body = ""; r.on("data", (c) => body += c);
+        r.on("end", () => resolve({status: r.statusCode, headers: r.headers, body}));
+      }).on("error", () => resolve({status: 0})));
+    if (res.status !== 200) return n;
+    n += JSON.parse(res.body).value.length;
+    const pk = res.headers["x-ms-continuation-nextpartitionkey"], rk = res.headers["x-ms-continuation-nextrowkey"];
+    if (!pk) return n;
+    next = `&NextPartitionKey=${encodeURIComponent(pk)}` + (rk ? `&NextRowKey=${encodeURIComponent(rk)}` : "");
+  }
+};
+(async () => {
+  const made = (await getJson(`${process.env.GRAPH_BASE_URL}/sim/status`)).json ?? {};
+  const [records, pstn, dr] = await Promise.all(["CallRecords", "PstnCalls", "DirectRoutingCalls"].map(count));
+  const health = (await getJson(`${process.env.APP_BASE}/api/health`)).json?.status ?? "no answer";
+  const part = (name, m, stored, field) => `${name} ${m ? m[field] : "?"}/${m ? m.total : "?"} made, ${stored} stored`;
+  console.log(`${new Date().toISOString().slice(11, 19)}  ` +
+    [part("call records", made.callRecords, records, "available"),
+     part("PSTN", made.pstnCalls, pstn, "published"),
+     part("Direct Routing", made.directRoutingCalls, dr, "published"),
+     `health ${health}`].join(" · "));
+})();
 JS
   sleep 10
 done

@@ -98,9 +98,10 @@ pub struct Config {
 /// The read API (`/api/v1`).
 #[derive(Debug, Clone)]
 pub struct ReadApiConfig {
-    /// `FEED_SETTLE_SECONDS` (300, 1–3600): how far behind the present the feeds read, so that
+    /// `FEED_SETTLE_SECONDS` (300, 30–3600): how far behind the present the feeds read, so that
     /// every row stored before that time has landed whichever instance stored it (`store::feed`).
-    /// A feed shows a row this long after it was stored.
+    /// A feed shows a row this long after it was stored. Half of it must exceed the instances'
+    /// clock differences plus the slowest append: hence the floor of 30 s.
     pub settle: Duration,
     /// `READ_API_REQUIRED_ROLE`: when set, the read API also requires this Entra app role in the
     /// `X-MS-CLIENT-PRINCIPAL` header that App Service Authentication forwards.
@@ -408,7 +409,7 @@ impl Config {
             .map(|k| SecretString::from(k.to_owned()))
             .collect();
         let read_api = ReadApiConfig {
-            settle: seconds(&settings, "FEED_SETTLE_SECONDS", 300, 1..=3600)?,
+            settle: seconds(&settings, "FEED_SETTLE_SECONDS", 300, 30..=3600)?,
             required_role: settings
                 .get("READ_API_REQUIRED_ROLE")
                 .map(str::trim)

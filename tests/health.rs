@@ -259,6 +259,23 @@ async fn a_consumer_that_stops_reading_or_falls_behind_the_retention_degrades_he
         })
         .await
     );
+    // Another consumer (its own key), which reads everything, is watched apart: its reading does
+    // not hide the first one, which is still behind.
+    let other = reqwest::Client::new()
+        .get(format!("{}/api/v1/pstncalls?limit=100", app.host.base()))
+        .header("x-functions-key", "the-second-consumer")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            details(app).await["consumers"].as_array().unwrap().len() == 2
+        })
+        .await
+    );
+    assert!(codes(&details(app).await).contains(&"consumerBehindRetention".to_owned()));
+
     // Reading the rest brings it to the present: the rule clears. (A read mark is written at most
     // once a minute per instance and feed.)
     app.sim.clock().advance(time::Duration::minutes(2));

@@ -86,6 +86,10 @@ async fn read_feed(
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= limit as usize);
         assert_eq!(answer.header("x-next-cursor"), page["cursor"].as_str());
+        assert_eq!(
+            answer.header("x-row-count"),
+            Some(items.len().to_string().as_str())
+        );
         rows.extend(items.iter().cloned());
         cursor = Some(page["cursor"].as_str().unwrap().to_owned());
         if !page["more"].as_bool().unwrap() {
@@ -528,6 +532,9 @@ async fn a_call_record_is_served_whole_as_stored_with_its_sessions() {
         format!("/api/v1/callrecords/{unknown}/sessions"),
         "/api/v1/nothing".to_owned(),
         "/api/v1/callrecords/a/b/c".to_owned(),
+        // Not UTF-8 once decoded: still the JSON 404.
+        "/api/v1/%FF".to_owned(),
+        "/api/v1/callrecords/%FF%FE".to_owned(),
     ] {
         let answer = get(&app, &path).await;
         assert_eq!(

@@ -24,6 +24,7 @@ pub mod faults;
 mod graph;
 pub mod ledger;
 mod rng;
+mod status;
 mod subscriptions;
 pub mod tenant;
 pub mod throttle;
@@ -338,6 +339,8 @@ pub async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
             state.clone(),
             record_in_ledger,
         ))
+        // Not Graph: outside the ledger.
+        .merge(status::routes())
         .with_state(state.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let delivery = tokio::spawn(subscriptions::deliver_forever(state.clone()));

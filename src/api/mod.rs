@@ -20,6 +20,7 @@ mod openapi;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -90,6 +91,36 @@ fn authorize(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Resu
         }
     }
     Ok(())
+}
+
+/// Which consumer a request comes from, without keeping its secret: the first 48 bits (hex) of
+/// the SHA-256 of its key (`x-functions-key` or `code`), else of its App Service principal id,
+/// else `anonymous`. Consumers with their own keys are watched apart by the health check.
+fn consumer_id(headers: &HeaderMap, query: Option<&str>) -> String {
+    use sha2::Digest as _;
+    let from_query = query.and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+    });
+    let identity = headers
+        .get("x-functions-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(from_query)
+        .or_else(|| {
+            headers
+                .get("x-ms-client-principal-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
+    match identity {
+        Some(identity) => sha2::Sha256::digest(identity.as_bytes())[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        None => "anonymous".to_owned(),
+    }
 }
 
 /// Whether the App Service client principal (base64 JSON: `claims` of `typ`/`val`, and `role_typ`
@@ -249,6 +280,7 @@ const CURSOR_MISMATCH: ApiError = ApiError::Invalid {
         (status = 200, description = "A page of rows", headers(
             ("X-Next-Cursor" = String, description = "The cursor of the next page"),
             ("X-More" = bool, description = "Whether more rows are ready now"),
+            ("X-Row-Count" = u32, description = "Rows in this page: fewer received means the transfer was cut; do not keep its cursor"),
         ), content(
             (openapi::Page = "application/json"),
             (String = "application/x-ndjson"),
@@ -264,11 +296,12 @@ const CURSOR_MISMATCH: ApiError = ApiError::Invalid {
 )]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    Path(dataset): Path<String>,
+    dataset: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, query.as_deref())?;
+    let dataset = path_text(dataset)?;
     let dataset = Dataset::from_key(&dataset).ok_or(ApiError::NotFound(
         "no such data set; use callrecords, pstncalls or directroutingcalls",
     ))?;
@@ -376,7 +409,8 @@ pub(crate) async fn list(
             End { more: false, .. } => Some(horizon),
             End { last, .. } => last.as_deref().and_then(crate::store::feed::key_time),
         };
-        crate::functions::health::note_feed_read(&state, dataset, at);
+        let consumer = consumer_id(&headers, query.as_deref());
+        crate::functions::health::note_feed_read(&state, dataset, consumer, at);
     }
     Ok(response)
 }
@@ -401,13 +435,13 @@ pub(crate) async fn list(
 )]
 pub(crate) async fn call_record(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, query.as_deref())?;
     Params::parse(query.as_deref(), &[])?;
-    let id = record_id(&id)?;
+    let id = record_id(&path_text(id)?)?;
     let document = state
         .records
         .document(&id)
@@ -435,6 +469,7 @@ pub(crate) async fn call_record(
         (status = 200, description = "A page of session rows", headers(
             ("X-Next-Cursor" = String, description = "The cursor of the next page"),
             ("X-More" = bool, description = "Whether more rows follow"),
+            ("X-Row-Count" = u32, description = "Rows in this page: fewer received means the transfer was cut"),
         ), content(
             (openapi::Page = "application/json"),
             (String = "application/x-ndjson"),
@@ -450,7 +485,7 @@ pub(crate) async fn call_record(
 )]
 pub(crate) async fn sessions(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -458,7 +493,7 @@ pub(crate) async fn sessions(
     let params = Params::parse(query.as_deref(), &["cursor", "limit", "format"])?;
     let limit = params.limit()?;
     let format = params.format()?;
-    let id = record_id(&id)?;
+    let id = record_id(&path_text(id)?)?;
     let after = match params.position(&state).await? {
         None => None,
         Some(Position::Sessions { id: of, a }) if of == id => a,
@@ -495,6 +530,13 @@ pub(crate) async fn openapi_json(
         document().to_json().unwrap_or_default(),
     )
         .into_response())
+}
+
+/// A path segment, or the JSON `404` every unknown route gets (axum's own rejection, for a segment
+/// that is not UTF-8, would be plain text).
+fn path_text(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(text)| text)
+        .map_err(|_| ApiError::NotFound("no such route; see /api/v1/openapi.json"))
 }
 
 /// A call record id: Graph's are GUIDs, in any case.
@@ -607,6 +649,9 @@ async fn respond(
         "x-more",
         HeaderValue::from_static(if more { "true" } else { "false" }),
     );
+    // What the page holds: a client that got fewer rows was cut off (storage failed midway) and
+    // must not keep the cursor.
+    headers.insert("x-row-count", HeaderValue::from(taken));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     *response.status_mut() = StatusCode::OK;
     Ok((response, end))

@@ -87,6 +87,8 @@ pub(crate) struct Signals {
 #[derive(Debug, Clone)]
 pub(crate) struct ConsumerSignal {
     pub(crate) feed: String,
+    /// Which consumer (a hash of its key: `api::consumer_id`).
+    pub(crate) consumer: String,
     pub(crate) last_read: Option<OffsetDateTime>,
     /// When the entries at the cursor of that read were appended.
     pub(crate) cursor_at: Option<OffsetDateTime>,
@@ -231,7 +233,17 @@ pub(crate) fn assess(s: &Signals, now: OffsetDateTime) -> (Status, Vec<Finding>)
         );
     }
     let stale_after = time::Duration::try_from(s.consumer_stale).unwrap_or(time::Duration::MAX);
+    let retention = s.retention.and_then(|r| time::Duration::try_from(r).ok());
     for consumer in &s.consumers {
+        // A consumer gone for longer than the retention is forgotten: its cursor points at rows
+        // that are deleted, and an admin's one-off read must not degrade the verdict for ever.
+        if consumer
+            .last_read
+            .zip(retention)
+            .is_some_and(|(read, retention)| now - read > retention)
+        {
+            continue;
+        }
         if let Some(read) = consumer.last_read
             && now - read > stale_after
         {
@@ -239,12 +251,12 @@ pub(crate) fn assess(s: &Signals, now: OffsetDateTime) -> (Status, Vec<Finding>)
                 Status::Degraded,
                 "consumerStale",
                 format!(
-                    "the {} feed was last read at {read}: its consumer has stopped (CONSUMER_STALE_DAYS)",
-                    consumer.feed
+                    "the {} feed was last read by consumer {} at {read}: it has stopped \
+                     (CONSUMER_STALE_DAYS)",
+                    consumer.feed, consumer.consumer
                 ),
             );
         }
-        let retention = s.retention.and_then(|r| time::Duration::try_from(r).ok());
         if let (Some(at), Some(retention)) = (consumer.cursor_at, retention)
             && now - at > retention - PURGE_WARNING
         {
@@ -252,9 +264,9 @@ pub(crate) fn assess(s: &Signals, now: OffsetDateTime) -> (Status, Vec<Finding>)
                 Status::Degraded,
                 "consumerBehindRetention",
                 format!(
-                    "the {} feed's consumer is at rows stored {at}: rows it has not read are deleted \
-                     within 7 days (RETENTION_DAYS)",
-                    consumer.feed
+                    "consumer {} of the {} feed is at rows stored {at}: rows it has not read are \
+                     deleted within 7 days (RETENTION_DAYS)",
+                    consumer.consumer, consumer.feed
                 ),
             );
         }
@@ -295,6 +307,31 @@ mod tests {
     fn codes(s: &Signals) -> (Status, Vec<&'static str>) {
         let (status, findings) = assess(s, NOW);
         (status, findings.iter().map(|f| f.code).collect())
+    }
+
+    #[test]
+    fn consumers_are_stale_after_the_limit_behind_near_the_retention_and_forgotten_after_it() {
+        let consumer = |read_days: i64, at_days: i64| ConsumerSignal {
+            feed: "pstncalls".into(),
+            consumer: "ab12cd34ef56".into(),
+            last_read: Some(NOW - time::Duration::days(read_days)),
+            cursor_at: Some(NOW - time::Duration::days(at_days)),
+        };
+        let mut s = healthy();
+        s.consumer_stale = std::time::Duration::from_secs(3 * 86_400);
+        s.retention = Some(std::time::Duration::from_secs(90 * 86_400));
+        s.consumers = vec![consumer(1, 1)];
+        assert_eq!(codes(&s), (Status::Ok, vec![]));
+        s.consumers = vec![consumer(4, 4)];
+        assert_eq!(codes(&s), (Status::Degraded, vec!["consumerStale"]));
+        s.consumers = vec![consumer(0, 84)];
+        assert_eq!(
+            codes(&s),
+            (Status::Degraded, vec!["consumerBehindRetention"])
+        );
+        // Gone for longer than the retention: forgotten.
+        s.consumers = vec![consumer(91, 91)];
+        assert_eq!(codes(&s), (Status::Ok, vec![]));
     }
 
     #[test]

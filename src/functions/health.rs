@@ -43,14 +43,19 @@ pub(crate) fn note_activity(state: &AppState, activity: Activity) {
 /// Records a consumer's read of a feed in the background, at most once a minute per process and
 /// feed: the health check tells a consumer that stopped reading, or fell behind the retention.
 /// `at` is when the rows at the consumer's new cursor were stored.
-pub(crate) fn note_feed_read(state: &AppState, dataset: Dataset, at: Option<OffsetDateTime>) {
+pub(crate) fn note_feed_read(
+    state: &AppState,
+    dataset: Dataset,
+    consumer: String,
+    at: Option<OffsetDateTime>,
+) {
     let now = state.clock.now();
-    if !state.feed.read_mark_due(dataset, now) {
+    if !state.feed.read_mark_due(dataset, &consumer, now) {
         return;
     }
     let feed = state.feed.clone();
     tokio::spawn(async move {
-        if let Err(e) = feed.record_read(dataset, at, now).await {
+        if let Err(e) = feed.record_read(dataset, &consumer, at, now).await {
             tracing::debug!(error = %error_chain(&e), "could not record a feed read");
         }
     });

@@ -49,15 +49,21 @@ pub(crate) async fn run(state: &AppState) -> Result<Option<Purged>, InvocationEr
     let mut result = state.purger.purge_before(&cutoff, deadline).await;
     // The read API's log goes by when entries were appended: as long as the rows they copy.
     let mut feed_entries = 0;
-    if let Ok(purged) = &result
+    if let Ok(purged) = &mut result
         && purged.complete
     {
         match state
             .feed
-            .purge(now - time::Duration::days(i64::from(retention.days)))
+            .purge(
+                now - time::Duration::days(i64::from(retention.days)),
+                deadline,
+            )
             .await
         {
-            Ok(n) => feed_entries = n,
+            Ok((n, complete)) => {
+                feed_entries = n;
+                purged.complete = complete;
+            }
             Err(e) => result = Err(e),
         }
     }

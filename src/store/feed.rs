@@ -189,10 +189,11 @@ pub struct FeedStore {
     ready: Arc<OnceCell<()>>,
     cursor_key: Arc<OnceCell<[u8; 32]>>,
     /// When this process last wrote each feed's consumer row (Unix seconds).
-    reads: Arc<std::sync::Mutex<BTreeMap<Dataset, i64>>>,
+    reads: Arc<std::sync::Mutex<BTreeMap<(Dataset, String), i64>>>,
 }
 
-/// The `AppState` partition of the consumer rows (one per feed: the last read and its cursor).
+/// The `AppState` partition of the consumer rows (one per feed and consumer: the last read and
+/// where it left the consumer).
 pub(crate) const CONSUMER_PARTITION: &str = "Consumer";
 /// At most one consumer-row write per feed per process in this many seconds.
 const READ_MARK_EVERY_SECONDS: i64 = 60;
@@ -224,10 +225,18 @@ impl FeedStore {
         }
     }
 
-    /// Whether this caller records a read of `dataset` now (at most once a minute per process).
-    pub(crate) fn read_mark_due(&self, dataset: Dataset, now: OffsetDateTime) -> bool {
+    /// Whether this caller records a read of `dataset` by `consumer` now (at most once a minute
+    /// per process, feed and consumer).
+    pub(crate) fn read_mark_due(
+        &self,
+        dataset: Dataset,
+        consumer: &str,
+        now: OffsetDateTime,
+    ) -> bool {
         let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
-        let last = reads.entry(dataset).or_insert(i64::MIN);
+        let last = reads
+            .entry((dataset, consumer.to_owned()))
+            .or_insert(i64::MIN);
         let due = now.unix_timestamp().saturating_sub(*last) >= READ_MARK_EVERY_SECONDS;
         if due {
             *last = now.unix_timestamp();
@@ -235,19 +244,22 @@ impl FeedStore {
         due
     }
 
-    /// Records that a consumer read `dataset`'s feed at `now` and stands at rows stored at `at`
-    /// (the health check's consumer rules read it).
+    /// Records that `consumer` read `dataset`'s feed at `now` and stands at rows stored at `at`
+    /// (the health check's consumer rules read it). One row per feed and consumer.
     ///
     /// # Errors
     /// When storage fails.
     pub(crate) async fn record_read(
         &self,
         dataset: Dataset,
+        consumer: &str,
         at: Option<OffsetDateTime>,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         self.ready().await?;
-        let mut row = Entity::new(CONSUMER_PARTITION, dataset.key())
+        let mut row = Entity::new(CONSUMER_PARTITION, format!("{}-{consumer}", dataset.key()))
+            .with("Feed", EdmValue::String(dataset.key().to_owned()))
+            .with("Consumer", EdmValue::String(consumer.to_owned()))
             .with("LastReadAt", EdmValue::DateTime(now));
         if let Some(at) = at {
             row = row.with("CursorAt", EdmValue::DateTime(at));
@@ -294,7 +306,28 @@ impl FeedStore {
                 .cloned()
                 .map(|e| BatchOp::Upsert(e, WriteMode::Replace))
                 .collect();
-            self.log.batch(dataset.key(), ops).await?;
+            match self.log.batch(dataset.key(), ops).await {
+                Ok(_) => {}
+                // A transaction over 4 MiB, or one copy the service refuses (a row at the property
+                // limit, whose copy has two more): one by one, so that one row cannot stop every
+                // later write. A copy refused alone is left out of the log (its row is stored, and
+                // reachable by a time-range read) and logged.
+                Err(e) if e.is_permanent() => {
+                    for entry in chunk {
+                        match self.log.upsert(entry, WriteMode::Replace).await {
+                            Ok(_) => {}
+                            Err(e) if e.is_permanent() => tracing::error!(
+                                error = %e,
+                                dataset = dataset.key(),
+                                row = entry.get_str(ENTRY_ROW).unwrap_or_default(),
+                                "a row could not be copied to the read API's feed"
+                            ),
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
         let took = self.clock.now() - at;
         if took <= self.settle / 2 {
@@ -427,15 +460,23 @@ impl FeedStore {
             .and_then(|row| row.get_binary("Key").and_then(|k| k.try_into().ok())))
     }
 
-    /// Deletes the log entries appended before `cutoff`; the number deleted.
+    /// Deletes the log entries appended before `cutoff`, until done or `deadline`; the number
+    /// deleted, and whether it got to the end.
     ///
     /// # Errors
     /// When storage fails.
-    pub(crate) async fn purge(&self, cutoff: OffsetDateTime) -> Result<u64, StoreError> {
+    pub(crate) async fn purge(
+        &self,
+        cutoff: OffsetDateTime,
+        deadline: tokio::time::Instant,
+    ) -> Result<(u64, bool), StoreError> {
         let upper = time_key(cutoff);
         let mut deleted = 0;
         for dataset in Dataset::ALL {
             loop {
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok((deleted, false));
+                }
                 let query = Query::new()
                     .filter(filter::and(
                         filter::eq("PartitionKey", dataset.key()),
@@ -476,7 +517,7 @@ impl FeedStore {
                 }
             }
         }
-        Ok(deleted)
+        Ok((deleted, true))
     }
 }
 

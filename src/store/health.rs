@@ -200,7 +200,8 @@ impl HealthStore {
             consumers: consumers
                 .iter()
                 .map(|row| ConsumerSignal {
-                    feed: row.row_key.clone(),
+                    feed: row.get_str("Feed").unwrap_or(&row.row_key).to_owned(),
+                    consumer: row.get_str("Consumer").unwrap_or_default().to_owned(),
                     last_read: row.get_datetime("LastReadAt"),
                     cursor_at: row.get_datetime("CursorAt"),
                 })
@@ -271,7 +272,8 @@ impl HealthStore {
                 "lastError": text(purge.as_ref(), "LastError"),
             },
             "consumers": consumers.iter().map(|row| json!({
-                "feed": row.row_key,
+                "feed": text(Some(row), "Feed"),
+                "consumer": text(Some(row), "Consumer"),
                 "lastReadAt": time_text(row.get_datetime("LastReadAt")),
                 "cursorAt": time_text(row.get_datetime("CursorAt")),
             })).collect::<Vec<_>>(),
