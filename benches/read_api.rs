@@ -210,9 +210,13 @@ async fn run() {
     let table = azurite_table(&TableNames::default().feed);
     let started = Instant::now();
     let raw = table
-        .query_all(&teams_cdr_functions::Query::new().filter(
-            teams_cdr_functions::table_filter::eq("PartitionKey", "pstncalls"),
-        ))
+        .query_all(&teams_cdr_functions::Query::new().filter({
+            use teams_cdr_functions::table_filter::{Op, and, cmp};
+            and(
+                cmp("PartitionKey", Op::Ge, "pstncalls-"),
+                cmp("PartitionKey", Op::Lt, "pstncalls."),
+            )
+        }))
         .await
         .unwrap();
     let elapsed = started.elapsed();

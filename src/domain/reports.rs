@@ -173,10 +173,84 @@ pub(crate) fn plan(
     Plan { windows, deep }
 }
 
+/// The windows of a plan in the order a pull reads them: first the ones at or after `through`
+/// (never completed: each one done moves the checkpoint), then the re-reads before it (the
+/// look-back, and the deep look-back). A window that straddles `through` is split there. A pull
+/// whose re-reads alone outlast its time budget therefore still moves its checkpoint every run;
+/// read in time order, such a pull would re-read the same days on every run and never get further.
+pub(crate) fn frontier_first(
+    windows: &[Window],
+    through: Option<OffsetDateTime>,
+) -> Vec<(Window, bool)> {
+    let Some(through) = through else {
+        return windows.iter().map(|w| (*w, true)).collect();
+    };
+    let mut fresh = Vec::new();
+    let mut reread = Vec::new();
+    for w in windows {
+        if w.from >= through {
+            fresh.push((*w, true));
+        } else if w.to <= through {
+            reread.push((*w, false));
+        } else {
+            reread.push((
+                Window {
+                    from: w.from,
+                    to: through,
+                },
+                false,
+            ));
+            fresh.push((
+                Window {
+                    from: through,
+                    to: w.to,
+                },
+                true,
+            ));
+        }
+    }
+    fresh.extend(reread);
+    fresh
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn new_windows_come_before_re_reads_and_a_straddling_window_is_split() {
+        let w = |from: OffsetDateTime, to: OffsetDateTime| Window { from, to };
+        let windows = [
+            w(
+                datetime!(2026-11-25 00:00 UTC),
+                datetime!(2026-11-26 00:00 UTC),
+            ),
+            w(
+                datetime!(2026-11-26 00:00 UTC),
+                datetime!(2026-11-27 00:00 UTC),
+            ),
+            w(
+                datetime!(2026-11-27 00:00 UTC),
+                datetime!(2026-11-28 00:00 UTC),
+            ),
+        ];
+        let through = datetime!(2026-11-26 09:00 UTC);
+        assert_eq!(
+            frontier_first(&windows, Some(through)),
+            vec![
+                (w(through, datetime!(2026-11-27 00:00 UTC)), true),
+                (windows[2], true),
+                (windows[0], false),
+                (w(datetime!(2026-11-26 00:00 UTC), through), false),
+            ]
+        );
+        assert!(
+            frontier_first(&windows, None)
+                .iter()
+                .all(|(_, fresh)| *fresh)
+        );
+    }
 
     const NOW: OffsetDateTime = datetime!(2026-11-28 10:15:07.25 UTC);
 

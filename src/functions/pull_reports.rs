@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use tracing::Instrument as _;
 
-use crate::domain::reports::{Plan, Report, Window, plan};
+use crate::domain::reports::{Plan, Report, Window, frontier_first, plan};
 use crate::error::InvocationError;
 use crate::graph::GraphError;
 use crate::graph::pages::ListPage;
@@ -113,23 +113,29 @@ async fn pull(state: &AppState, report: Report) -> Result<(), InvocationError> {
         }
     };
     let Plan { windows, deep } = plan(&held.checkpoint, now, &config.settings);
+    // New windows first (their rows are new to the read API's log, or were stored by a pull that
+    // died before its checkpoint and are logged again: allowed), then the re-reads.
+    let windows = frontier_first(&windows, held.checkpoint.through);
     let started = tokio::time::Instant::now();
     let mut finish = Finish::default();
     let mut rows = 0u64;
     let mut requests = 0u64;
     let mut completed = 0usize;
     let mut pending = Pending::new();
-    for window in &windows {
+    for (window, fresh) in &windows {
         if started.elapsed() > config.run_budget {
             finish.error = Some("the run's time budget ran out; the next run goes on".to_owned());
             break;
         }
-        match pull_window(state, &mut held, *window, &mut requests).await {
+        match pull_window(state, &mut held, *window, *fresh, &mut requests).await {
             Ok((stored, bad)) => {
                 rows += stored;
                 completed += 1;
-                // The window is complete: the checkpoint may move past it.
-                pending.through = Some(window.to);
+                // A new window complete: the checkpoint may move past it (new windows come in
+                // time order; a re-read lies before the checkpoint and leaves it where it is).
+                if *fresh {
+                    pending.through = Some(window.to);
+                }
                 pending.stored += stored;
                 pending.bad.extend(bad);
                 if pending.is_due() && !flush(state, &mut held, &mut pending).await? {
@@ -219,6 +225,7 @@ async fn pull_window(
     state: &AppState,
     held: &mut Held,
     window: Window,
+    fresh: bool,
     requests: &mut u64,
 ) -> Result<(u64, Vec<BadRow>), Stop> {
     let report = held.report;
@@ -234,7 +241,7 @@ async fn pull_window(
     loop {
         let page = ListPage::parse(&response.body)
             .map_err(|e| Stop::Pages(format!("{} page: {e}", report.function())))?;
-        let written = state.reports.write_page(report, &page.value).await?;
+        let written = state.reports.write_page(report, &page.value, fresh).await?;
         log_bad_rows(&written.bad);
         stored += written.stored;
         bad.extend(written.bad);

@@ -5,7 +5,7 @@
 //! reader that paged through the data tables by a "stored at" column would skip a row committed
 //! late with an early time. Instead every writer appends a copy of each row it stores or changes
 //! to the log, under a key that starts with the time of the append (`{µs since 1970, 17 digits}-
-//! {row key}`, one partition per data set), and a reader reads the log only up to a settle horizon
+//! {row key}`, one partition per data set and day), and a reader reads the log only up to a settle horizon
 //! (`FEED_SETTLE_SECONDS`, 300 s) behind the present. An entry's key time is read just before it is
 //! written, and a writer whose append took longer than half the settle time appends again under a
 //! new time (see [`FeedStore::append`]), so every entry keyed before the horizon has landed by the
@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{StreamExt as _, TryStreamExt as _};
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
@@ -33,6 +34,8 @@ pub(crate) const ENTRY_PARTITION: &str = "FeedPartitionKey";
 pub(crate) const ENTRY_ROW: &str = "FeedRowKey";
 /// Transactions take at most 100 operations.
 const BATCH_MAX: usize = 100;
+/// Transactions of one append in flight at once.
+const APPENDS_IN_FLIGHT: usize = 4;
 /// Appends tried before giving up (each after the previous took too long).
 const APPEND_TRIES: usize = 3;
 
@@ -83,6 +86,37 @@ impl Dataset {
             Self::DirectRoutingCalls => "inviteDateTime",
         }
     }
+}
+
+/// The log's partition of `dataset` for entries appended at `at`: one a day (`callrecords-20261129`),
+/// so that no partition grows without end (Table storage serves a partition from one server) and
+/// the purge drops whole days. Partition and row keys both start with the time, so the log's order
+/// (partition, then row key) is the order of appends.
+fn partition(dataset: Dataset, at: OffsetDateTime) -> String {
+    let d = at.to_offset(time::UtcOffset::UTC).date();
+    format!(
+        "{}-{:04}{:02}{:02}",
+        dataset.key(),
+        d.year(),
+        u8::from(d.month()),
+        d.day()
+    )
+}
+
+/// Every partition of `dataset`'s log.
+fn all_partitions(dataset: Dataset) -> String {
+    filter::and(
+        filter::cmp(
+            "PartitionKey",
+            filter::Op::Ge,
+            format!("{}-00000000", dataset.key()).as_str(),
+        ),
+        filter::cmp(
+            "PartitionKey",
+            filter::Op::Le,
+            format!("{}-99999999", dataset.key()).as_str(),
+        ),
+    )
 }
 
 /// The log's row key for an entry appended at `at` for data row `row_key`.
@@ -290,7 +324,7 @@ impl FeedStore {
             .iter()
             .map(|row| {
                 let key = entry_key(at, &row.row_key);
-                let mut entry = Entity::new(dataset.key(), key.clone());
+                let mut entry = Entity::new(partition(dataset, at), key.clone());
                 for (name, value) in &row.properties {
                     entry.set(name.clone(), value.clone());
                 }
@@ -300,35 +334,19 @@ impl FeedStore {
             })
             .collect();
         let entries: Vec<Entity> = entries.into_values().collect();
-        for chunk in entries.chunks(BATCH_MAX) {
-            let ops = chunk
-                .iter()
-                .cloned()
-                .map(|e| BatchOp::Upsert(e, WriteMode::Replace))
-                .collect();
-            match self.log.batch(dataset.key(), ops).await {
-                Ok(_) => {}
-                // A transaction over 4 MiB, or one copy the service refuses (a row at the property
-                // limit, whose copy has two more): one by one, so that one row cannot stop every
-                // later write. A copy refused alone is left out of the log (its row is stored, and
-                // reachable by a time-range read) and logged.
-                Err(e) if e.is_permanent() => {
-                    for entry in chunk {
-                        match self.log.upsert(entry, WriteMode::Replace).await {
-                            Ok(_) => {}
-                            Err(e) if e.is_permanent() => tracing::error!(
-                                error = %e,
-                                dataset = dataset.key(),
-                                row = entry.get_str(ENTRY_ROW).unwrap_or_default(),
-                                "a row could not be copied to the read API's feed"
-                            ),
-                            Err(e) => return Err(e),
-                        }
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let pk = partition(dataset, at);
+        // Transactions of one append go in parallel, as the data writes do.
+        let tasks: Vec<_> = entries
+            .chunks(BATCH_MAX)
+            .map(|chunk| {
+                let (store, pk, chunk) = (self.clone(), pk.clone(), chunk.to_vec());
+                async move { store.append_chunk(dataset, &pk, &chunk).await }
+            })
+            .collect();
+        futures::stream::iter(tasks)
+            .buffer_unordered(APPENDS_IN_FLIGHT)
+            .try_collect::<Vec<()>>()
+            .await?;
         let took = self.clock.now() - at;
         if took <= self.settle / 2 {
             return Ok(Appended::InTime);
@@ -339,6 +357,42 @@ impl FeedStore {
             "feed entries took longer than half the settle time to write; writing them again"
         );
         Ok(Appended::Late)
+    }
+
+    /// One transaction of an append. A transaction over 4 MiB, or one copy the service refuses (a
+    /// row at the property limit, whose copy has two more), is written one by one instead, so that
+    /// one row cannot stop every later write: a copy refused alone is left out of the log (its row
+    /// is stored, and reachable by a time-range read) and logged.
+    async fn append_chunk(
+        &self,
+        dataset: Dataset,
+        pk: &str,
+        chunk: &[Entity],
+    ) -> Result<(), StoreError> {
+        let ops = chunk
+            .iter()
+            .cloned()
+            .map(|e| BatchOp::Upsert(e, WriteMode::Replace))
+            .collect();
+        match self.log.batch(pk, ops).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_permanent() => {
+                for entry in chunk {
+                    match self.log.upsert(entry, WriteMode::Replace).await {
+                        Ok(_) => {}
+                        Err(e) if e.is_permanent() => tracing::error!(
+                            error = %e,
+                            dataset = dataset.key(),
+                            row = entry.get_str(ENTRY_ROW).unwrap_or_default(),
+                            "a row could not be copied to the read API's feed"
+                        ),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// [`FeedStore::append`] until an append is in time, at most [`APPEND_TRIES`] times.
@@ -368,7 +422,7 @@ impl FeedStore {
     pub(crate) fn feed(&self, dataset: Dataset, after_key: Option<&str>) -> Scan {
         let upper = time_key(self.horizon());
         let mut f = filter::and(
-            filter::eq("PartitionKey", dataset.key()),
+            all_partitions(dataset),
             filter::cmp("RowKey", filter::Op::Lt, upper.as_str()),
         );
         if let Some(after_key) = after_key {
@@ -479,7 +533,7 @@ impl FeedStore {
                 }
                 let query = Query::new()
                     .filter(filter::and(
-                        filter::eq("PartitionKey", dataset.key()),
+                        all_partitions(dataset),
                         filter::cmp("RowKey", filter::Op::Lt, upper.as_str()),
                     ))
                     .select(["PartitionKey", "RowKey"])
@@ -492,28 +546,37 @@ impl FeedStore {
                 if page.entities.is_empty() {
                     break;
                 }
-                for chunk in page.entities.chunks(BATCH_MAX) {
-                    let ops: Vec<BatchOp> = chunk
-                        .iter()
-                        .map(|e| BatchOp::Delete {
-                            rk: e.row_key.clone(),
-                            if_match: None,
-                        })
-                        .collect();
-                    match self.log.batch(dataset.key(), ops).await {
-                        Ok(_) => {}
-                        // Deleted meanwhile by another purge: one by one.
-                        Err(StoreError::BatchFailed { .. }) => {
-                            for e in chunk {
-                                match self.log.delete(dataset.key(), &e.row_key, None).await {
-                                    Ok(_) | Err(StoreError::NotFound) => {}
-                                    Err(e) => return Err(e),
+                let mut by_partition: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+                for e in &page.entities {
+                    by_partition
+                        .entry(&e.partition_key)
+                        .or_default()
+                        .push(&e.row_key);
+                }
+                for (pk, keys) in by_partition {
+                    for chunk in keys.chunks(BATCH_MAX) {
+                        let ops: Vec<BatchOp> = chunk
+                            .iter()
+                            .map(|rk| BatchOp::Delete {
+                                rk: (*rk).to_owned(),
+                                if_match: None,
+                            })
+                            .collect();
+                        match self.log.batch(pk, ops).await {
+                            Ok(_) => {}
+                            // Deleted meanwhile by another purge: one by one.
+                            Err(StoreError::BatchFailed { .. }) => {
+                                for rk in chunk {
+                                    match self.log.delete(pk, rk, None).await {
+                                        Ok(_) | Err(StoreError::NotFound) => {}
+                                        Err(e) => return Err(e),
+                                    }
                                 }
                             }
+                            Err(e) => return Err(e),
                         }
-                        Err(e) => return Err(e),
+                        deleted += chunk.len() as u64;
                     }
-                    deleted += chunk.len() as u64;
                 }
             }
         }
@@ -534,5 +597,11 @@ mod tests {
         assert!(b < time_key(datetime!(2026-11-29 10:00:00.000002 UTC)));
         assert!(a > time_key(datetime!(2026-11-29 10:00:00 UTC)));
         assert_eq!(time_key(datetime!(2026-11-29 10:00:00 UTC)).len(), 17);
+        // Partitions sort by day within a data set, and stay inside its range.
+        let day = |at| partition(Dataset::PstnCalls, at);
+        assert_eq!(day(datetime!(2026-11-29 23:59 UTC)), "pstncalls-20261129");
+        assert!(day(datetime!(2026-11-29 23:59 UTC)) < day(datetime!(2026-11-30 00:00 UTC)));
+        assert!(day(datetime!(2026-11-29 23:59 UTC)).as_str() > "pstncalls-00000000");
+        assert!(day(datetime!(9999-12-31 23:59 UTC)).as_str() <= "pstncalls-99999999");
     }
 }

@@ -237,6 +237,44 @@ async fn stored_hashes(
         .collect())
 }
 
+/// Rows a process remembers the hash of: about a day of a 10,000-call tenant's report rows (a
+/// few MB), enough for every look-back but the daily deep one, which reads what it does not find.
+const RECENT_HASHES: usize = 50_000;
+
+/// The `SourceHash` of the rows this process wrote lately, oldest forgotten first: a look-back
+/// reads most rows again unchanged, and without this it would read their hashes from storage on
+/// every pull (cheap on Azure, a scan of the whole table on Azurite).
+#[derive(Debug, Default)]
+struct RecentHashes {
+    hashes: std::collections::HashMap<(Report, String, String), String>,
+    order: std::collections::VecDeque<(Report, String, String)>,
+}
+
+impl RecentHashes {
+    fn key(report: Report, row: &Entity) -> (Report, String, String) {
+        (report, row.partition_key.clone(), row.row_key.clone())
+    }
+
+    fn get(&self, report: Report, row: &Entity) -> Option<&str> {
+        self.hashes.get(&Self::key(report, row)).map(String::as_str)
+    }
+
+    fn put(&mut self, report: Report, row: &Entity) {
+        let Some(hash) = row.get_str(SOURCE_HASH) else {
+            return;
+        };
+        let key = Self::key(report, row);
+        if self.hashes.insert(key.clone(), hash.to_owned()).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > RECENT_HASHES {
+            if let Some(old) = self.order.pop_front() {
+                self.hashes.remove(&old);
+            }
+        }
+    }
+}
+
 /// The read API's data set of `report`.
 pub(crate) fn feed_dataset(report: Report) -> Dataset {
     match report {
@@ -291,6 +329,8 @@ pub(crate) struct ReportStore {
     app_state: TableStore,
     /// The read API's log: new and changed rows are appended before they are written.
     feed: FeedStore,
+    /// The hashes of rows this process wrote lately.
+    recent: Arc<std::sync::Mutex<RecentHashes>>,
     ready: Arc<OnceCell<()>>,
 }
 
@@ -306,6 +346,7 @@ impl ReportStore {
             direct_routing,
             app_state,
             feed,
+            recent: Arc::default(),
             ready: Arc::new(OnceCell::new()),
         }
     }
@@ -328,7 +369,9 @@ impl ReportStore {
     }
 
     /// Stores one page of rows: the rows that convert, upserted per partition in transactions of
-    /// up to 100; the others are returned as bad rows. A row twice in a page is written once.
+    /// up to 100; the others are returned as bad rows. A row twice in a page is written once. New
+    /// and changed rows are first appended to the read API's log; `fresh` says the page is of a
+    /// window no pull completed before, so that every row counts as new without a read.
     ///
     /// # Errors
     /// When storage fails or refuses; nothing of the page is then known to be stored.
@@ -336,6 +379,7 @@ impl ReportStore {
         &self,
         report: Report,
         rows: &[&RawValue],
+        fresh: bool,
     ) -> Result<PageWrite, StoreError> {
         self.ready().await?;
         let mut result = PageWrite::default();
@@ -362,20 +406,46 @@ impl ReportStore {
         let table = self.table(report).clone();
         // New and changed rows go to the read API's log first: a crash before the rows are written
         // leaves them to the next pull, which finds them new again.
+        // In a window never completed before (`fresh`), every row is new: no need to read what
+        // is stored (a month's back-fill reads nothing).
         let mut changed = Vec::new();
         for (partition, rows) in &partitions {
-            let known = stored_hashes(&table, partition, rows).await?;
-            changed.extend(
-                rows.values()
-                    .filter(|row| {
-                        known.get(&row.row_key).map(String::as_str) != row.get_str(SOURCE_HASH)
-                    })
-                    .cloned(),
-            );
+            if fresh {
+                changed.extend(rows.values().cloned());
+                continue;
+            }
+            // Rows this process wrote lately with the same hash are unchanged without a read;
+            // only the others are compared with what is stored.
+            let unknown: BTreeMap<String, Entity> = {
+                let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+                rows.iter()
+                    .filter(|(_, row)| recent.get(report, row) != row.get_str(SOURCE_HASH))
+                    .map(|(k, row)| (k.clone(), row.clone()))
+                    .collect()
+            };
+            if unknown.is_empty() {
+                continue;
+            }
+            let known = stored_hashes(&table, partition, &unknown).await?;
+            changed.extend(unknown.into_values().filter(|row| {
+                known.get(&row.row_key).map(String::as_str) != row.get_str(SOURCE_HASH)
+            }));
         }
         self.feed
             .append_until_in_time(feed_dataset(report), &changed)
             .await?;
+        // Remembered once written (a refused row too: it is not logged again on every pull).
+        let keys: Vec<Entity> = partitions
+            .values()
+            .flat_map(BTreeMap::values)
+            .map(|row| {
+                let mut key = Entity::new(&row.partition_key, &row.row_key);
+                if let Some(hash) = row.get(SOURCE_HASH) {
+                    key.set(SOURCE_HASH, hash.clone());
+                }
+                key
+            })
+            .collect();
         let mut batches = Vec::new();
         for (partition, rows) in partitions {
             let mut rows = rows.into_values().peekable();
@@ -395,6 +465,10 @@ impl ReportStore {
         for (stored, bad) in written {
             result.stored += stored;
             result.bad.extend(bad);
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        for key in &keys {
+            recent.put(report, key);
         }
         Ok(result)
     }
