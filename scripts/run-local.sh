@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the app's main job locally with no Azure account: Azurite on its default ports (data kept in
-# .azurite/), the Graph simulator (`graph-sim`) standing in for a Teams tenant, and the handler in
+# Runs the app's main job locally with no Azure account: Azurite on its default ports (a fresh
+# store in .azurite/storage each run), the Graph simulator (`graph-sim`) standing in for a Teams tenant, and the handler in
 # standalone mode on http://localhost:7071, consuming its own queue.
 #
 # The handler subscribes itself to the simulator's call records (MaintainSubscription runs at
@@ -11,7 +11,8 @@
 # CallRecords, CallRecordSessions and CallRecordBodies tables. Meanwhile its timer pulls the tenant's
 # PSTN and Direct Routing reports into PstnCalls and DirectRoutingCalls (every 30 s here, every
 # 15 minutes by default; rows appear in the simulated reports 30 simulated minutes after their call).
-# Every 10 s it prints what is stored.
+# Every 10 s it prints, per source, what the tenant has made against what is stored, and the
+# health verdict.
 # Simulated time runs 60x faster, so two hours of calls arrive in about two minutes. Ctrl-C stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,9 +23,13 @@ cargo build --locked --release --workspace --bins
 export PORT="${PORT:-7071}"
 SIM_PORT="${SIM_PORT:-7072}"
 mkdir -p .azurite
+# Every run is a new simulated tenant: its storage starts empty, so that "made" and "stored" below
+# compare the same tenant (the handler log and the simulator's output stay in .azurite/).
+rm -rf .azurite/storage
+mkdir -p .azurite/storage
 # Azurite and the simulator run in their own sessions: Ctrl-C reaches the handler (which stops
 # first, see cleanup) and not the services it is still using.
-setsid node_modules/.bin/azurite --silent --skipApiVersionCheck --disableTelemetry --location .azurite \
+setsid node_modules/.bin/azurite --silent --skipApiVersionCheck --disableTelemetry --location .azurite/storage \
   --debug .azurite/debug.log >/dev/null &
 azurite_pid=$!
 sim_pid=
