@@ -137,7 +137,10 @@ impl App {
     ///
     /// # Errors
     /// When the CA bundle, the credential or the socket cannot be set up.
-    pub async fn build_with(config: Config, options: AppOptions) -> anyhow::Result<Self> {
+    pub async fn build_with(config: Config, mut options: AppOptions) -> anyhow::Result<Self> {
+        if let Some(clock) = config.accelerated_clock {
+            options.clock = Arc::new(clock);
+        }
         // The longest one storage write can take: every try runs into the request timeout, with
         // the pipeline's waits in between. A writer's lease must outlive it, or a write that
         // stalled could land after another writer took the record over (and bring back an old
@@ -199,15 +202,16 @@ impl App {
             ],
             table(&config.tables.sessions)?,
             Arc::clone(&options.clock),
-            config.read_api.settle,
+            options.clock.clock_span(config.read_api.settle),
         );
         let records = CallRecordStore::new(
             table(&config.tables.call_records)?,
             table(&config.tables.sessions)?,
             table(&config.tables.bodies)?,
             table(&config.tables.app_state)?,
-            config.write_lease,
-            fence,
+            // The store compares both with the clock's timestamps.
+            options.clock.clock_span(config.write_lease),
+            options.clock.clock_span(fence),
         )
         .with_feed(feed.clone());
         let reports = ReportStore::new(
@@ -391,15 +395,17 @@ impl App {
 /// How long in-flight requests may go on after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// The Functions host's queue-trigger defaults (`host.json`), except the visibility while a message
-/// runs: the host renews it as long as the function runs; this consumer hides a message for 5 minutes,
-/// longer than any fetch, so a crashed run's messages come back after that.
+/// The Functions host's queue-trigger settings (`host.json`). While a message runs, the host keeps it
+/// hidden for as long as the function runs; this consumer hides it a minute at a time, so that the
+/// messages of a process that died come back within a minute.
 fn standalone_consumer() -> ConsumerOptions {
     ConsumerOptions {
         function: "FetchCallRecord",
         binding: functions::fetch_call_record::BINDING,
         batch_size: 16,
-        visibility: Duration::from_secs(300),
+        new_batch_threshold: 8,
+        running_visibility: Duration::from_secs(60),
+        retry_visibility: Duration::from_secs(30),
         max_dequeue_count: 5,
         max_poll_interval: Duration::from_secs(10),
     }

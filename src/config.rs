@@ -93,6 +93,9 @@ pub struct Config {
     pub read_api_keys: Vec<SecretString>,
     /// The read API's feeds and their consumers.
     pub read_api: ReadApiConfig,
+    /// `ACCELERATED_CLOCK` (standalone mode only; the reliability test and the local run): read the
+    /// time from this clock, shared with the Graph simulator, instead of the system's.
+    pub accelerated_clock: Option<crate::clock::AcceleratedClock>,
 }
 
 /// The read API (`/api/v1`).
@@ -161,7 +164,9 @@ pub struct SubscriptionConfig {
     /// `Reconcile` run compares with what is stored. 26 h covers a day-long call whose record
     /// appears 150 minutes after it ended.
     pub reconcile_lookback: Duration,
-    /// How long one `Reconcile` run may go on before it leaves the rest of its windows to the next.
+    /// `RECONCILE_BUDGET_SECONDS` (240, 30–600): how long one `Reconcile` run may go on before it
+    /// leaves the rest of its windows to the next. Its lease is twice this, so a run that crashed
+    /// holds up the next ones that long.
     pub reconcile_budget: Duration,
 }
 
@@ -390,6 +395,21 @@ impl Config {
             ));
         }
         let write_lease = seconds(&settings, "CALLRECORD_WRITE_LEASE_SECONDS", 300, 2..=3600)?;
+        let accelerated_clock = match settings.get("ACCELERATED_CLOCK") {
+            None => None,
+            // Under the host, timers and queue delays follow the host's real clock: a fast clock
+            // of our own would disagree with them.
+            Some(_) if mode == RunMode::CustomHandler => {
+                return Err(ConfigError::malformed(
+                    "ACCELERATED_CLOCK",
+                    "is for standalone mode only (tests and the local run)",
+                ));
+            }
+            Some(value) => Some(
+                crate::clock::AcceleratedClock::parse(value)
+                    .map_err(|reason| ConfigError::malformed("ACCELERATED_CLOCK", reason))?,
+            ),
+        };
         let storage_request_timeout =
             seconds(&settings, "STORAGE_REQUEST_TIMEOUT_SECONDS", 30, 1..=300)?;
         let fetch = fetch_config(&settings)?;
@@ -435,6 +455,7 @@ impl Config {
             retention,
             read_api_keys,
             read_api,
+            accelerated_clock,
         })
     }
 }
@@ -688,7 +709,7 @@ fn subscription_config(settings: &Settings) -> Result<SubscriptionConfig, Config
         reconcile_lookback: Duration::from_secs(
             u64::from(number(settings, "RECONCILE_LOOKBACK_HOURS", 26, 1..=720)?) * 3600,
         ),
-        reconcile_budget: Duration::from_secs(240),
+        reconcile_budget: seconds(settings, "RECONCILE_BUDGET_SECONDS", 240, 30..=600)?,
     })
 }
 
@@ -995,6 +1016,30 @@ mod tests {
 
     fn load(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::from_vars(RunMode::CustomHandler, base(extra))
+    }
+
+    #[test]
+    fn an_accelerated_clock_is_for_standalone_mode_only() {
+        let clock = (
+            "ACCELERATED_CLOCK",
+            "2026-11-20T00:00:00Z,2026-11-29T06:30:00Z,600",
+        );
+        assert_eq!(
+            load(&[clock]).unwrap_err().to_string(),
+            ConfigError::malformed(
+                "ACCELERATED_CLOCK",
+                "is for standalone mode only (tests and the local run)"
+            )
+            .to_string()
+        );
+        let standalone = Config::from_vars(RunMode::Standalone, base(&[clock])).unwrap();
+        assert_eq!(
+            standalone.accelerated_clock.map(|c| c.factor()),
+            Some(600.0)
+        );
+        let bad = ("ACCELERATED_CLOCK", "2026-11-20T00:00:00Z,now,600");
+        assert!(Config::from_vars(RunMode::Standalone, base(&[bad])).is_err());
+        assert!(load(&[]).unwrap().accelerated_clock.is_none());
     }
 
     #[test]

@@ -181,6 +181,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     SUBSCRIPTION_SCHEDULE: '0 0 */2 * * *'
     RECONCILE_SCHEDULE: '0 30 * * * *'
     RECONCILE_LOOKBACK_HOURS: '26'
+    RECONCILE_BUDGET_SECONDS: '240'
     PURGE_SCHEDULE: '0 15 3 * * *'
     NOTIFICATION_URL: 'https://${hostName}/api/notifications'
     LIFECYCLE_NOTIFICATION_URL: 'https://${hostName}/api/lifecycle'

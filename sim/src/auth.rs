@@ -83,7 +83,7 @@ async fn client_credentials(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let endpoint = Endpoint::Token;
-    if state.dice.token_fails() {
+    if state.dice.token_fails(state.clock.now()) {
         return tagged(
             endpoint,
             oauth_error(
@@ -149,7 +149,7 @@ async fn managed_identity(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let endpoint = Endpoint::ManagedIdentityToken;
-    if state.dice.token_fails() {
+    if state.dice.token_fails(state.clock.now()) {
         return tagged(
             endpoint,
             (StatusCode::SERVICE_UNAVAILABLE, "simulated outage"),

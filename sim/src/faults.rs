@@ -39,6 +39,9 @@ pub struct Faults {
     /// `429` with [`Faults::retry_after`] on Graph data requests (on top of the real limits).
     pub throttle_rate: f64,
     pub retry_after: RetryAfter,
+    /// When set, every other `429` (by draw) carries this `Retry-After` instead: Graph sends whole
+    /// and fractional seconds alike.
+    pub retry_after_alternate: Option<RetryAfter>,
     /// `503` or `504` (alternating by draw) on Graph data requests.
     pub unavailable_rate: f64,
     /// Responses delayed by [`Faults::slow_by`].
@@ -48,6 +51,8 @@ pub struct Faults {
     pub reset_rate: f64,
     /// Token endpoint answers `503`.
     pub token_failure_rate: f64,
+    /// ... and always does inside these windows (tenant clock): an identity outage of some minutes.
+    pub token_outages: Vec<(OffsetDateTime, OffsetDateTime)>,
     /// A notification item delivered twice.
     pub duplicate_rate: f64,
     /// A notification item never delivered.
@@ -64,11 +69,13 @@ impl Default for Faults {
         Self {
             throttle_rate: 0.0,
             retry_after: RetryAfter::Fractional(2.128),
+            retry_after_alternate: None,
             unavailable_rate: 0.0,
             slow_rate: 0.0,
             slow_by: Duration::from_millis(500),
             reset_rate: 0.0,
             token_failure_rate: 0.0,
+            token_outages: Vec::new(),
             duplicate_rate: 0.0,
             drop_rate: 0.0,
             reorder: false,
@@ -122,7 +129,10 @@ impl FaultDice {
                 rng.next_u64(),
             );
             let fault = if throttle < c.throttle_rate {
-                RequestFault::Throttle(c.retry_after)
+                RequestFault::Throttle(match c.retry_after_alternate {
+                    Some(other) if which % 4 >= 2 => other,
+                    _ => c.retry_after,
+                })
             } else if unavailable < c.unavailable_rate {
                 RequestFault::Unavailable(if which % 2 == 0 { 503 } else { 504 })
             } else if reset < c.reset_rate {
@@ -134,10 +144,17 @@ impl FaultDice {
         })
     }
 
-    pub fn token_fails(&self) -> bool {
-        Self::roll(&self.tokens, |rng| {
+    /// Whether a token request at tenant time `at` fails.
+    pub fn token_fails(&self, at: OffsetDateTime) -> bool {
+        let drawn = Self::roll(&self.tokens, |rng| {
             rng.chance(self.config.token_failure_rate)
-        })
+        });
+        drawn
+            || self
+                .config
+                .token_outages
+                .iter()
+                .any(|(from, to)| *from <= at && at < *to)
     }
 
     /// (dropped, duplicated) for one notification item.

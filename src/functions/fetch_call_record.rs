@@ -255,6 +255,10 @@ async fn setback(
     let detail = crate::error::error_chain(&error);
     let throttled_for = state.graph.throttled_for(&job.id);
     let kind = match classify(&error, throttled_for) {
+        // Graph's `Retry-After` is real time; the retry is planned on the app's clock.
+        Ok(Setback::Throttled { retry_after }) => Setback::Throttled {
+            retry_after: state.clock.clock_span(retry_after),
+        },
         Ok(kind) => kind,
         Err(reason) => return give_up(state, job, reason, &detail).await,
     };
@@ -329,7 +333,11 @@ async fn put_back(
 ) -> Result<(), InvocationError> {
     let mut job = job.clone();
     job.not_before = Some(due);
-    let delay = fetch::queue_delay(due, now, state.max_queue_delay);
+    // `due` is on the app's clock; the queue waits in real time.
+    let delay = state
+        .clock
+        .real_span(fetch::queue_delay(due, now, std::time::Duration::MAX))
+        .min(state.max_queue_delay);
     // Whole seconds, rounded up: a message that surfaced a fraction early would be put back again.
     let secs =
         u32::try_from(delay.as_secs() + u64::from(delay.subsec_nanos() > 0)).unwrap_or(u32::MAX);

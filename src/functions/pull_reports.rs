@@ -104,7 +104,7 @@ async fn pull(state: &AppState, report: Report) -> Result<(), InvocationError> {
     let config = &state.reports_config;
     let owner = crate::random::token();
     let now = state.clock.now();
-    let until = now + config.lease;
+    let until = now + state.clock.clock_span(config.lease);
     let mut held = match state.reports.claim(report, &owner, now, until).await? {
         Ok(held) => held,
         Err(taken) => {
@@ -255,7 +255,7 @@ async fn pull_window(
             )));
         }
         // Renewed only when half of it has passed: a page costs no checkpoint write.
-        let lease = state.reports_config.lease;
+        let lease = state.clock.clock_span(state.reports_config.lease);
         if held.until - state.clock.now() < lease / 2 {
             keep_lease(state, held, None, 0, &[]).await?;
         }
@@ -277,7 +277,7 @@ async fn keep_lease(
     stored: u64,
     bad: &[BadRow],
 ) -> Result<(), Stop> {
-    let until = state.clock.now() + state.reports_config.lease;
+    let until = state.clock.now() + state.clock.clock_span(state.reports_config.lease);
     if state
         .reports
         .advance(held, through, stored, bad, until)

@@ -37,7 +37,12 @@ pub(crate) async fn run(state: &AppState) -> Result<Option<Purged>, InvocationEr
     let owner = crate::random::token();
     let Some(held) = state
         .lifecycle
-        .claim(LeaseRow::Purge, &owner, now, now + retention.budget * 2)
+        .claim(
+            LeaseRow::Purge,
+            &owner,
+            now,
+            now + state.clock.clock_span(retention.budget * 2),
+        )
         .await?
     else {
         tracing::info!(outcome = "skipped", "another purge is running");

@@ -95,7 +95,7 @@ pub(crate) async fn run(state: &AppState) -> Result<Option<SweepReport>, Invocat
     let now = state.clock.now();
     let owner = crate::random::token();
     // The lease outlives the budget: a run stops at its budget, then records how it went.
-    let until = now + budget * 2;
+    let until = now + state.clock.clock_span(budget * 2);
     let Some(held) = state
         .lifecycle
         .claim(LeaseRow::Reconcile, &owner, now, until)

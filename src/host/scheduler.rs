@@ -77,7 +77,8 @@ pub(crate) async fn run(
                 };
                 // Wait in steps: the clock may be the simulator's, faster than real time.
                 while clock.now() < due && !*stop.borrow() {
-                    let left = Duration::try_from(due - clock.now()).unwrap_or(Duration::ZERO);
+                    let left = clock
+                        .real_span(Duration::try_from(due - clock.now()).unwrap_or(Duration::ZERO));
                     tokio::select! {
                         () = tokio::time::sleep(left.min(Duration::from_secs(1))) => {}
                         _ = stop.changed() => {}

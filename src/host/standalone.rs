@@ -2,8 +2,9 @@
 //! container or a VM fetches call records with no host in front.
 //!
 //! It keeps the host's semantics (<https://learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue-trigger>):
-//! messages are received in batches and hidden for a visibility timeout while they run; a message is
-//! deleted when its invocation succeeds and left to reappear when it fails; after `maxDequeueCount`
+//! messages are received in batches and kept hidden while they run (the hiding renewed, so that a
+//! message of a process that died reappears within a minute); a message is deleted when its
+//! invocation succeeds and hidden for `visibilityTimeout` when it fails; after `maxDequeueCount`
 //! failed deliveries it moves, unchanged, to `{queue}-poison`; an empty queue is polled less and
 //! less often. Each message is invoked through the handler's own `POST /{FunctionName}` route with
 //! the documented invocation payload, so it takes exactly the path the host's invocations take.
@@ -12,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine as _;
+use futures::StreamExt as _;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -24,7 +26,14 @@ pub(crate) struct ConsumerOptions {
     pub(crate) function: &'static str,
     pub(crate) binding: &'static str,
     pub(crate) batch_size: u8,
-    pub(crate) visibility: Duration,
+    /// `newBatchThreshold`: the next batch is received once no more than this many run, so that
+    /// one slow message does not hold up the others (up to `batch_size + new_batch_threshold` at
+    /// once).
+    pub(crate) new_batch_threshold: u8,
+    /// How long a running message is hidden; renewed at a third of it while the invocation runs.
+    pub(crate) running_visibility: Duration,
+    /// `visibilityTimeout`: how long a failed message waits before its next delivery.
+    pub(crate) retry_visibility: Duration,
     pub(crate) max_dequeue_count: u32,
     pub(crate) max_poll_interval: Duration,
 }
@@ -45,8 +54,13 @@ pub(crate) async fn run(
         function = options.function,
         "queue consumer started"
     );
+    let mut running = futures::stream::FuturesUnordered::new();
     while !*stop.borrow() {
-        let visibility = u32::try_from(options.visibility.as_secs()).unwrap_or(u32::MAX);
+        if running.len() > usize::from(options.new_batch_threshold) {
+            running.next().await;
+            continue;
+        }
+        let visibility = secs(options.running_visibility);
         let messages = match queue.receive(options.batch_size, visibility).await {
             Ok(messages) => messages,
             // A fresh storage account has no queue until the first notification: create it.
@@ -62,7 +76,9 @@ pub(crate) async fn run(
             }
         };
         if messages.is_empty() {
+            // A message that finishes may be followed by more: look again then, or after `idle`.
             tokio::select! {
+                Some(()) = running.next() => {}
                 () = tokio::time::sleep(idle) => {}
                 _ = stop.changed() => {}
             }
@@ -70,11 +86,14 @@ pub(crate) async fn run(
             continue;
         }
         idle = Duration::from_millis(100);
-        let deliveries = messages
-            .into_iter()
-            .map(|m| deliver(&client, &url, &queue, &poison, &options, m));
-        futures::future::join_all(deliveries).await;
+        running.extend(
+            messages
+                .into_iter()
+                .map(|m| deliver(&client, &url, &queue, &poison, &options, m)),
+        );
     }
+    // What runs is finished (within the app's shutdown grace).
+    while running.next().await.is_some() {}
     tracing::info!("queue consumer stopped");
 }
 
@@ -84,7 +103,7 @@ async fn deliver(
     queue: &QueueStore,
     poison: &QueueStore,
     options: &ConsumerOptions,
-    message: ReceivedMessage,
+    mut message: ReceivedMessage,
 ) {
     // The trigger decodes base64 (`messageEncoding: base64`), as the host does.
     let text = base64::engine::general_purpose::STANDARD
@@ -101,14 +120,27 @@ async fn deliver(
         },
     });
     let invocation_id = new_invocation_id();
-    let succeeded = client
+    let invocation = client
         .post(url)
         .header(INVOCATION_ID_HEADER, &invocation_id)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(payload.to_string())
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success());
+        .send();
+    tokio::pin!(invocation);
+    let mut renew = tokio::time::interval(options.running_visibility / 3);
+    renew.tick().await;
+    let succeeded = loop {
+        tokio::select! {
+            answer = &mut invocation => break answer.is_ok_and(|r| r.status().is_success()),
+            _ = renew.tick() => {
+                // Still running: keep it hidden. Should this fail, the message may be delivered
+                // twice, which the fetch takes in its stride (a version is stored once).
+                if let Err(e) = queue.set_visibility(&mut message, secs(options.running_visibility)).await {
+                    tracing::warn!(message_id = %message.id, error = %crate::error::error_chain(&e), "could not keep a running message hidden");
+                }
+            }
+        }
+    };
     let outcome = if succeeded {
         queue.delete(&message).await
     } else if message.dequeue_count >= options.max_dequeue_count {
@@ -122,12 +154,17 @@ async fn deliver(
             Err(e) => Err(e),
         }
     } else {
-        // Left alone: it reappears when its visibility timeout ends.
-        Ok(())
+        queue
+            .set_visibility(&mut message, secs(options.retry_visibility))
+            .await
     };
     if let Err(e) = outcome {
         tracing::warn!(message_id = %message.id, error = %crate::error::error_chain(&e), "queue consumer could not settle a message");
     }
+}
+
+fn secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
 
 /// A random GUID-shaped invocation id, as the host sends.

@@ -206,6 +206,34 @@ impl QueueStore {
             .collect())
     }
 
+    /// Hides a received message for `visibility_secs` from now (0: visible again at once), as the
+    /// host does while a function runs and after it failed. Takes the new pop receipt, which the
+    /// next update or the delete must use.
+    ///
+    /// # Errors
+    /// [`StoreError`]; [`StoreError::NotFound`] when the message is gone or its pop receipt is stale.
+    pub async fn set_visibility(
+        &self,
+        message: &mut ReceivedMessage,
+        visibility_secs: u32,
+    ) -> Result<(), StoreError> {
+        let response = self
+            .client
+            .update_message(
+                &message.id,
+                &message.pop_receipt,
+                i32::try_from(visibility_secs).unwrap_or(i32::MAX),
+                None,
+            )
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let receipt = azure_core::http::headers::HeaderName::from_static("x-ms-popreceipt");
+        if let Some(receipt) = response.headers().get_optional_str(&receipt) {
+            receipt.clone_into(&mut message.pop_receipt);
+        }
+        Ok(())
+    }
+
     /// Deletes a received message.
     ///
     /// # Errors

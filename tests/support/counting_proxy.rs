@@ -37,16 +37,28 @@ async fn forward(State(proxy): State<CountingProxy>, request: Request) -> Respon
             outgoing = outgoing.header(name, value);
         }
     }
-    let answer = outgoing.send().await.unwrap();
-    let mut response = Response::builder().status(answer.status());
-    for (name, value) in answer.headers() {
+    // Azurite closed a pooled connection under us: the client sees a failed request and retries.
+    let Ok(answer) = outgoing.send().await else {
+        return Response::builder()
+            .status(axum::http::StatusCode::BAD_GATEWAY)
+            .body(Body::empty())
+            .unwrap();
+    };
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    let Ok(body) = answer.bytes().await else {
+        return Response::builder()
+            .status(axum::http::StatusCode::BAD_GATEWAY)
+            .body(Body::empty())
+            .unwrap();
+    };
+    let mut response = Response::builder().status(status);
+    for (name, value) in &headers {
         if !own(name) {
             response = response.header(name, value);
         }
     }
-    response
-        .body(Body::from(answer.bytes().await.unwrap()))
-        .unwrap()
+    response.body(Body::from(body)).unwrap()
 }
 
 pub async fn start_proxy(target: &url::Url) -> (String, Arc<AtomicU64>) {

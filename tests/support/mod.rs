@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod azurite;
+pub mod bad_input;
 pub mod counting_proxy;
 pub mod fetch;
 pub mod graph;
@@ -105,12 +106,22 @@ pub struct HandlerProcess {
 
 impl HandlerProcess {
     pub async fn start(env: &[(&str, &str)]) -> Self {
+        Self::spawn(&[], "FUNCTIONS_CUSTOMHANDLER_PORT", free_port(), env).await
+    }
+
+    /// The binary in standalone mode (`teams-cdr-functions standalone`, its own timers and queue
+    /// consumer) on `port`: a restart on the same port is what a webhook sees of a crash.
+    pub async fn start_standalone(port: u16, env: &[(&str, &str)]) -> Self {
+        Self::spawn(&["standalone"], "PORT", port, env).await
+    }
+
+    async fn spawn(args: &[&str], port_setting: &str, port: u16, env: &[(&str, &str)]) -> Self {
         use tokio::io::AsyncReadExt as _;
-        let port = free_port();
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_teams-cdr-functions"));
         command
+            .args(args)
             .env_clear()
-            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .env(port_setting, port.to_string())
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -151,6 +162,21 @@ impl HandlerProcess {
     /// The process id (for reading its memory from `/proc`).
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap()
+    }
+
+    /// Everything the process printed so far.
+    pub fn printed(&self) -> String {
+        self.printed.lock().unwrap().clone()
+    }
+
+    /// The process's peak resident memory so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
     }
 
     /// Asks the handler to stop (SIGTERM, as the host and Ctrl-C do) and waits up to `limit` for it
