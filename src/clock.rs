@@ -50,10 +50,10 @@ pub struct AcceleratedClock {
 }
 
 impl AcceleratedClock {
-    /// `factor` must be at least 1 (and finite).
+    /// `factor` must be from 1 to 100,000.
     #[must_use]
     pub fn new(start: OffsetDateTime, real_start: OffsetDateTime, factor: f64) -> Option<Self> {
-        (factor.is_finite() && factor >= 1.0).then_some(Self {
+        (1.0..=100_000.0).contains(&factor).then_some(Self {
             start,
             real_start,
             factor,
@@ -77,7 +77,7 @@ impl AcceleratedClock {
         let real_start =
             OffsetDateTime::parse(real_start, rfc3339).map_err(|_| "REAL_START is not RFC 3339")?;
         let factor = factor.parse().map_err(|_| "FACTOR is not a number")?;
-        Self::new(start, real_start, factor).ok_or("FACTOR must be at least 1")
+        Self::new(start, real_start, factor).ok_or("FACTOR must be from 1 to 100000")
     }
 
     /// The setting's value for this clock.
@@ -105,7 +105,8 @@ impl Clock for AcceleratedClock {
     }
 
     fn clock_span(&self, real: Duration) -> Duration {
-        real.mul_f64(self.factor)
+        // A `Retry-After` of centuries must not overflow into a panic.
+        Duration::try_from_secs_f64(real.as_secs_f64() * self.factor).unwrap_or(Duration::MAX)
     }
 
     fn real_span(&self, span: Duration) -> Duration {
@@ -131,6 +132,7 @@ mod tests {
             clock.real_span(Duration::from_secs(1440)),
             Duration::from_secs(3)
         );
+        assert_eq!(clock.clock_span(Duration::MAX), Duration::MAX);
         // Real time since REAL_START, 480 times over, after START.
         let elapsed = clock.now() - datetime!(2026-11-20 00:00 UTC);
         let real = OffsetDateTime::now_utc() - datetime!(2026-11-29 06:30:00.25 UTC);
@@ -148,6 +150,8 @@ mod tests {
             "2026-11-20T00:00:00Z,2026-11-20T00:00:00Z,fast",
             "2026-11-20T00:00:00Z,2026-11-20T00:00:00Z,0.5",
             "2026-11-20T00:00:00Z,2026-11-20T00:00:00Z,inf",
+            "2026-11-20T00:00:00Z,2026-11-20T00:00:00Z,NaN",
+            "2026-11-20T00:00:00Z,2026-11-20T00:00:00Z,100001",
         ] {
             assert!(AcceleratedClock::parse(bad).is_err(), "{bad}");
         }

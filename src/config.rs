@@ -93,8 +93,8 @@ pub struct Config {
     pub read_api_keys: Vec<SecretString>,
     /// The read API's feeds and their consumers.
     pub read_api: ReadApiConfig,
-    /// `ACCELERATED_CLOCK` (standalone mode only; the reliability test and the local run): read the
-    /// time from this clock, shared with the Graph simulator, instead of the system's.
+    /// `ACCELERATED_CLOCK` (standalone mode only; the reliability test): read the time from this
+    /// clock, shared with the Graph simulator, instead of the system's.
     pub accelerated_clock: Option<crate::clock::AcceleratedClock>,
 }
 
@@ -164,9 +164,10 @@ pub struct SubscriptionConfig {
     /// `Reconcile` run compares with what is stored. 26 h covers a day-long call whose record
     /// appears 150 minutes after it ended.
     pub reconcile_lookback: Duration,
-    /// `RECONCILE_BUDGET_SECONDS` (240, 30–600): how long one `Reconcile` run may go on before it
-    /// leaves the rest of its windows to the next. Its lease is twice this, so a run that crashed
-    /// holds up the next ones that long.
+    /// `RECONCILE_BUDGET_SECONDS` (240, 30–540): how long one `Reconcile` run may go on before it
+    /// leaves the rest of its windows to the next; below the host's 10-minute function timeout, as
+    /// a run still records its report after the budget. Its lease is twice this, so a run that
+    /// crashed holds up the next ones that long.
     pub reconcile_budget: Duration,
 }
 
@@ -402,7 +403,7 @@ impl Config {
             Some(_) if mode == RunMode::CustomHandler => {
                 return Err(ConfigError::malformed(
                     "ACCELERATED_CLOCK",
-                    "is for standalone mode only (tests and the local run)",
+                    "is for standalone mode only (the reliability test)",
                 ));
             }
             Some(value) => Some(
@@ -709,7 +710,7 @@ fn subscription_config(settings: &Settings) -> Result<SubscriptionConfig, Config
         reconcile_lookback: Duration::from_secs(
             u64::from(number(settings, "RECONCILE_LOOKBACK_HOURS", 26, 1..=720)?) * 3600,
         ),
-        reconcile_budget: seconds(settings, "RECONCILE_BUDGET_SECONDS", 240, 30..=600)?,
+        reconcile_budget: seconds(settings, "RECONCILE_BUDGET_SECONDS", 240, 30..=540)?,
     })
 }
 
@@ -1028,7 +1029,7 @@ mod tests {
             load(&[clock]).unwrap_err().to_string(),
             ConfigError::malformed(
                 "ACCELERATED_CLOCK",
-                "is for standalone mode only (tests and the local run)"
+                "is for standalone mode only (the reliability test)"
             )
             .to_string()
         );

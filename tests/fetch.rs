@@ -789,3 +789,32 @@ async fn record_given_up_and_stored_later_has_its_failure_row_removed() {
     );
     assert!(app.app_state_rows("FetchFailure").await.is_empty());
 }
+
+#[tokio::test]
+async fn a_received_message_can_be_kept_hidden_then_let_go_and_a_stale_receipt_is_refused() {
+    // What the standalone consumer does with a running message (renews its hiding) and a failed
+    // one (hides it for `visibilityTimeout` only).
+    let queue = support::fetch::azurite_queue(&support::unique_name("visibility")).await;
+    queue.send_json(&json!({"n": 1}), 0).await.unwrap();
+    let mut message = queue.receive(1, 2).await.unwrap().remove(0);
+    let first_receipt = message.pop_receipt.clone();
+    queue.set_visibility(&mut message, 30).await.unwrap();
+    assert_ne!(message.pop_receipt, first_receipt, "a new receipt");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        queue.receive(1, 30).await.unwrap().is_empty(),
+        "renewed: still hidden after its first 2 s"
+    );
+    // The old receipt no longer works; the new one does.
+    let mut stale = message.clone();
+    stale.pop_receipt = first_receipt;
+    assert!(matches!(
+        queue.set_visibility(&mut stale, 0).await,
+        Err(teams_cdr_functions::StoreError::NotFound)
+    ));
+    queue.set_visibility(&mut message, 0).await.unwrap();
+    let again = queue.receive(1, 30).await.unwrap();
+    assert_eq!(again.len(), 1, "let go: visible at once");
+    assert_eq!(again[0].dequeue_count, 2);
+    queue.delete(&again[0]).await.unwrap();
+}

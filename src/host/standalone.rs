@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine as _;
-use futures::StreamExt as _;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -46,18 +45,27 @@ pub(crate) async fn run(
     options: ConsumerOptions,
     mut stop: watch::Receiver<bool>,
 ) {
-    let client = reqwest::Client::new();
-    let url = format!("http://{handler}/{}", options.function);
+    let delivery = Delivery {
+        client: reqwest::Client::new(),
+        url: format!("http://{handler}/{}", options.function),
+        queue: queue.clone(),
+        poison,
+        options: options.clone(),
+    };
     let mut idle = Duration::from_millis(100);
     tracing::info!(
         queue = queue.name(),
         function = options.function,
         "queue consumer started"
     );
-    let mut running = futures::stream::FuturesUnordered::new();
+    // Tasks, so that deliveries and their renewals go on while this loop waits on the queue.
+    let mut running = tokio::task::JoinSet::new();
     while !*stop.borrow() {
         if running.len() > usize::from(options.new_batch_threshold) {
-            running.next().await;
+            tokio::select! {
+                _ = running.join_next() => {}
+                _ = stop.changed() => {}
+            }
             continue;
         }
         let visibility = secs(options.running_visibility);
@@ -78,7 +86,7 @@ pub(crate) async fn run(
         if messages.is_empty() {
             // A message that finishes may be followed by more: look again then, or after `idle`.
             tokio::select! {
-                Some(()) = running.next() => {}
+                Some(_) = running.join_next() => {}
                 () = tokio::time::sleep(idle) => {}
                 _ = stop.changed() => {}
             }
@@ -86,80 +94,94 @@ pub(crate) async fn run(
             continue;
         }
         idle = Duration::from_millis(100);
-        running.extend(
-            messages
-                .into_iter()
-                .map(|m| deliver(&client, &url, &queue, &poison, &options, m)),
-        );
+        for message in messages {
+            running.spawn(delivery.clone().deliver(message));
+        }
     }
     // What runs is finished (within the app's shutdown grace).
-    while running.next().await.is_some() {}
+    while running.join_next().await.is_some() {}
     tracing::info!("queue consumer stopped");
 }
 
-async fn deliver(
-    client: &reqwest::Client,
-    url: &str,
-    queue: &QueueStore,
-    poison: &QueueStore,
-    options: &ConsumerOptions,
-    mut message: ReceivedMessage,
-) {
-    // The trigger decodes base64 (`messageEncoding: base64`), as the host does.
-    let text = base64::engine::general_purpose::STANDARD
-        .decode(&message.text)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .unwrap_or_else(|| message.text.clone());
-    let payload = json!({
-        "Data": { options.binding: text },
-        "Metadata": {
-            "DequeueCount": message.dequeue_count,
-            "Id": message.id,
-            "PopReceipt": message.pop_receipt,
-        },
-    });
-    let invocation_id = new_invocation_id();
-    let invocation = client
-        .post(url)
-        .header(INVOCATION_ID_HEADER, &invocation_id)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(payload.to_string())
-        .send();
-    tokio::pin!(invocation);
-    let mut renew = tokio::time::interval(options.running_visibility / 3);
-    renew.tick().await;
-    let succeeded = loop {
-        tokio::select! {
-            answer = &mut invocation => break answer.is_ok_and(|r| r.status().is_success()),
-            _ = renew.tick() => {
-                // Still running: keep it hidden. Should this fail, the message may be delivered
-                // twice, which the fetch takes in its stride (a version is stored once).
-                if let Err(e) = queue.set_visibility(&mut message, secs(options.running_visibility)).await {
-                    tracing::warn!(message_id = %message.id, error = %crate::error::error_chain(&e), "could not keep a running message hidden");
+/// What one delivery needs, owned, so that it runs as a task of its own.
+#[derive(Clone)]
+struct Delivery {
+    client: reqwest::Client,
+    url: String,
+    queue: QueueStore,
+    poison: QueueStore,
+    options: ConsumerOptions,
+}
+
+impl Delivery {
+    async fn deliver(self, mut message: ReceivedMessage) {
+        let Self {
+            client,
+            url,
+            queue,
+            poison,
+            options,
+        } = self;
+        // The trigger decodes base64 (`messageEncoding: base64`), as the host does.
+        let text = base64::engine::general_purpose::STANDARD
+            .decode(&message.text)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .unwrap_or_else(|| message.text.clone());
+        let payload = json!({
+            "Data": { options.binding: text },
+            "Metadata": {
+                "DequeueCount": message.dequeue_count,
+                "Id": message.id,
+                "PopReceipt": message.pop_receipt,
+            },
+        });
+        let invocation_id = new_invocation_id();
+        let invocation = client
+            .post(&url)
+            .header(INVOCATION_ID_HEADER, &invocation_id)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(payload.to_string())
+            .send();
+        tokio::pin!(invocation);
+        let mut renew = tokio::time::interval(options.running_visibility / 3);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renew.tick().await;
+        let mut renewing = true;
+        let succeeded = loop {
+            tokio::select! {
+                answer = &mut invocation => break answer.is_ok_and(|r| r.status().is_success()),
+                _ = renew.tick(), if renewing => {
+                    // Still running: keep it hidden. Should this fail, the message may be delivered
+                    // twice, which the fetch takes in its stride (a version is stored once); the
+                    // receipt may be stale by then, so renewing stops.
+                    if let Err(e) = queue.set_visibility(&mut message, secs(options.running_visibility)).await {
+                        tracing::warn!(message_id = %message.id, error = %crate::error::error_chain(&e), "could not keep a running message hidden");
+                        renewing = false;
+                    }
                 }
             }
+        };
+        let outcome = if succeeded {
+            queue.delete(&message).await
+        } else if message.dequeue_count >= options.max_dequeue_count {
+            tracing::error!(
+                message_id = %message.id,
+                dequeue_count = message.dequeue_count,
+                "message failed too often; moved to the poison queue"
+            );
+            match poison.send_text(message.text.clone(), 0).await {
+                Ok(()) => queue.delete(&message).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            queue
+                .set_visibility(&mut message, secs(options.retry_visibility))
+                .await
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(message_id = %message.id, error = %crate::error::error_chain(&e), "queue consumer could not settle a message");
         }
-    };
-    let outcome = if succeeded {
-        queue.delete(&message).await
-    } else if message.dequeue_count >= options.max_dequeue_count {
-        tracing::error!(
-            message_id = %message.id,
-            dequeue_count = message.dequeue_count,
-            "message failed too often; moved to the poison queue"
-        );
-        match poison.send_text(message.text.clone(), 0).await {
-            Ok(()) => queue.delete(&message).await,
-            Err(e) => Err(e),
-        }
-    } else {
-        queue
-            .set_visibility(&mut message, secs(options.retry_visibility))
-            .await
-    };
-    if let Err(e) = outcome {
-        tracing::warn!(message_id = %message.id, error = %crate::error::error_chain(&e), "queue consumer could not settle a message");
     }
 }
 

@@ -228,9 +228,16 @@ impl QueueStore {
             .await
             .map_err(StoreError::from_sdk)?;
         let receipt = azure_core::http::headers::HeaderName::from_static("x-ms-popreceipt");
-        if let Some(receipt) = response.headers().get_optional_str(&receipt) {
-            receipt.clone_into(&mut message.pop_receipt);
-        }
+        // Without the new receipt the message could be neither renewed nor deleted again.
+        let receipt = response
+            .headers()
+            .get_optional_str(&receipt)
+            .ok_or_else(|| {
+                StoreError::Fatal(super::SdkFailure::text(
+                    "Update Message answered without x-ms-popreceipt",
+                ))
+            })?;
+        receipt.clone_into(&mut message.pop_receipt);
         Ok(())
     }
 
