@@ -1021,26 +1021,27 @@ mod tests {
 
     #[test]
     fn an_accelerated_clock_is_for_standalone_mode_only() {
+        let storage = ("AzureWebJobsStorage", "UseDevelopmentStorage=true");
         let clock = (
             "ACCELERATED_CLOCK",
             "2026-11-20T00:00:00Z,2026-11-29T06:30:00Z,600",
         );
         assert_eq!(
-            load(&[clock]).unwrap_err().to_string(),
+            load(&[storage, clock]).unwrap_err().to_string(),
             ConfigError::malformed(
                 "ACCELERATED_CLOCK",
                 "is for standalone mode only (the reliability test)"
             )
             .to_string()
         );
-        let standalone = Config::from_vars(RunMode::Standalone, base(&[clock])).unwrap();
+        let standalone = Config::from_vars(RunMode::Standalone, base(&[storage, clock])).unwrap();
         assert_eq!(
             standalone.accelerated_clock.map(|c| c.factor()),
             Some(600.0)
         );
         let bad = ("ACCELERATED_CLOCK", "2026-11-20T00:00:00Z,now,600");
-        assert!(Config::from_vars(RunMode::Standalone, base(&[bad])).is_err());
-        assert!(load(&[]).unwrap().accelerated_clock.is_none());
+        assert!(Config::from_vars(RunMode::Standalone, base(&[storage, bad])).is_err());
+        assert!(load(&[storage]).unwrap().accelerated_clock.is_none());
     }
 
     #[test]
