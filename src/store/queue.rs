@@ -211,7 +211,8 @@ impl QueueStore {
     /// next update or the delete must use.
     ///
     /// # Errors
-    /// [`StoreError`]; [`StoreError::NotFound`] when the message is gone or its pop receipt is stale.
+    /// [`StoreError`], also when the message is gone or its pop receipt is stale (Azurite answers
+    /// `400 PopReceiptMismatch` for the latter).
     pub async fn set_visibility(
         &self,
         message: &mut ReceivedMessage,
