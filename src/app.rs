@@ -20,18 +20,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
+use crate::auth::Auth;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, RunMode};
 use crate::domain::schedule::Schedule;
-use crate::functions::{
-    self, HTTP_FUNCTIONS, HttpFunction, INVOCATION_FUNCTIONS, InvocationFunction,
-};
+use crate::functions::{self, Function, HttpFunction, InvocationFunction, Trigger};
 use crate::graph::{GraphClient, GraphOptions};
 use crate::host;
 use crate::host::scheduler::{self, Timer};
 use crate::host::standalone::{self, ConsumerOptions};
 use crate::http::http_client;
-use crate::state::AppState;
+use crate::services::{ReadApi, Services};
 use crate::store::StorageAuth;
 use crate::store::auth::storage_auth;
 use crate::store::callrecords::CallRecordStore;
@@ -94,30 +93,34 @@ struct Standalone {
     clock: Arc<dyn Clock>,
 }
 
-/// The timer functions with their schedules, from the built-in `function.json` files, `%SETTING%`
-/// resolved as the host resolves it.
+/// The timer functions of the registry with their schedules, from their built-in `function.json`,
+/// `%SETTING%` resolved as the host resolves it.
 fn timers(config: &Config) -> anyhow::Result<Vec<Timer>> {
     let mut timers = Vec::new();
-    for (function, json) in functions::TIMER_FUNCTION_JSON {
+    for function in functions::FUNCTIONS {
+        let Trigger::Timer {
+            binding: function_binding,
+            function_json,
+            ..
+        } = function.trigger
+        else {
+            continue;
+        };
+        let name = function.name;
         let described: serde_json::Value =
-            serde_json::from_str(json).with_context(|| format!("{function}/function.json"))?;
+            serde_json::from_str(function_json).with_context(|| format!("{name}/function.json"))?;
         let binding = &described["bindings"][0];
         let written = binding["schedule"].as_str().unwrap_or_default();
         let schedule = match written.strip_prefix('%').and_then(|s| s.strip_suffix('%')) {
             Some(setting) => config
                 .schedule_setting(setting)
-                .with_context(|| format!("{function}: no value for %{setting}%"))?,
+                .with_context(|| format!("{name}: no value for %{setting}%"))?,
             None => written,
         };
-        let function_binding = INVOCATION_FUNCTIONS
-            .iter()
-            .find(|f| f.name == *function)
-            .map(|f| f.binding)
-            .with_context(|| format!("{function} is not an invocation function"))?;
         timers.push(Timer {
-            function,
+            function: name,
             binding: function_binding,
-            schedule: Schedule::parse(schedule).with_context(|| format!("{function} schedule"))?,
+            schedule: Schedule::parse(schedule).with_context(|| format!("{name} schedule"))?,
             run_on_startup: binding["runOnStartup"].as_bool().unwrap_or(false),
         });
     }
@@ -251,21 +254,21 @@ impl App {
             graph_auth = config.graph.auth.kind(),
             "configured"
         );
-        let state = AppState {
+        let auth = Auth::new(config.mode, config.read_api_keys.clone());
+        let state = Services {
+            auth: auth.clone(),
             notifications: Arc::new(config.notifications),
             queue,
             graph,
-            records,
-            clock: options.clock,
+            records: records.clone(),
+            clock: Arc::clone(&options.clock),
             fetch_policy: Arc::new(config.fetch.policy),
             max_queue_delay: config.fetch.max_queue_delay,
             reports,
             reports_config: Arc::new(config.reports.clone()),
-            api_keys: Arc::new(config.read_api_keys.clone()),
             rejections: Arc::default(),
             lifecycle,
             subscription: Arc::new(config.subscription.clone()),
-            mode: config.mode,
             poison: poison.clone(),
             health: HealthStore::new(table(&config.tables.app_state)?),
             marks: Arc::default(),
@@ -281,8 +284,13 @@ impl App {
                 ],
             },
             retention: Arc::new(config.retention.clone()),
-            feed,
-            read_api: Arc::new(config.read_api.clone()),
+            read: ReadApi {
+                auth,
+                feed,
+                records,
+                config: Arc::new(config.read_api.clone()),
+                clock: options.clock,
+            },
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -313,14 +321,14 @@ impl App {
     }
 
     /// The HTTP functions this build serves (what `handlers/*/function.json` must describe).
-    pub fn http_functions() -> &'static [HttpFunction] {
-        HTTP_FUNCTIONS
+    pub fn http_functions() -> Vec<HttpFunction> {
+        functions::http_functions()
     }
 
     /// The functions the host invokes at `POST /{name}` (what `handlers/*/function.json` must
     /// describe with their trigger bindings).
-    pub fn invocation_functions() -> &'static [InvocationFunction] {
-        INVOCATION_FUNCTIONS
+    pub fn invocation_functions() -> Vec<InvocationFunction> {
+        functions::invocation_functions()
     }
 
     /// Serves until SIGTERM or Ctrl-C, finishing requests in flight.
@@ -392,6 +400,9 @@ impl App {
     }
 }
 
+/// The queue function the standalone consumer delivers the call-record queue's messages to.
+const FETCH_FUNCTION: &str = "FetchCallRecord";
+
 /// How long in-flight requests may go on after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -400,8 +411,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// messages of a process that died come back within a minute.
 fn standalone_consumer() -> ConsumerOptions {
     ConsumerOptions {
-        function: "FetchCallRecord",
-        binding: functions::fetch_call_record::BINDING,
+        function: FETCH_FUNCTION,
+        // Always there: `FETCH_FUNCTION` names the registry's queue function (a unit test).
+        binding: Function::queue_binding(FETCH_FUNCTION).unwrap_or_default(),
         batch_size: 16,
         new_batch_threshold: 8,
         running_visibility: Duration::from_secs(60),
@@ -411,10 +423,10 @@ fn standalone_consumer() -> ConsumerOptions {
     }
 }
 
-fn router(state: AppState, mode: RunMode) -> Router {
-    // Every HTTP function of `HTTP_FUNCTIONS`, at `/api/{route}`; a test checks the two against
+fn router(state: Services, mode: RunMode) -> Router {
+    // Every function of the registry (`functions::FUNCTIONS`); a test checks it against
     // `handlers/`, by listing and by calling each route.
-    let mut router = Router::new();
+    let mut router = functions::routes();
     if mode == RunMode::Standalone {
         // The host's admin API, where there is no host.
         router = router.route(
@@ -425,25 +437,6 @@ fn router(state: AppState, mode: RunMode) -> Router {
     router
         // The host probes the handler until it answers anything; answer at once, without IO.
         .route("/", get(|| async { "ok" }))
-        .route("/api/notifications", post(functions::notifications::handle))
-        .route("/api/lifecycle", post(functions::lifecycle::handle))
-        .route("/api/health", get(functions::health::summary))
-        .route("/api/health/details", get(functions::health::details))
-        .route("/api/ops/backfill", post(functions::ops::backfill))
-        .route("/api/ops/reprocess", post(functions::ops::reprocess))
-        // Invocations of non-HTTP triggers: `POST /{FunctionName}`.
-        .route(
-            "/FetchCallRecord",
-            post(functions::fetch_call_record::handle),
-        )
-        .route("/PullReports", post(functions::pull_reports::handle))
-        .route(
-            "/MaintainSubscription",
-            post(functions::maintain_subscription::handle),
-        )
-        .route("/Reconcile", post(functions::reconcile::handle))
-        .route("/Purge", post(functions::purge::handle))
-        .merge(crate::api::routes())
         .fallback(crate::api::not_found)
         .layer(DefaultBodyLimit::max(functions::MAX_BODY_BYTES))
         .layer(middleware::from_fn(request_span))
@@ -490,4 +483,18 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_standalone_consumer_delivers_to_the_registrys_queue_function() {
+        assert_eq!(
+            Function::queue_binding(FETCH_FUNCTION),
+            Some(functions::fetch_call_record::BINDING)
+        );
+        assert_eq!(standalone_consumer().binding, "job");
+    }
 }

@@ -10,6 +10,7 @@ use serde_json::json;
 
 // Store errors carry no secrets (see `store::SdkFailure`), so the whole chain can be logged.
 use crate::store::StoreError;
+use crate::telemetry::error_chain;
 
 /// An HTTP request that could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -167,18 +168,6 @@ impl IntoResponse for InvocationError {
         );
         (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
     }
-}
-
-/// An error and its causes on one line (`outer: cause: root cause`).
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

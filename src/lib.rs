@@ -29,6 +29,7 @@
 
 mod api;
 pub mod app;
+mod auth;
 pub mod clock;
 pub mod config;
 mod domain;
@@ -38,7 +39,7 @@ mod graph;
 mod host;
 pub mod http;
 mod random;
-mod state;
+mod services;
 mod store;
 pub mod telemetry;
 

@@ -1,6 +1,7 @@
 //! `tracing` set-up: one JSON line per event on stdout, which the Functions host collects.
 //!
-//! `RUST_LOG` sets the filter (default `info`, with the Azure SDK's own chatter at `warn`).
+//! `RUST_LOG` sets the filter (default `info`, with the Azure SDK's own chatter at `warn`). An error
+//! goes into a log line with its causes, through [`error_chain`].
 
 use tracing_subscriber::EnvFilter;
 
@@ -32,4 +33,16 @@ pub fn init_for_tests() {
             .with_test_writer()
             .try_init();
     }
+}
+
+/// An error and its causes on one line (`outer: cause: root cause`).
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -82,7 +82,7 @@ async fn queue_functions_under_handlers_match_the_invocation_routes() {
     assert_eq!(served, names, "router and handlers/ disagree");
     for (name, trigger) in &described {
         let function = App::invocation_functions()
-            .iter()
+            .into_iter()
             .find(|f| f.name == name)
             .unwrap();
         assert_eq!(trigger["type"], function.trigger, "{name}: trigger type");

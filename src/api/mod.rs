@@ -25,14 +25,12 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use base64::Engine as _;
 use futures::stream;
 use time::OffsetDateTime;
 
-use crate::config::RunMode;
 use crate::domain::notification::normalize_id;
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::services::{ReadApi, Services};
 use crate::store::feed::{Dataset, Scan};
 use crate::store::table::Continuation;
 use cursor::Position;
@@ -47,8 +45,6 @@ pub(crate) const MAX_LIMIT: u32 = 5000;
 const STORAGE_PAGE: u32 = 1000;
 /// Longest time range one read may span.
 const MAX_RANGE_DAYS: i64 = 400;
-/// The header App Service Authentication forwards the caller's claims in.
-const PRINCIPAL_HEADER: &str = "x-ms-client-principal";
 
 /// Every route of the read API (the OpenAPI document must describe exactly these: a test).
 pub(crate) const ROUTES: [&str; 4] = [
@@ -59,7 +55,7 @@ pub(crate) const ROUTES: [&str; 4] = [
 ];
 
 /// The routes, mounted under the app's router.
-pub(crate) fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<Services> {
     let only_get = || async { ApiError::MethodNotAllowed };
     let [openapi, list_route, record, record_sessions] = ROUTES;
     Router::new()
@@ -76,21 +72,9 @@ pub(crate) async fn not_found() -> ApiError {
 
 /// The key (standalone: the app checks it; under the host, the host did) and, when configured,
 /// the app role.
-fn authorize(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError> {
-    if state.mode == RunMode::Standalone && !crate::functions::admin::has_key(state, headers, query)
-    {
-        return Err(ApiError::Unauthorized);
-    }
-    if let Some(role) = &state.read_api.required_role {
-        let principal = headers
-            .get(PRINCIPAL_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::Forbidden)?;
-        if !has_role(principal, role) {
-            return Err(ApiError::Forbidden);
-        }
-    }
-    Ok(())
+fn authorize(state: &ReadApi, headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError> {
+    state.auth.require_key(headers, query)?;
+    crate::auth::require_role(headers, state.config.required_role.as_deref())
 }
 
 /// Which consumer a request comes from, without keeping its secret: the first 48 bits (hex) of
@@ -98,22 +82,12 @@ fn authorize(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Resu
 /// else `anonymous`. Consumers with their own keys are watched apart by the health check.
 fn consumer_id(headers: &HeaderMap, query: Option<&str>) -> String {
     use sha2::Digest as _;
-    let from_query = query.and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "code")
-            .map(|(_, v)| v.into_owned())
+    let identity = crate::auth::presented_key(headers, query).or_else(|| {
+        headers
+            .get("x-ms-client-principal-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     });
-    let identity = headers
-        .get("x-functions-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or(from_query)
-        .or_else(|| {
-            headers
-                .get("x-ms-client-principal-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        });
     match identity {
         Some(identity) => sha2::Sha256::digest(identity.as_bytes())[..6]
             .iter()
@@ -123,30 +97,20 @@ fn consumer_id(headers: &HeaderMap, query: Option<&str>) -> String {
     }
 }
 
-/// Whether the App Service client principal (base64 JSON: `claims` of `typ`/`val`, and `role_typ`
-/// naming the role claim) holds `role`.
-pub(crate) fn has_role(principal: &str, role: &str) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Claim {
-        typ: String,
-        val: String,
+/// Records a consumer's read of a feed in the background, at most once a minute per process and
+/// feed: the health check tells a consumer that stopped reading, or fell behind the retention.
+/// `at` is when the rows at the consumer's new cursor were stored.
+fn note_feed_read(state: &ReadApi, dataset: Dataset, consumer: String, at: Option<OffsetDateTime>) {
+    let now = state.clock.now();
+    if !state.feed.read_mark_due(dataset, &consumer, now) {
+        return;
     }
-    #[derive(serde::Deserialize)]
-    struct Principal {
-        #[serde(default)]
-        claims: Vec<Claim>,
-        role_typ: Option<String>,
-    }
-    let Ok(json) = base64::engine::general_purpose::STANDARD.decode(principal.trim()) else {
-        return false;
-    };
-    let Ok(principal) = serde_json::from_slice::<Principal>(&json) else {
-        return false;
-    };
-    principal
-        .claims
-        .iter()
-        .any(|c| (c.typ == "roles" || Some(&c.typ) == principal.role_typ.as_ref()) && c.val == role)
+    let feed = state.feed.clone();
+    tokio::spawn(async move {
+        if let Err(e) = feed.record_read(dataset, &consumer, at, now).await {
+            tracing::debug!(error = %crate::telemetry::error_chain(&e), "could not record a feed read");
+        }
+    });
 }
 
 /// The query parameters of a read, each at most once; any other name is refused.
@@ -213,7 +177,7 @@ impl Params {
         }
     }
 
-    async fn position(&self, state: &AppState) -> Result<Option<Position>, ApiError> {
+    async fn position(&self, state: &ReadApi) -> Result<Option<Position>, ApiError> {
         let Some(text) = &self.cursor else {
             return Ok(None);
         };
@@ -295,7 +259,7 @@ const CURSOR_MISMATCH: ApiError = ApiError::Invalid {
     security(("functionKey" = []), ("functionKeyQuery" = []))
 )]
 pub(crate) async fn list(
-    State(state): State<AppState>,
+    State(state): State<ReadApi>,
     dataset: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -410,7 +374,7 @@ pub(crate) async fn list(
             End { last, .. } => last.as_deref().and_then(crate::store::feed::key_time),
         };
         let consumer = consumer_id(&headers, query.as_deref());
-        crate::functions::health::note_feed_read(&state, dataset, consumer, at);
+        note_feed_read(&state, dataset, consumer, at);
     }
     Ok(response)
 }
@@ -434,7 +398,7 @@ pub(crate) async fn list(
     security(("functionKey" = []), ("functionKeyQuery" = []))
 )]
 pub(crate) async fn call_record(
-    State(state): State<AppState>,
+    State(state): State<ReadApi>,
     id: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -484,7 +448,7 @@ pub(crate) async fn call_record(
     security(("functionKey" = []), ("functionKeyQuery" = []))
 )]
 pub(crate) async fn sessions(
-    State(state): State<AppState>,
+    State(state): State<ReadApi>,
     id: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -520,7 +484,7 @@ pub(crate) async fn sessions(
     security(("functionKey" = []), ("functionKeyQuery" = []))
 )]
 pub(crate) async fn openapi_json(
-    State(state): State<AppState>,
+    State(state): State<ReadApi>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -583,7 +547,7 @@ struct End {
 /// cursor can go in a header before any row is sent), then the rows up to there are read and
 /// encoded a storage page at a time.
 async fn respond(
-    state: &AppState,
+    state: &ReadApi,
     scan: Scan,
     start: Position,
     limit: u32,

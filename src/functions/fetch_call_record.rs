@@ -25,7 +25,7 @@ use crate::error::InvocationError;
 use crate::graph::GraphError;
 use crate::graph::callrecords::FetchError;
 use crate::host::invocation::{InvocationResponse, QueueInvocation};
-use crate::state::AppState;
+use crate::services::Services;
 use crate::store::callrecords::Saved;
 use crate::store::health::Activity;
 
@@ -36,7 +36,7 @@ pub(crate) const BINDING: &str = "job";
 const FETCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
 
 pub(crate) async fn handle(
-    State(state): State<AppState>,
+    State(state): State<Services>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<InvocationResponse>, InvocationError> {
@@ -85,7 +85,7 @@ pub(crate) async fn handle(
     Ok(Json(InvocationResponse::done()))
 }
 
-async fn fetch(state: &AppState, job: CallRecordJob) -> Result<(), InvocationError> {
+async fn fetch(state: &Services, job: CallRecordJob) -> Result<(), InvocationError> {
     let now = state.clock.now();
     if let Some(due) = job.not_before.filter(|due| *due > now) {
         // Surfaced before its time (the queue's delay is capped): back it goes, untouched.
@@ -203,7 +203,7 @@ async fn fetch(state: &AppState, job: CallRecordJob) -> Result<(), InvocationErr
 /// Another writer holds the record: come back when its lease has run out. Counted as an attempt
 /// against the failure horizon, so that a lease that never ends cannot keep the job cycling.
 async fn busy(
-    state: &AppState,
+    state: &Services,
     job: &CallRecordJob,
     retry_in: std::time::Duration,
 ) -> Result<(), InvocationError> {
@@ -248,11 +248,11 @@ pub(crate) fn classify(
 
 /// A Graph failure: try again later or give up, per [`classify`] and [`fetch::after`].
 async fn setback(
-    state: &AppState,
+    state: &Services,
     job: &CallRecordJob,
     error: FetchError,
 ) -> Result<(), InvocationError> {
-    let detail = crate::error::error_chain(&error);
+    let detail = crate::telemetry::error_chain(&error);
     let throttled_for = state.graph.throttled_for(&job.id);
     let kind = match classify(&error, throttled_for) {
         // Graph's `Retry-After` is real time; the retry is planned on the app's clock.
@@ -283,7 +283,7 @@ async fn setback(
 
 /// Puts the job back per [`fetch::after`], or gives it up at the end of its horizon.
 async fn retry_or_give_up(
-    state: &AppState,
+    state: &Services,
     job: &CallRecordJob,
     kind: Setback,
     detail: &str,
@@ -306,7 +306,7 @@ async fn retry_or_give_up(
 }
 
 async fn give_up(
-    state: &AppState,
+    state: &Services,
     job: &CallRecordJob,
     reason: GiveUp,
     detail: &str,
@@ -326,7 +326,7 @@ async fn give_up(
 
 /// Enqueues `job` again, hidden until `due` as far as the queue allows.
 async fn put_back(
-    state: &AppState,
+    state: &Services,
     job: &CallRecordJob,
     due: OffsetDateTime,
     now: OffsetDateTime,

@@ -15,19 +15,16 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use time::OffsetDateTime;
 
-use super::admin::has_key;
-use crate::config::RunMode;
 use crate::domain::health::{Finding, Status, assess};
-use crate::error::{ApiError, error_chain};
-use crate::state::AppState;
+use crate::error::ApiError;
+use crate::services::Services;
 use crate::store::StoreError;
-use crate::store::feed::Dataset;
 use crate::store::health::Activity;
+use crate::telemetry::error_chain;
 
 /// Writes the activity mark in the background, at most once a minute per process.
-pub(crate) fn note_activity(state: &AppState, activity: Activity) {
+pub(crate) fn note_activity(state: &Services, activity: Activity) {
     let now = state.clock.now();
     if !state.marks.due(activity, now) {
         return;
@@ -40,30 +37,9 @@ pub(crate) fn note_activity(state: &AppState, activity: Activity) {
     });
 }
 
-/// Records a consumer's read of a feed in the background, at most once a minute per process and
-/// feed: the health check tells a consumer that stopped reading, or fell behind the retention.
-/// `at` is when the rows at the consumer's new cursor were stored.
-pub(crate) fn note_feed_read(
-    state: &AppState,
-    dataset: Dataset,
-    consumer: String,
-    at: Option<OffsetDateTime>,
-) {
-    let now = state.clock.now();
-    if !state.feed.read_mark_due(dataset, &consumer, now) {
-        return;
-    }
-    let feed = state.feed.clone();
-    tokio::spawn(async move {
-        if let Err(e) = feed.record_read(dataset, &consumer, at, now).await {
-            tracing::debug!(error = %error_chain(&e), "could not record a feed read");
-        }
-    });
-}
-
 /// The verdict with its findings and details. Storage that cannot be read is itself a verdict:
 /// nothing can be stored either.
-async fn verdict(state: &AppState) -> (Status, Vec<Finding>, serde_json::Value) {
+async fn verdict(state: &Services) -> (Status, Vec<Finding>, serde_json::Value) {
     match observe(state).await {
         Ok(verdict) => verdict,
         Err(e) => {
@@ -79,7 +55,7 @@ async fn verdict(state: &AppState) -> (Status, Vec<Finding>, serde_json::Value) 
 }
 
 async fn observe(
-    state: &AppState,
+    state: &Services,
 ) -> Result<(Status, Vec<Finding>, serde_json::Value), StoreError> {
     let now = state.clock.now();
     let mut observed = state.health.observe(now).await?;
@@ -92,7 +68,7 @@ async fn observe(
     let depth = count(state.queue.approximate_count().await)?;
     let poison = count(state.poison.approximate_count().await)?;
     observed.signals.poison_messages = poison;
-    observed.signals.consumer_stale = state.read_api.consumer_stale;
+    observed.signals.consumer_stale = state.read.config.consumer_stale;
     observed.signals.retention = Some(std::time::Duration::from_secs(
         86_400 * u64::from(state.retention.days),
     ));
@@ -108,7 +84,7 @@ fn http_status(status: Status) -> StatusCode {
     }
 }
 
-pub(crate) async fn summary(State(state): State<AppState>) -> Response {
+pub(crate) async fn summary(State(state): State<Services>) -> Response {
     // Held while a verdict is reached: concurrent callers wait for it instead of each reading
     // storage, so an instance reads at most once per TTL however it is polled.
     let mut cached = state.verdict.lock().await;
@@ -129,14 +105,11 @@ pub(crate) async fn summary(State(state): State<AppState>) -> Response {
 }
 
 pub(crate) async fn details(
-    State(state): State<AppState>,
+    State(state): State<Services>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    // Under the host, the host checked the function key.
-    if state.mode == RunMode::Standalone && !has_key(&state, &headers, query.as_deref()) {
-        return Err(ApiError::Unauthorized);
-    }
+    state.auth.require_key(&headers, query.as_deref())?;
     let (status, findings, details) = verdict(&state).await;
     let mut body = json!({"status": status, "findings": findings});
     if let (Some(body), Some(details)) = (body.as_object_mut(), details.as_object()) {

@@ -24,9 +24,10 @@ use tracing::Instrument as _;
 
 use super::webhook::{collection, expectations, note_rejections, validation_response};
 use crate::domain::subscription::{REAUTHORIZE_QUIET, RENEW_WITHIN};
-use crate::error::{ApiError, error_chain};
+use crate::error::ApiError;
 use crate::graph::GraphError;
-use crate::state::AppState;
+use crate::services::Services;
+use crate::telemetry::error_chain;
 
 /// What an event asks of us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +47,7 @@ fn action(event: &str) -> Option<Action> {
 }
 
 pub(crate) async fn handle(
-    State(state): State<AppState>,
+    State(state): State<Services>,
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -89,7 +90,7 @@ pub(crate) async fn handle(
 
 /// Does what one event asks, if the event is about our subscription. Failures are logged; the
 /// timers try again.
-async fn act(state: &AppState, action: Action, subscription_id: &str) {
+async fn act(state: &Services, action: Action, subscription_id: &str) {
     let recorded = match state.lifecycle.subscription().await {
         Ok(recorded) => recorded,
         Err(e) => {
@@ -122,7 +123,7 @@ async fn act(state: &AppState, action: Action, subscription_id: &str) {
 }
 
 async fn reauthorize(
-    state: &AppState,
+    state: &Services,
     id: &str,
     expires: Option<time::OffsetDateTime>,
 ) -> Result<(), crate::error::InvocationError> {

@@ -9,10 +9,6 @@
 //! create whose answer was lost): it is listed and renewed. When the subscription had to be
 //! recreated, the calls of the time it may have been missing are queued for reconciliation.
 
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::HeaderMap;
 use secrecy::ExposeSecret as _;
 
 use crate::domain::secret::fingerprint;
@@ -20,8 +16,7 @@ use crate::domain::subscription::{Seen, Wanted, gap, plan, renewal_expiry};
 use crate::error::InvocationError;
 use crate::graph::GraphError;
 use crate::graph::subscriptions::{CHANGE_TYPE, NewSubscription, RESOURCE};
-use crate::host::invocation::InvocationResponse;
-use crate::state::AppState;
+use crate::services::Services;
 use crate::store::lifecycle::LeaseRow;
 
 /// The `name` of the timer binding in `handlers/MaintainSubscription/function.json`.
@@ -41,27 +36,12 @@ pub(crate) enum Maintained {
     Skipped,
 }
 
-pub(crate) async fn handle(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<InvocationResponse>, InvocationError> {
-    super::timer_run(
-        "MaintainSubscription",
-        BINDING,
-        &headers,
-        &body,
-        run(&state),
-    )
-    .await
-}
-
 /// One run (the timer, a lifecycle event, the admin route).
 ///
 /// # Errors
 /// When a webhook URL is not configured, Graph fails or refuses, or storage fails. The error is
 /// also recorded on the `Subscription` row for the health check.
-pub(crate) async fn run(state: &AppState) -> Result<Maintained, InvocationError> {
+pub(crate) async fn run(state: &Services) -> Result<Maintained, InvocationError> {
     let config = &state.subscription;
     let now = state.clock.now();
     let owner = crate::random::token();
@@ -178,7 +158,7 @@ struct Ensured {
 /// duplicates, an earlier deployment's, ours made with another client state (`vouched` names the
 /// one we may keep although Graph does not show its client state).
 async fn ensure(
-    state: &AppState,
+    state: &Services,
     wanted: &Wanted<'_>,
     client_state: &str,
     vouched: Option<&str>,

@@ -1,6 +1,7 @@
 //! One file per Azure Function: decode the request, call the domain, encode the answer.
-//! No storage or Graph details live here; [`HTTP_FUNCTIONS`] is the list the router mounts and the
-//! test compares with `handlers/*/function.json`.
+//! No storage or Graph details live here. [`FUNCTIONS`] is the one registry of them: the router, the
+//! standalone admin API and scheduler, and the test against `handlers/*/function.json` all derive
+//! from it, so adding a timer function means its module, its `function.json` and one line here.
 
 pub(crate) mod admin;
 pub(crate) mod fetch_call_record;
@@ -16,12 +17,203 @@ mod webhook;
 
 pub(crate) use webhook::MAX_BODY_BYTES;
 
-use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
 use axum::http::{HeaderMap, Method};
+use axum::routing::{MethodRouter, get, post};
+use axum::{Json, Router};
+use futures::future::BoxFuture;
 use tracing::Instrument as _;
 
 use crate::error::InvocationError;
 use crate::host::invocation::{InvocationResponse, TimerInvocation};
+use crate::services::Services;
+
+/// One Azure Function: its name (the folder under `handlers/`), how it is triggered, and what
+/// serves it.
+pub(crate) struct Function {
+    pub(crate) name: &'static str,
+    pub(crate) trigger: Trigger,
+}
+
+/// How the host starts a function, and the handler for it.
+pub(crate) enum Trigger {
+    /// `httpTrigger`: the host proxies the request as it came (`enableProxyingHttpRequest`) to
+    /// `/api/{route}`.
+    Http {
+        route: &'static str,
+        methods: &'static [Method],
+        serve: Serve,
+    },
+    /// `queueTrigger`: the host posts an invocation payload to `/{name}`, the message under
+    /// `Data.{binding}`.
+    Queue {
+        binding: &'static str,
+        handler: fn() -> MethodRouter<Services>,
+    },
+    /// `timerTrigger`: the host posts an invocation payload to `/{name}`, the `TimerInfo` under
+    /// `Data.{binding}`. `function_json` is the built-in copy of its `function.json` (the
+    /// standalone scheduler reads the very schedule the host reads); `run` is one run, also what the
+    /// standalone admin API starts.
+    Timer {
+        binding: &'static str,
+        function_json: &'static str,
+        run: TimerRun,
+    },
+}
+
+/// One run of a timer function, on its own.
+pub(crate) type TimerRun = fn(Services) -> BoxFuture<'static, Result<(), InvocationError>>;
+
+/// What serves an HTTP function.
+pub(crate) enum Serve {
+    /// One route, `/api/{route}`.
+    Route(fn() -> MethodRouter<Services>),
+    /// A router of its own under `/api/{route}` (a catch-all route, such as the read API's).
+    Router(fn() -> Router<Services>),
+}
+
+/// Every function the handler serves.
+pub(crate) const FUNCTIONS: &[Function] = &[
+    Function::http("Notifications", "notifications", &[Method::POST], || {
+        post(notifications::handle)
+    }),
+    Function::http("Lifecycle", "lifecycle", &[Method::POST], || {
+        post(lifecycle::handle)
+    }),
+    Function::http("Health", "health", &[Method::GET], || get(health::summary)),
+    Function::http("HealthDetails", "health/details", &[Method::GET], || {
+        get(health::details)
+    }),
+    Function::http("Backfill", "ops/backfill", &[Method::POST], || {
+        post(ops::backfill)
+    }),
+    Function::http("Reprocess", "ops/reprocess", &[Method::POST], || {
+        post(ops::reprocess)
+    }),
+    Function {
+        name: "ReadApi",
+        trigger: Trigger::Http {
+            route: "v1/{*path}",
+            methods: &[Method::GET],
+            serve: Serve::Router(crate::api::routes),
+        },
+    },
+    Function {
+        name: "FetchCallRecord",
+        trigger: Trigger::Queue {
+            binding: fetch_call_record::BINDING,
+            handler: || post(fetch_call_record::handle),
+        },
+    },
+    Function::timer(
+        "PullReports",
+        pull_reports::BINDING,
+        include_str!("../../handlers/PullReports/function.json"),
+        |s| Box::pin(async move { pull_reports::run(&s).await }),
+    ),
+    Function::timer(
+        "MaintainSubscription",
+        maintain_subscription::BINDING,
+        include_str!("../../handlers/MaintainSubscription/function.json"),
+        |s| Box::pin(async move { maintain_subscription::run(&s).await.map(drop) }),
+    ),
+    Function::timer(
+        "Reconcile",
+        reconcile::BINDING,
+        include_str!("../../handlers/Reconcile/function.json"),
+        |s| Box::pin(async move { reconcile::run(&s).await.map(drop) }),
+    ),
+    Function::timer(
+        "Purge",
+        purge::BINDING,
+        include_str!("../../handlers/Purge/function.json"),
+        |s| Box::pin(async move { purge::run(&s).await.map(drop) }),
+    ),
+];
+
+impl Function {
+    const fn http(
+        name: &'static str,
+        route: &'static str,
+        methods: &'static [Method],
+        handler: fn() -> MethodRouter<Services>,
+    ) -> Self {
+        Self {
+            name,
+            trigger: Trigger::Http {
+                route,
+                methods,
+                serve: Serve::Route(handler),
+            },
+        }
+    }
+
+    const fn timer(
+        name: &'static str,
+        binding: &'static str,
+        function_json: &'static str,
+        run: TimerRun,
+    ) -> Self {
+        Self {
+            name,
+            trigger: Trigger::Timer {
+                binding,
+                function_json,
+                run,
+            },
+        }
+    }
+
+    /// The timer function of that name (compared as the host compares function names, ignoring
+    /// case).
+    pub(crate) fn timer_named(name: &str) -> Option<(&'static Self, TimerRun)> {
+        FUNCTIONS.iter().find_map(|f| match f.trigger {
+            Trigger::Timer { run, .. } if f.name.eq_ignore_ascii_case(name) => Some((f, run)),
+            _ => None,
+        })
+    }
+
+    /// The queue function of that name and its binding.
+    pub(crate) fn queue_binding(name: &str) -> Option<&'static str> {
+        FUNCTIONS.iter().find_map(|f| match f.trigger {
+            Trigger::Queue { binding, .. } if f.name == name => Some(binding),
+            _ => None,
+        })
+    }
+}
+
+/// Every function's routes: HTTP functions at `/api/{route}`, queue and timer functions at
+/// `/{name}` (the host's invocation requests).
+pub(crate) fn routes() -> Router<Services> {
+    FUNCTIONS
+        .iter()
+        .fold(Router::new(), |router, function| match function.trigger {
+            Trigger::Http {
+                route,
+                serve: Serve::Route(handler),
+                ..
+            } => router.route(&format!("/api/{route}"), handler()),
+            Trigger::Http {
+                serve: Serve::Router(routes),
+                ..
+            } => router.merge(routes()),
+            Trigger::Queue { handler, .. } => {
+                router.route(&format!("/{}", function.name), handler())
+            }
+            Trigger::Timer { binding, run, .. } => {
+                let name = function.name;
+                router.route(
+                    &format!("/{name}"),
+                    post(
+                        move |State(services): State<Services>, headers: HeaderMap, body: Bytes| {
+                            timer_run(name, binding, headers, body, run(services))
+                        },
+                    ),
+                )
+            }
+        })
+}
 
 /// An HTTP-triggered function as the host exposes it: `/api/{route}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,45 +224,6 @@ pub struct HttpFunction {
     pub route: &'static str,
     pub methods: &'static [Method],
 }
-
-/// Every HTTP function the handler serves.
-pub(crate) const HTTP_FUNCTIONS: &[HttpFunction] = &[
-    HttpFunction {
-        name: "Notifications",
-        route: "notifications",
-        methods: &[Method::POST],
-    },
-    HttpFunction {
-        name: "Lifecycle",
-        route: "lifecycle",
-        methods: &[Method::POST],
-    },
-    HttpFunction {
-        name: "Health",
-        route: "health",
-        methods: &[Method::GET],
-    },
-    HttpFunction {
-        name: "HealthDetails",
-        route: "health/details",
-        methods: &[Method::GET],
-    },
-    HttpFunction {
-        name: "Backfill",
-        route: "ops/backfill",
-        methods: &[Method::POST],
-    },
-    HttpFunction {
-        name: "Reprocess",
-        route: "ops/reprocess",
-        methods: &[Method::POST],
-    },
-    HttpFunction {
-        name: "ReadApi",
-        route: "v1/{*path}",
-        methods: &[Method::GET],
-    },
-];
 
 /// A function the host invokes with an invocation payload (`POST /{name}`): queue and timer triggers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,52 +236,40 @@ pub struct InvocationFunction {
     pub binding: &'static str,
 }
 
-/// Every invoked function the handler serves.
-pub(crate) const INVOCATION_FUNCTIONS: &[InvocationFunction] = &[
-    InvocationFunction {
-        name: "FetchCallRecord",
-        trigger: "queueTrigger",
-        binding: fetch_call_record::BINDING,
-    },
-    InvocationFunction {
-        name: "PullReports",
-        trigger: "timerTrigger",
-        binding: pull_reports::BINDING,
-    },
-    InvocationFunction {
-        name: "MaintainSubscription",
-        trigger: "timerTrigger",
-        binding: maintain_subscription::BINDING,
-    },
-    InvocationFunction {
-        name: "Reconcile",
-        trigger: "timerTrigger",
-        binding: reconcile::BINDING,
-    },
-    InvocationFunction {
-        name: "Purge",
-        trigger: "timerTrigger",
-        binding: purge::BINDING,
-    },
-];
+/// The HTTP functions of the registry, as the host exposes them.
+pub(crate) fn http_functions() -> Vec<HttpFunction> {
+    FUNCTIONS
+        .iter()
+        .filter_map(|f| match f.trigger {
+            Trigger::Http { route, methods, .. } => Some(HttpFunction {
+                name: f.name,
+                route,
+                methods,
+            }),
+            Trigger::Queue { .. } | Trigger::Timer { .. } => None,
+        })
+        .collect()
+}
 
-/// The `function.json` of every timer function, built in, so that the standalone scheduler reads
-/// the very schedules the host reads (a test checks them against `handlers/`).
-pub(crate) const TIMER_FUNCTION_JSON: &[(&str, &str)] = &[
-    (
-        "PullReports",
-        include_str!("../../handlers/PullReports/function.json"),
-    ),
-    (
-        "MaintainSubscription",
-        include_str!("../../handlers/MaintainSubscription/function.json"),
-    ),
-    (
-        "Reconcile",
-        include_str!("../../handlers/Reconcile/function.json"),
-    ),
-    ("Purge", include_str!("../../handlers/Purge/function.json")),
-];
+/// The queue and timer functions of the registry, as the host invokes them.
+pub(crate) fn invocation_functions() -> Vec<InvocationFunction> {
+    FUNCTIONS
+        .iter()
+        .filter_map(|f| match f.trigger {
+            Trigger::Http { .. } => None,
+            Trigger::Queue { binding, .. } => Some(InvocationFunction {
+                name: f.name,
+                trigger: "queueTrigger",
+                binding,
+            }),
+            Trigger::Timer { binding, .. } => Some(InvocationFunction {
+                name: f.name,
+                trigger: "timerTrigger",
+                binding,
+            }),
+        })
+        .collect()
+}
 
 /// What every timer function does with the host's invocation: read the `TimerInfo` under its
 /// `binding`, run `work` in a span with the host's invocation id, and answer done (or fail the
@@ -136,20 +277,63 @@ pub(crate) const TIMER_FUNCTION_JSON: &[(&str, &str)] = &[
 ///
 /// # Errors
 /// An unreadable payload, or `work`'s error.
-pub(crate) async fn timer_run<T>(
+async fn timer_run(
     function: &'static str,
     binding: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-    work: impl std::future::Future<Output = Result<T, InvocationError>>,
+    headers: HeaderMap,
+    body: Bytes,
+    work: BoxFuture<'static, Result<(), InvocationError>>,
 ) -> Result<Json<InvocationResponse>, InvocationError> {
-    let timer = TimerInvocation::decode(body, binding)?;
+    let timer = TimerInvocation::decode(&body, binding)?;
     let span = tracing::info_span!(
         "timer",
         function,
-        invocation_id = %crate::host::invocation_id(headers),
+        invocation_id = %crate::host::invocation_id(&headers),
         past_due = timer.is_past_due,
     );
     work.instrument(span).await?;
     Ok(Json(InvocationResponse::done()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_timer_function_builds_in_its_own_function_json() {
+        for function in FUNCTIONS {
+            if let Trigger::Timer { function_json, .. } = function.trigger {
+                let path = format!(
+                    "{}/handlers/{}/function.json",
+                    env!("CARGO_MANIFEST_DIR"),
+                    function.name
+                );
+                let on_disk = std::fs::read_to_string(&path).unwrap();
+                assert_eq!(function_json, on_disk, "{}: built-in copy", function.name);
+            }
+        }
+    }
+
+    #[test]
+    fn function_names_are_unique_ignoring_case() {
+        let mut names: Vec<String> = FUNCTIONS
+            .iter()
+            .map(|f| f.name.to_ascii_lowercase())
+            .collect();
+        names.sort();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before, "two functions share a name");
+    }
+
+    #[test]
+    fn timers_are_found_by_name_ignoring_case_and_others_are_not() {
+        assert_eq!(
+            Function::timer_named("pullreports").map(|(f, _)| f.name),
+            Some("PullReports")
+        );
+        assert!(Function::timer_named("FetchCallRecord").is_none());
+        assert!(Function::timer_named("Health").is_none());
+        assert_eq!(Function::queue_binding("FetchCallRecord"), Some("job"));
+    }
 }

@@ -13,14 +13,14 @@ use axum::response::{IntoResponse, Response};
 
 use super::webhook::{collection, expectations, note_rejections, validation_response};
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::services::Services;
 use crate::store::health::Activity;
 
 /// At most this many queue writes of one collection are in flight at once.
 const ENQUEUE_CONCURRENCY: usize = 32;
 
 pub(crate) async fn handle(
-    State(state): State<AppState>,
+    State(state): State<Services>,
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {

@@ -21,31 +21,21 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::admin::has_key;
-use crate::config::{RunMode, is_guid};
+use crate::config::is_guid;
 use crate::domain::notification::normalize_id;
 use crate::domain::subscription::backfill_range;
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::services::Services;
 
 /// Most ids one reprocess request may name.
 pub(crate) const MAX_REPROCESS_IDS: usize = 1000;
 
-/// Under the host, the host has checked the key before the request got here.
-fn authorize(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError> {
-    if state.mode == RunMode::CustomHandler || has_key(state, headers, query) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
-}
-
 pub(crate) async fn backfill(
-    State(state): State<AppState>,
+    State(state): State<Services>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, query.as_deref())?;
+    state.auth.require_key(&headers, query.as_deref())?;
     let mut from = None;
     let mut to = None;
     for (key, value) in url::form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes())
@@ -87,12 +77,12 @@ enum IdList {
 }
 
 pub(crate) async fn reprocess(
-    State(state): State<AppState>,
+    State(state): State<Services>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, query.as_deref())?;
+    state.auth.require_key(&headers, query.as_deref())?;
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge {

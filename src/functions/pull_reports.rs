@@ -9,18 +9,13 @@
 //! pull that dies midway resumes from the last completed window; one that Graph throttles, refuses
 //! or fails stops there and the next run goes on. The invocation fails only when storage fails.
 
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::HeaderMap;
 use tracing::Instrument as _;
 
 use crate::domain::reports::{Plan, Report, Window, frontier_first, plan};
 use crate::error::InvocationError;
 use crate::graph::GraphError;
 use crate::graph::pages::ListPage;
-use crate::host::invocation::InvocationResponse;
-use crate::state::AppState;
+use crate::services::Services;
 use crate::store::StoreError;
 use crate::store::reports::{BadRow, Finish, Held};
 
@@ -62,19 +57,11 @@ impl Pending {
     }
 }
 
-pub(crate) async fn handle(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<InvocationResponse>, InvocationError> {
-    super::timer_run("PullReports", BINDING, &headers, &body, run(&state)).await
-}
-
 /// One run: both reports, one after the other.
 ///
 /// # Errors
 /// When storage fails.
-pub(crate) async fn run(state: &AppState) -> Result<(), InvocationError> {
+pub(crate) async fn run(state: &Services) -> Result<(), InvocationError> {
     for report in Report::ALL {
         pull(state, report)
             .instrument(tracing::info_span!("report", report = report.key()))
@@ -100,7 +87,7 @@ impl From<StoreError> for Stop {
     }
 }
 
-async fn pull(state: &AppState, report: Report) -> Result<(), InvocationError> {
+async fn pull(state: &Services, report: Report) -> Result<(), InvocationError> {
     let config = &state.reports_config;
     let owner = crate::random::token();
     let now = state.clock.now();
@@ -163,7 +150,7 @@ async fn pull(state: &AppState, report: Report) -> Result<(), InvocationError> {
                         .record_graph_refusal(status, code, state.clock.now())
                         .await?;
                 }
-                tracing::warn!(error = %crate::error::error_chain(&e), "report pull stopped");
+                tracing::warn!(error = %crate::telemetry::error_chain(&e), "report pull stopped");
                 finish.error = Some(e.to_string());
                 break;
             }
@@ -199,7 +186,7 @@ async fn pull(state: &AppState, report: Report) -> Result<(), InvocationError> {
 /// Writes the pending windows to the checkpoint; `false` (logged) when another pull took the
 /// report over and this one must stop.
 async fn flush(
-    state: &AppState,
+    state: &Services,
     held: &mut Held,
     pending: &mut Pending,
 ) -> Result<bool, InvocationError> {
@@ -222,7 +209,7 @@ async fn flush(
 /// Reads every page of one window, storing each before the next. Returns the rows stored and the
 /// rows refused.
 async fn pull_window(
-    state: &AppState,
+    state: &Services,
     held: &mut Held,
     window: Window,
     fresh: bool,
@@ -256,7 +243,7 @@ async fn pull_window(
         }
         // Renewed only when half of it has passed: a page costs no checkpoint write.
         let lease = state.clock.clock_span(state.reports_config.lease);
-        if held.until - state.clock.now() < lease / 2 {
+        if held.until() - state.clock.now() < lease / 2 {
             keep_lease(state, held, None, 0, &[]).await?;
         }
         response = state
@@ -271,7 +258,7 @@ async fn pull_window(
 /// Adds a page's counts to the checkpoint row, moves it to `through` when given, and extends the
 /// lease; [`Stop::Taken`] when another pull took the report over.
 async fn keep_lease(
-    state: &AppState,
+    state: &Services,
     held: &mut Held,
     through: Option<time::OffsetDateTime>,
     stored: u64,

@@ -4,14 +4,8 @@
 //! a run stops after its budget and the next one goes on where it stopped: what is left is simply
 //! what is still old (see `store::purge`).
 
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::HeaderMap;
-
 use crate::error::InvocationError;
-use crate::host::invocation::InvocationResponse;
-use crate::state::AppState;
+use crate::services::Services;
 use crate::store::columns::partition_day;
 use crate::store::lifecycle::LeaseRow;
 use crate::store::purge::Purged;
@@ -19,19 +13,11 @@ use crate::store::purge::Purged;
 /// The `name` of the timer binding in `handlers/Purge/function.json`.
 pub(crate) const BINDING: &str = "timer";
 
-pub(crate) async fn handle(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<InvocationResponse>, InvocationError> {
-    super::timer_run("Purge", BINDING, &headers, &body, run(&state)).await
-}
-
 /// One run; `None` when another run holds the lease.
 ///
 /// # Errors
 /// When storage fails (recorded on the `Purge` row too).
-pub(crate) async fn run(state: &AppState) -> Result<Option<Purged>, InvocationError> {
+pub(crate) async fn run(state: &Services) -> Result<Option<Purged>, InvocationError> {
     let retention = &state.retention;
     let now = state.clock.now();
     let owner = crate::random::token();
@@ -58,6 +44,7 @@ pub(crate) async fn run(state: &AppState) -> Result<Option<Purged>, InvocationEr
         && purged.complete
     {
         match state
+            .read
             .feed
             .purge(
                 now - time::Duration::days(i64::from(retention.days)),

@@ -13,10 +13,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::HeaderMap;
 use time::OffsetDateTime;
 use tracing::Instrument as _;
 
@@ -27,8 +23,7 @@ use crate::domain::subscription::{
 };
 use crate::error::InvocationError;
 use crate::graph::GraphError;
-use crate::host::invocation::InvocationResponse;
-use crate::state::AppState;
+use crate::services::Services;
 use crate::store::StoreError;
 use crate::store::columns::partition_day;
 use crate::store::lifecycle::{LeaseRow, SweepReport, Window};
@@ -63,23 +58,15 @@ impl From<GraphError> for Stop {
     }
 }
 
-pub(crate) async fn handle(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<InvocationResponse>, InvocationError> {
-    super::timer_run("Reconcile", BINDING, &headers, &body, run(&state)).await
-}
-
 /// Starts a sweep without waiting for it (a lifecycle event, a recreated subscription, a
 /// backfill). Should the process end first, the span waits in `AppState` for the next run.
-pub(crate) fn start_in_background(state: &AppState) {
+pub(crate) fn start_in_background(state: &Services) {
     let state = state.clone();
     let span = tracing::info_span!("reconcile", trigger = "event");
     tokio::spawn(
         async move {
             if let Err(e) = run(&state).await {
-                tracing::error!(error = %crate::error::error_chain(&e), "reconciliation failed");
+                tracing::error!(error = %crate::telemetry::error_chain(&e), "reconciliation failed");
             }
         }
         .instrument(span),
@@ -90,7 +77,7 @@ pub(crate) fn start_in_background(state: &AppState) {
 ///
 /// # Errors
 /// When storage fails.
-pub(crate) async fn run(state: &AppState) -> Result<Option<SweepReport>, InvocationError> {
+pub(crate) async fn run(state: &Services) -> Result<Option<SweepReport>, InvocationError> {
     let budget = state.subscription.reconcile_budget;
     let now = state.clock.now();
     let owner = crate::random::token();
@@ -145,7 +132,7 @@ pub(crate) async fn run(state: &AppState) -> Result<Option<SweepReport>, Invocat
 }
 
 struct Sweep<'a> {
-    state: &'a AppState,
+    state: &'a Services,
     report: SweepReport,
     /// Stored versions per `CallRecords` partition (UTC start day) read so far.
     days: HashMap<String, HashMap<String, i64>>,
@@ -349,7 +336,7 @@ impl Sweep<'_> {
 }
 
 /// A fetch the app asks for itself (`change_type` says why: `reconcile`, `retry`, `reprocess`).
-pub(crate) fn job(state: &AppState, id: String, why: &str) -> CallRecordJob {
+pub(crate) fn job(state: &Services, id: String, why: &str) -> CallRecordJob {
     CallRecordJob {
         id,
         change_type: why.to_owned(),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::config::NotificationConfig;
 use crate::domain::notification::{Expectations, NotificationCollection, Rejection};
 use crate::error::ApiError;
-use crate::state::{AppState, RejectionTally};
+use crate::services::{RejectionTally, Services};
 use crate::store::callrecords::CallRecordStore;
 
 /// Largest body accepted. A full Graph collection is far smaller (Graph batches at most a few
@@ -79,7 +79,7 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
 /// Logs dropped items, counted by reason (never with their content: it holds the clientState), and
 /// adds them to the `AppState` counters the health check reads, in the background.
-pub(crate) fn note_rejections(state: &AppState, what: &'static str, rejected: &[Rejection]) {
+pub(crate) fn note_rejections(state: &Services, what: &'static str, rejected: &[Rejection]) {
     if rejected.is_empty() {
         return;
     }

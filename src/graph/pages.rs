@@ -271,4 +271,45 @@ mod tests {
         assert!(FirstPage::parse(b"[1]").is_err());
         assert!(ListPage::parse(b"\"x\"").is_err());
     }
+
+    #[test]
+    fn summary_counts_distinct_participants_and_sessions() {
+        let mut first =
+            FirstPage::parse(&fixture("callrecord-get-expand-sessions-segments.json")).unwrap();
+        // The session page repeats the first page's session id: counted once.
+        let sessions = fixture("callrecord-sessions-list.json");
+        first.add_sessions(&ListPage::parse(&sessions).unwrap());
+        // The doc example repeats a participant id: counted once.
+        let record: Value =
+            serde_json::from_slice(&fixture("callrecord-get-expand-participants_v2.json")).unwrap();
+        let page = serde_json::json!({"value": record["participants_v2"]}).to_string();
+        first.add_participants(&ListPage::parse(page.as_bytes()).unwrap());
+        let (summary, sessions) = crate::domain::callrecord::flatten(&first.finish()).unwrap();
+
+        assert_eq!(summary.id, "e523d2ed-2966-4b6b-925b-754a88034cc5");
+        assert_eq!(summary.version, 1);
+        assert_eq!(summary.kind.as_deref(), Some("peerToPeer"));
+        assert_eq!(summary.modalities, "audio");
+        assert_eq!(summary.participant_count, 1);
+        assert_eq!(summary.session_count, 1);
+        assert_eq!(sessions.len(), 1);
+        assert!((summary.duration_seconds.unwrap() - 25.5470124).abs() < 1e-6);
+        let organizer = summary.organizer.unwrap();
+        assert_eq!(organizer.identity_kind.as_deref(), Some("user"));
+        assert_eq!(organizer.display_name.as_deref(), Some("Abbie Wilkins"));
+        let caller = sessions[0].caller.as_ref().unwrap();
+        assert_eq!(caller.kind.as_deref(), Some("participant"));
+        assert_eq!(caller.platform.as_deref(), Some("android"));
+        assert_eq!(
+            sessions[0]
+                .callee
+                .as_ref()
+                .unwrap()
+                .party
+                .user_principal_name
+                .as_deref(),
+            Some("owen.franklin@contoso.com")
+        );
+        assert_eq!(sessions[0].segment_count, 1);
+    }
 }

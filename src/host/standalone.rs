@@ -74,12 +74,12 @@ pub(crate) async fn run(
             // A fresh storage account has no queue until the first notification: create it.
             Err(crate::store::StoreError::NotFound) => {
                 if let Err(e) = queue.ensure_exists().await {
-                    tracing::warn!(error = %crate::error::error_chain(&e), "queue consumer cannot create its queue");
+                    tracing::warn!(error = %crate::telemetry::error_chain(&e), "queue consumer cannot create its queue");
                 }
                 Vec::new()
             }
             Err(e) => {
-                tracing::warn!(error = %crate::error::error_chain(&e), "queue consumer cannot receive");
+                tracing::warn!(error = %crate::telemetry::error_chain(&e), "queue consumer cannot receive");
                 Vec::new()
             }
         };
@@ -156,7 +156,7 @@ impl Delivery {
                     // twice, which the fetch takes in its stride (a version is stored once); the
                     // receipt may be stale by then, so renewing stops.
                     if let Err(e) = queue.set_visibility(&mut message, secs(options.running_visibility)).await {
-                        tracing::warn!(message_id = %message.id, error = %crate::error::error_chain(&e), "could not keep a running message hidden");
+                        tracing::warn!(message_id = %message.id, error = %crate::telemetry::error_chain(&e), "could not keep a running message hidden");
                         renewing = false;
                     }
                 }
@@ -180,7 +180,7 @@ impl Delivery {
                 .await
         };
         if let Err(e) = outcome {
-            tracing::warn!(message_id = %message.id, error = %crate::error::error_chain(&e), "queue consumer could not settle a message");
+            tracing::warn!(message_id = %message.id, error = %crate::telemetry::error_chain(&e), "queue consumer could not settle a message");
         }
     }
 }

@@ -226,15 +226,15 @@ pub struct FeedStore {
     reads: Arc<std::sync::Mutex<BTreeMap<(Dataset, String), i64>>>,
 }
 
-/// The `AppState` partition of the consumer rows (one per feed and consumer: the last read and
-/// where it left the consumer).
-pub(crate) const CONSUMER_PARTITION: &str = "Consumer";
+// The `AppState` consumer rows: one per feed and consumer, the last read and where it left the
+// consumer.
+use super::app_state::{CONSUMER_PARTITION, CURSOR_KEY};
 /// At most one consumer-row write per feed per process in this many seconds.
 const READ_MARK_EVERY_SECONDS: i64 = 60;
 
 /// The `AppState` row that holds the key cursors are signed with.
-const KEY_PARTITION: &str = "ReadApi";
-const KEY_ROW: &str = "cursorKey";
+const KEY_PARTITION: &str = CURSOR_KEY.0;
+const KEY_ROW: &str = CURSOR_KEY.1;
 
 impl FeedStore {
     /// `data` holds the table of each data set.

@@ -11,16 +11,15 @@ use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
 use super::StoreError;
-use super::callrecords::app_state::{
-    FAILURE_PARTITION, GRAPH_STATUS_PARTITION, REJECTED_PARTITION,
+use super::app_state::{
+    ACTIVITY_PARTITION, CONSUMER_PARTITION, FETCH_FAILURE_PARTITION as FAILURE_PARTITION,
+    GRAPH_STATUS, NOTIFICATION_REJECTED_PARTITION as REJECTED_PARTITION, PURGE, RECONCILE,
+    REPORT_CHECKPOINT_PARTITION as CHECKPOINT_PARTITION, SUBSCRIPTION,
 };
-use super::feed::CONSUMER_PARTITION;
-use super::reports::CHECKPOINT_PARTITION;
 use super::table::{EdmValue, Entity, Query, TableStore, WriteMode, filter, format_datetime};
 use crate::domain::health::{ConsumerSignal, ReportSignal, Signals, SubscriptionSignal};
 use crate::domain::reports::Report;
 
-const ACTIVITY_PARTITION: &str = "Activity";
 /// At most one mark write per kind per process in this many seconds.
 const MARK_EVERY_SECONDS: i64 = 60;
 
@@ -130,14 +129,11 @@ impl HealthStore {
     /// When storage fails or refuses.
     pub(crate) async fn observe(&self, now: OffsetDateTime) -> Result<Observed, StoreError> {
         self.ready().await?;
-        let subscription = self.app_state.get("Subscription", "callRecords").await?;
-        let reconcile = self.app_state.get("Reconcile", "status").await?;
+        let subscription = self.app_state.get(SUBSCRIPTION.0, SUBSCRIPTION.1).await?;
+        let reconcile = self.app_state.get(RECONCILE.0, RECONCILE.1).await?;
         let activity = self.partition(ACTIVITY_PARTITION).await?;
-        let refused = self
-            .app_state
-            .get(GRAPH_STATUS_PARTITION, "refused")
-            .await?;
-        let purge = self.app_state.get("Purge", "status").await?;
+        let refused = self.app_state.get(GRAPH_STATUS.0, GRAPH_STATUS.1).await?;
+        let purge = self.app_state.get(PURGE.0, PURGE.1).await?;
         let rejected = self.partition(REJECTED_PARTITION).await?;
         let checkpoints = self.partition(CHECKPOINT_PARTITION).await?;
         let consumers = self.partition(CONSUMER_PARTITION).await?;

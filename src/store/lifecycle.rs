@@ -17,13 +17,10 @@ use super::StoreError;
 use super::columns::column_text;
 use super::table::{ETag, EdmValue, Entity, Query, TableStore, WriteMode, filter, format_datetime};
 
-const SUBSCRIPTION: (&str, &str) = ("Subscription", "callRecords");
-/// Its own row, so that taking a turn never invalidates the lease a `MaintainSubscription` run holds
-/// on the subscription's row (its final write is conditional on that row's ETag).
-const REAUTHORIZATION: (&str, &str) = ("Subscription", "reauthorization");
-const RECONCILE: (&str, &str) = ("Reconcile", "status");
-const PURGE: (&str, &str) = ("Purge", "status");
-pub(crate) const WINDOW_PARTITION: &str = "ReconcileWindow";
+use super::app_state::{
+    self, Claim, Lease, PURGE, REAUTHORIZATION, RECONCILE,
+    RECONCILE_WINDOW_PARTITION as WINDOW_PARTITION, SUBSCRIPTION,
+};
 
 /// Which lease: one per kind of run.
 #[derive(Debug, Clone, Copy)]
@@ -43,12 +40,8 @@ impl LeaseRow {
     }
 }
 
-/// A lease held on a row: writes to the row are conditional on it.
-#[derive(Debug)]
-pub(crate) struct Held {
-    row: LeaseRow,
-    etag: ETag,
-}
+/// A run's lease on its row (`store::app_state`): writes to the row are conditional on it.
+pub(crate) type Held = Lease;
 
 /// Our subscription as last recorded.
 #[derive(Debug, Clone, Default)]
@@ -137,52 +130,9 @@ impl LifecycleStore {
         until: OffsetDateTime,
     ) -> Result<Option<Held>, StoreError> {
         self.ready().await?;
-        let (pk, rk) = row.keys();
-        let current = self.app_state.get(pk, rk).await?;
-        if current
-            .as_ref()
-            .and_then(|r| r.get_datetime("LeaseUntil"))
-            .is_some_and(|t| t > now)
-        {
-            return Ok(None);
-        }
-        let claim = Entity::new(pk, rk)
-            .with("LeaseUntil", EdmValue::DateTime(until))
-            .with("LeaseOwner", EdmValue::String(owner.to_owned()));
-        let written = match current.and_then(|e| e.etag) {
-            Some(etag) => self.app_state.update(&claim, WriteMode::Merge, &etag).await,
-            None => self.app_state.insert(&claim).await,
-        };
-        match written {
-            Ok(etag) => Ok(Some(Held { row, etag })),
-            // Another run claimed it between our read and our write.
-            Err(StoreError::PreconditionFailed | StoreError::Conflict) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Writes `columns` to the leased row and releases the lease, conditional on holding it.
-    async fn release(
-        &self,
-        held: Held,
-        now: OffsetDateTime,
-        columns: Vec<(&'static str, EdmValue)>,
-    ) -> Result<(), StoreError> {
-        let (pk, rk) = held.row.keys();
-        let mut row = Entity::new(pk, rk)
-            .with("LeaseUntil", EdmValue::DateTime(now))
-            .with("LeaseOwner", EdmValue::String(String::new()));
-        for (name, value) in columns {
-            row = row.with(name, value);
-        }
-        match self
-            .app_state
-            .update(&row, WriteMode::Merge, &held.etag)
-            .await
-        {
-            // Our lease ran out and another run took over: its record stands.
-            Ok(_) | Err(StoreError::PreconditionFailed) => Ok(()),
-            Err(e) => Err(e),
+        match app_state::claim(&self.app_state, row.keys(), owner, now, until, Vec::new()).await? {
+            Claim::Held(lease, _) => Ok(Some(*lease)),
+            Claim::Taken { .. } => Ok(None),
         }
     }
 
@@ -223,7 +173,7 @@ impl LifecycleStore {
                 EdmValue::String(fingerprint.to_owned()),
             ));
         }
-        self.release(held, now, columns).await
+        held.release(now, columns).await
     }
 
     /// Records why a `MaintainSubscription` run failed (never a secret: Graph's status and code),
@@ -241,7 +191,7 @@ impl LifecycleStore {
             ("LastError", EdmValue::String(column_text(error))),
             ("LastErrorAt", EdmValue::DateTime(now)),
         ];
-        self.release(held, now, columns).await
+        held.release(now, columns).await
     }
 
     /// Whether this instance answers a `reauthorizationRequired` now: not when one was answered
@@ -383,7 +333,7 @@ impl LifecycleStore {
         if complete && error.is_none() {
             columns.push(("LastSuccessAt", EdmValue::DateTime(now)));
         }
-        self.release(held, now, columns).await
+        held.release(now, columns).await
     }
 
     /// Records how a sweep went and releases its lease.
@@ -413,6 +363,6 @@ impl LifecycleStore {
             }
             None => columns.push(("LastError", EdmValue::String(String::new()))),
         }
-        self.release(held, now, columns).await
+        held.release(now, columns).await
     }
 }

@@ -10,6 +10,7 @@
 //!
 //! Callers branch on [`StoreError`], never on SDK errors.
 
+pub(crate) mod app_state;
 pub(crate) mod auth;
 pub(crate) mod callrecords;
 pub(crate) mod columns;
@@ -30,7 +31,7 @@ use secrecy::{SecretSlice, SecretString};
 
 use tokio::sync::OnceCell;
 
-use crate::error::error_chain;
+use crate::telemetry::error_chain;
 use table::TableStore;
 
 /// Creates the missing ones among `tables`, once per `cell` (so once per process and store):

@@ -23,15 +23,14 @@ use super::StoreError;
 use super::columns::{column_text, partition_day};
 use super::feed::{Dataset, FeedStore};
 use super::table::{
-    BatchOp, ETag, EdmValue, Entity, Query, TableStore, WriteMode, filter, forbidden_in_key,
+    BatchOp, EdmValue, Entity, Query, TableStore, WriteMode, filter, forbidden_in_key,
     validate_property_name,
 };
 use crate::domain::callrecord::graph_time;
 use crate::domain::notification::normalize_id;
 use crate::domain::reports::{Checkpoint, Report, ring_seconds};
 
-/// Partition of the `AppState` rows that hold each report's checkpoint and lease.
-pub(crate) const CHECKPOINT_PARTITION: &str = "ReportCheckpoint";
+use super::app_state::{self, Claim, Lease, REPORT_CHECKPOINT_PARTITION as CHECKPOINT_PARTITION};
 /// Entity group transactions take at most 100 operations.
 const BATCH_MAX: usize = 100;
 /// Transactions of one page written at once.
@@ -295,12 +294,17 @@ pub(crate) struct PageWrite {
 pub(crate) struct Held {
     pub(crate) report: Report,
     pub(crate) checkpoint: Checkpoint,
-    etag: ETag,
-    owner: String,
-    pub(crate) until: OffsetDateTime,
+    lease: Lease,
     /// `RowsStored` and `BadRows` as of the claim, plus what this pull added.
     rows_total: i64,
     bad_total: i64,
+}
+
+impl Held {
+    /// When the pull's lease runs out unless renewed.
+    pub(crate) fn until(&self) -> OffsetDateTime {
+        self.lease.until
+    }
 }
 
 /// Why a pull did not get its report.
@@ -485,31 +489,18 @@ impl ReportStore {
         until: OffsetDateTime,
     ) -> Result<Result<Held, Taken>, StoreError> {
         self.ready().await?;
-        let current = self
-            .app_state
-            .get(CHECKPOINT_PARTITION, report.key())
-            .await?;
-        if let Some(row) = &current
-            && let Some(other) = row.get_datetime("LeaseUntil").filter(|t| *t > now)
-            && row.get_str("LeaseOwner") != Some(owner)
+        let (lease, current) = match app_state::claim(
+            &self.app_state,
+            (CHECKPOINT_PARTITION, report.key()),
+            owner,
+            now,
+            until,
+            vec![("LastRunAt", EdmValue::DateTime(now))],
+        )
+        .await?
         {
-            return Ok(Err(Taken { until: other }));
-        }
-        let claim = Entity::new(CHECKPOINT_PARTITION, report.key())
-            .with("LeaseUntil", EdmValue::DateTime(until))
-            .with("LeaseOwner", EdmValue::String(owner.to_owned()))
-            .with("LastRunAt", EdmValue::DateTime(now));
-        let written = match current.as_ref().and_then(|e| e.etag.clone()) {
-            Some(etag) => self.app_state.update(&claim, WriteMode::Merge, &etag).await,
-            None => self.app_state.insert(&claim).await,
-        };
-        let etag = match written {
-            Ok(etag) => etag,
-            // Another pull claimed it between our read and our write.
-            Err(StoreError::PreconditionFailed | StoreError::Conflict) => {
-                return Ok(Err(Taken { until }));
-            }
-            Err(e) => return Err(e),
+            Claim::Held(lease, current) => (*lease, current),
+            Claim::Taken { until } => return Ok(Err(Taken { until })),
         };
         let checkpoint = current
             .as_ref()
@@ -526,9 +517,7 @@ impl ReportStore {
         Ok(Ok(Held {
             report,
             checkpoint,
-            etag,
-            owner: owner.to_owned(),
-            until,
+            lease,
             rows_total: count("RowsStored"),
             bad_total: count("BadRows"),
         }))
@@ -548,12 +537,10 @@ impl ReportStore {
         bad: &[BadRow],
         until: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let mut row = Entity::new(CHECKPOINT_PARTITION, held.report.key())
-            .with("LeaseUntil", EdmValue::DateTime(until))
-            .with("LeaseOwner", EdmValue::String(held.owner.clone()));
+        let mut columns = Vec::new();
         let through = through.map(|t| held.checkpoint.through.map_or(t, |c| c.max(t)));
         if let Some(through) = through {
-            row = row.with("Through", EdmValue::DateTime(through));
+            columns.push(("Through", EdmValue::DateTime(through)));
         }
         let rows_total = held
             .rows_total
@@ -562,31 +549,21 @@ impl ReportStore {
             .bad_total
             .saturating_add(i64::try_from(bad.len()).unwrap_or(i64::MAX));
         if stored > 0 {
-            row = row.with("RowsStored", EdmValue::Int64(rows_total));
+            columns.push(("RowsStored", EdmValue::Int64(rows_total)));
         }
         if let Some(last) = bad.last() {
-            row = row
-                .with("BadRows", EdmValue::Int64(bad_total))
-                .with("LastBadRow", EdmValue::String(column_text(&last.0)));
+            columns.push(("BadRows", EdmValue::Int64(bad_total)));
+            columns.push(("LastBadRow", EdmValue::String(column_text(&last.0))));
         }
-        match self
-            .app_state
-            .update(&row, WriteMode::Merge, &held.etag)
-            .await
-        {
-            Ok(etag) => {
-                held.etag = etag;
-                held.until = until;
-                held.rows_total = rows_total;
-                held.bad_total = bad_total;
-                if through.is_some() {
-                    held.checkpoint.through = through;
-                }
-                Ok(true)
+        let renewed = held.lease.renew(until, columns).await?;
+        if renewed {
+            held.rows_total = rows_total;
+            held.bad_total = bad_total;
+            if through.is_some() {
+                held.checkpoint.through = through;
             }
-            Err(StoreError::PreconditionFailed | StoreError::NotFound) => Ok(false),
-            Err(e) => Err(e),
         }
+        Ok(renewed)
     }
 
     /// Ends the pull: releases the lease and records how it went.
@@ -599,30 +576,21 @@ impl ReportStore {
         finish: &Finish,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let mut row = Entity::new(CHECKPOINT_PARTITION, held.report.key())
-            .with("LeaseUntil", EdmValue::DateTime(now))
-            .with("LeaseOwner", EdmValue::String(String::new()));
+        let mut columns = Vec::new();
         if let Some(at) = finish.deep_done {
-            row = row.with("LastDeepAt", EdmValue::DateTime(at));
+            columns.push(("LastDeepAt", EdmValue::DateTime(at)));
         }
         if finish.complete {
-            row = row.with("LastSuccessAt", EdmValue::DateTime(now));
+            columns.push(("LastSuccessAt", EdmValue::DateTime(now)));
         }
-        row = match &finish.error {
-            Some(error) => row
-                .with("LastError", EdmValue::String(column_text(error)))
-                .with("LastErrorAt", EdmValue::DateTime(now)),
-            None => row.with("LastError", EdmValue::String(String::new())),
-        };
-        match self
-            .app_state
-            .update(&row, WriteMode::Merge, &held.etag)
-            .await
-        {
-            // Another pull took over (our lease ran out): its row stands.
-            Ok(_) | Err(StoreError::PreconditionFailed) => Ok(()),
-            Err(e) => Err(e),
+        match &finish.error {
+            Some(error) => {
+                columns.push(("LastError", EdmValue::String(column_text(error))));
+                columns.push(("LastErrorAt", EdmValue::DateTime(now)));
+            }
+            None => columns.push(("LastError", EdmValue::String(String::new()))),
         }
+        held.lease.release(now, columns).await
     }
 }
 
@@ -635,7 +603,11 @@ mod tests {
     fn fixture_row(name: &str) -> Box<RawValue> {
         let path = format!("{}/tests/fixtures/graph/{name}", env!("CARGO_MANIFEST_DIR"));
         let body = std::fs::read(&path).unwrap();
-        let page = crate::graph::pages::ListPage::parse(&body).unwrap();
+        #[derive(serde::Deserialize)]
+        struct Page {
+            value: Vec<Box<RawValue>>,
+        }
+        let page: Page = serde_json::from_slice(&body).unwrap();
         raw(page.value[0].get())
     }
 

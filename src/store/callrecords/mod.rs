@@ -24,8 +24,8 @@
 //! is done. A lost acknowledgement (the write landed, the answer did not) is recognised by the owner
 //! token and the committed version.
 
-pub(crate) mod app_state;
 mod body;
+pub(crate) mod failures;
 mod rows;
 
 use std::collections::BTreeSet;

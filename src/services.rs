@@ -1,6 +1,9 @@
-//! What every function handler can reach: the clients, the settings they act on and the clock. Its
-//! own module so that `functions` (which read it) and `app` (which builds it and mounts the
-//! functions) depend on it without depending on each other.
+//! What the function handlers can reach ([`Services`]): the clients, the settings they act on and
+//! the clock. Its own module so that `functions` and `api` (which read it) and `app` (which builds
+//! it and mounts the functions) depend on it without depending on each other. Handlers that need
+//! only part of it take a substate ([`Auth`], [`ReadApi`]) through axum's `FromRef`.
+//!
+//! (Not to be confused with the `AppState` *table*, whose rows `store::app_state` lays out.)
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -9,9 +12,12 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use axum::extract::FromRef;
+
+use crate::auth::Auth;
 use crate::clock::Clock;
 use crate::config::{
-    NotificationConfig, ReadApiConfig, ReportsConfig, RetentionConfig, RunMode, SubscriptionConfig,
+    NotificationConfig, ReadApiConfig, ReportsConfig, RetentionConfig, SubscriptionConfig,
 };
 use crate::domain::fetch::FetchPolicy;
 use crate::domain::health::Status;
@@ -24,9 +30,11 @@ use crate::store::purge::Purger;
 use crate::store::queue::QueueStore;
 use crate::store::reports::ReportStore;
 
-/// What every handler can reach. Cheap to clone (all shared).
+/// What the handlers can reach. Cheap to clone (all shared).
 #[derive(Clone)]
-pub(crate) struct AppState {
+pub(crate) struct Services {
+    /// Who may call the guarded routes (the run mode and `READ_API_KEYS`).
+    pub(crate) auth: Auth,
     pub(crate) notifications: Arc<NotificationConfig>,
     pub(crate) queue: QueueStore,
     pub(crate) graph: GraphClient,
@@ -39,15 +47,11 @@ pub(crate) struct AppState {
     /// The report tables and checkpoints, and how the pulls run.
     pub(crate) reports: ReportStore,
     pub(crate) reports_config: Arc<ReportsConfig>,
-    /// `READ_API_KEYS`: what the routes the host would guard with keys accept in standalone mode.
-    pub(crate) api_keys: Arc<Vec<secrecy::SecretString>>,
     /// Webhook items rejected and not yet counted in `AppState`.
     pub(crate) rejections: Arc<RejectionTally>,
     /// The subscription's and reconciliation's rows in `AppState`, and their settings.
     pub(crate) lifecycle: LifecycleStore,
     pub(crate) subscription: Arc<SubscriptionConfig>,
-    /// Whether the host stands in front (and checks function keys) or not.
-    pub(crate) mode: RunMode,
     /// The poison queue of the call-record queue (the health check counts it).
     pub(crate) poison: QueueStore,
     /// What the health check reads, and the activity marks it needs.
@@ -61,8 +65,30 @@ pub(crate) struct AppState {
     pub(crate) purger: Purger,
     pub(crate) retention: Arc<RetentionConfig>,
     /// The read API's log and scans, and its settings.
+    pub(crate) read: ReadApi,
+}
+
+/// What the read API's handlers reach: the ingestion log and the stored documents, its settings,
+/// who may read, and the clock (for the consumers' read marks).
+#[derive(Clone)]
+pub(crate) struct ReadApi {
+    pub(crate) auth: Auth,
     pub(crate) feed: FeedStore,
-    pub(crate) read_api: Arc<ReadApiConfig>,
+    pub(crate) records: CallRecordStore,
+    pub(crate) config: Arc<ReadApiConfig>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl FromRef<Services> for ReadApi {
+    fn from_ref(services: &Services) -> Self {
+        services.read.clone()
+    }
+}
+
+impl FromRef<Services> for Auth {
+    fn from_ref(services: &Services) -> Self {
+        services.auth.clone()
+    }
 }
 
 /// (webhook, reason) → (count, last seen).

@@ -1,5 +1,6 @@
-//! The `AppState` rows the fetch writes for the health check: records given up on, Graph's last
-//! refusal of our token, and queue messages dropped as unreadable.
+//! The `AppState` rows the fetch writes for the health check (their keys: `store::app_state`):
+//! records given up on, Graph's last refusal of our token, and queue messages dropped as
+//! unreadable.
 
 use time::OffsetDateTime;
 
@@ -11,14 +12,10 @@ use super::{CallRecordStore, STATE_ROW};
 use crate::domain::fetch::GiveUp;
 use crate::domain::job::CallRecordJob;
 
-/// Partition of the `AppState` rows that record call records given up on.
-pub(crate) const FAILURE_PARTITION: &str = "FetchFailure";
-/// Partition of the `AppState` row that records Graph's last refusal of our token.
-pub(crate) const GRAPH_STATUS_PARTITION: &str = "GraphStatus";
-/// Partition of the `AppState` rows that record queue messages dropped as unreadable.
-pub(crate) const DROPPED_PARTITION: &str = "DroppedMessage";
-/// Partition of the `AppState` rows that count webhook items rejected, per webhook and reason.
-pub(crate) const REJECTED_PARTITION: &str = "NotificationRejected";
+use super::super::app_state::{
+    DROPPED_MESSAGE_PARTITION as DROPPED_PARTITION, FETCH_FAILURE_PARTITION as FAILURE_PARTITION,
+    GRAPH_STATUS, NOTIFICATION_REJECTED_PARTITION as REJECTED_PARTITION,
+};
 /// Tries of one counter update that loses a race with another instance before it gives up.
 const COUNTER_RACES: usize = 5;
 
@@ -65,7 +62,7 @@ impl CallRecordStore {
         code: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let row = Entity::new(GRAPH_STATUS_PARTITION, "refused")
+        let row = Entity::new(GRAPH_STATUS.0, GRAPH_STATUS.1)
             .with("Status", EdmValue::Int32(i32::from(status)))
             .with("Code", EdmValue::String(truncate(code, 256)))
             .with("At", EdmValue::DateTime(now));
