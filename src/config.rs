@@ -1365,4 +1365,58 @@ mod tests {
             assert!(!text.contains("c2VjcmV0"), "{case}: `{text}` leaks a value");
         }
     }
+
+    /// The names a piece of text writes in backticks or quotes, that look like settings:
+    /// `SCREAMING_SNAKE` ones and the host's `AzureWebJobsStorage…` family.
+    fn setting_names(text: &str, quote: char) -> std::collections::BTreeSet<String> {
+        text.split(quote)
+            .skip(1)
+            .step_by(2)
+            .filter(|name| {
+                name.starts_with("AzureWebJobsStorage")
+                    || (name.len() > 2
+                        && name.starts_with(|c: char| c.is_ascii_uppercase())
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn the_settings_table_documents_exactly_the_settings_the_app_reads() {
+        let source = include_str!("config.rs");
+        let code = &source[..source.find("#[cfg(test)]").unwrap()];
+        let read = setting_names(code, '"');
+        let table = include_str!("../docs/SETTINGS.md");
+        let documented: std::collections::BTreeSet<String> = table
+            .lines()
+            .filter(|line| line.starts_with('|'))
+            .filter_map(|line| line.split('|').nth(1))
+            .flat_map(|cell| setting_names(cell, '`'))
+            .collect();
+        // Read by the platform's libraries rather than by `Config`: azure_identity and telemetry.
+        let platform: std::collections::BTreeSet<String> =
+            ["IDENTITY_ENDPOINT", "IDENTITY_HEADER", "RUST_LOG"]
+                .map(str::to_owned)
+                .into();
+        let undocumented: Vec<&String> = read.difference(&documented).collect();
+        let unknown: Vec<&String> = documented
+            .difference(&read)
+            .filter(|name| !platform.contains(*name))
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "read but not in docs/SETTINGS.md: {undocumented:?}"
+        );
+        assert!(
+            unknown.is_empty(),
+            "in docs/SETTINGS.md but not read: {unknown:?}"
+        );
+        assert!(
+            read.contains("GRAPH_TENANT_ID") && read.len() > 30,
+            "{read:?}"
+        );
+    }
 }

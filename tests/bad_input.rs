@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use support::bad_input::{KEY, cases, check, send};
 use support::graph::{sim_config, start_sim};
-use support::lifecycle::{eventually, spawn_subscribing_app};
+use support::lifecycle::{eventually, spawn_subscribing_app, when};
 use teams_cdr_functions::config::RunMode;
 
 #[tokio::test]
@@ -26,15 +26,16 @@ async fn every_bad_input_at_once_during_a_busy_run_gets_its_answer_and_changes_n
     .await;
     // The subscription is made at start-up; then the tenant's records become available and are
     // notified, enqueued and fetched by the app on its own.
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            app.subscription_row()
-                .await
-                .is_some_and(|r| r.get_str("SubscriptionId").is_some_and(|s| !s.is_empty()))
-        })
-        .await,
-        "the app subscribed itself"
-    );
+    eventually(Duration::from_secs(20), || async {
+        let row = app.subscription_row().await;
+        when(
+            row.as_ref()
+                .is_some_and(|r| r.get_str("SubscriptionId").is_some_and(|s| !s.is_empty())),
+            row,
+        )
+    })
+    .await
+    .expect("the app subscribed itself");
     app.sim.clock().advance(time::Duration::hours(1));
 
     // Every bad input, all at once, three times over, while the app works.
@@ -47,17 +48,23 @@ async fn every_bad_input_at_once_during_a_busy_run_gets_its_answer_and_changes_n
 
     // The workload settles: exactly the tenant's records are stored, nothing else.
     let expected: BTreeSet<String> = app.tenant_ids().into_iter().collect();
-    let settled = eventually(Duration::from_secs(90), || async {
+    eventually(Duration::from_secs(90), || async {
         let stored: BTreeSet<String> = app
             .rows(&app.tables.records)
             .await
             .into_iter()
             .map(|e| e.row_key)
             .collect();
-        stored == expected && app.queue.approximate_count().await.unwrap() == 0
+        let queued = app.queue.approximate_count().await.unwrap();
+        let missing = expected.difference(&stored).count();
+        let extra = stored.difference(&expected).count();
+        when(
+            missing == 0 && extra == 0 && queued == 0,
+            format!("{missing} records missing, {extra} not the tenant's, {queued} queued"),
+        )
     })
-    .await;
-    assert!(settled, "every record stored, and nothing but them");
+    .await
+    .expect("every record stored, and nothing but them");
     assert_eq!(app.poison.approximate_count().await.unwrap(), 0);
     assert!(app.app_state_rows("FetchFailure").await.is_empty());
     assert!(

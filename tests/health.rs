@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::fetch::{FetchApp, spawn_fetch_app};
 use support::graph::{sim_config, start_sim};
-use support::lifecycle::{eventually, spawn_subscribing_app};
+use support::lifecycle::{eventually, spawn_subscribing_app, when};
 use support::{CLIENT_STATE, TENANT_ID};
 use teams_cdr_functions::config::RunMode;
 use teams_cdr_sim::SimConfig;
@@ -61,6 +61,15 @@ async fn notify(app: &FetchApp, collection: String) -> u16 {
         .as_u16()
 }
 
+/// A time the health details give (RFC 3339).
+fn time_of(value: &serde_json::Value) -> time::OffsetDateTime {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a time: {value}"));
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
 /// An app whose every timer has run once against a quiet tenant.
 async fn fresh_app(calls: usize) -> FetchApp {
     let app = spawn_subscribing_app(start_sim(tenant_sim(calls)).await, |_, options| {
@@ -93,12 +102,29 @@ async fn health_is_failing_without_a_subscription_and_ok_once_everything_ran() {
     let details = details(&app).await;
     assert_eq!(details["status"], "ok");
     assert!(codes(&details).is_empty(), "{details}");
-    assert!(details["subscription"]["id"].is_string());
-    assert!(details["subscription"]["expires"].is_string());
+    // What it was reached from is what happened: the subscription Graph holds, and the runs of
+    // just now.
+    let subscriptions = app.sim.subscriptions();
+    assert_eq!(subscriptions.len(), 1, "{subscriptions:?}");
+    assert_eq!(details["subscription"]["id"], subscriptions[0].id.as_str());
+    assert_eq!(
+        time_of(&details["subscription"]["expires"]),
+        subscriptions[0].expiration
+    );
     assert_eq!(details["queue"]["poison"], 0);
-    assert!(details["reconcile"]["lastSuccessAt"].is_string());
-    for report in details["reports"].as_array().unwrap() {
-        assert!(report["lastSuccessAt"].is_string(), "{report}");
+    let now = app.sim.clock().now();
+    let just_now = |at: &serde_json::Value| {
+        let at = time_of(at);
+        assert!(
+            at <= now && now - at < time::Duration::minutes(1),
+            "{at} is not just before {now}"
+        );
+    };
+    just_now(&details["reconcile"]["lastSuccessAt"]);
+    let reports = details["reports"].as_array().unwrap();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    for report in reports {
+        just_now(&report["lastSuccessAt"]);
     }
     // Nothing secret in it.
     assert!(!details.to_string().contains(CLIENT_STATE));
@@ -117,12 +143,12 @@ async fn poison_messages_and_rejected_notifications_degrade_and_an_expired_subsc
         TENANT_ID,
     );
     assert_eq!(notify(app, forged).await, 202);
-    assert!(
-        eventually(Duration::from_secs(10), || async move {
-            codes(&details(app).await) == ["notificationsRejected"]
-        })
-        .await
-    );
+    eventually(Duration::from_secs(10), || async move {
+        let codes = codes(&details(app).await);
+        when(codes == ["notificationsRejected"], codes)
+    })
+    .await
+    .expect("the forged notification is reported");
     assert_eq!(get(app, "/api/health", None).await.1["status"], "degraded");
 
     // A message the host gave up on.
@@ -151,13 +177,16 @@ async fn the_last_notification_and_the_last_record_stored_are_reported() {
     assert_eq!(notify(app, notification).await, 202);
     // The sweep queued the record too: the copy that meets the first writer's lease waits for it.
     app.drain_advancing(time::Duration::minutes(6)).await;
-    assert!(
-        eventually(Duration::from_secs(10), || async move {
-            let d = details(app).await;
-            d["lastNotificationAt"].is_string() && d["lastRecordStoredAt"].is_string()
-        })
-        .await
-    );
+    eventually(Duration::from_secs(10), || async move {
+        let d = details(app).await;
+        let marks = (
+            d["lastNotificationAt"].clone(),
+            d["lastRecordStoredAt"].clone(),
+        );
+        when(marks.0.is_string() && marks.1.is_string(), marks)
+    })
+    .await
+    .expect("both activity marks are written");
 }
 
 #[tokio::test]
@@ -229,36 +258,41 @@ async fn a_consumer_that_stops_reading_or_falls_behind_the_retention_degrades_he
     };
     let read = |cursor: Option<String>| read_up_to(1, cursor);
     let cursor = read(None).await;
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            consumer(&details(app).await).is_some_and(|c| c["lastReadAt"].is_string())
-        })
-        .await
-    );
+    eventually(Duration::from_secs(10), || async {
+        let consumer = consumer(&details(app).await);
+        when(
+            consumer
+                .as_ref()
+                .is_some_and(|c| c["lastReadAt"].is_string()),
+            consumer,
+        )
+    })
+    .await
+    .expect("the consumer's read is marked");
     assert!(!codes(&details(app).await).contains(&"consumerStale".to_owned()));
 
     // Four days without a read.
     app.sim.clock().advance(time::Duration::days(4));
     assert!(codes(&details(app).await).contains(&"consumerStale".to_owned()));
     let cursor = read(Some(cursor)).await;
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            !codes(&details(app).await).contains(&"consumerStale".to_owned())
-        })
-        .await
-    );
+    eventually(Duration::from_secs(10), || async {
+        let codes = codes(&details(app).await);
+        when(!codes.contains(&"consumerStale".to_owned()), codes)
+    })
+    .await
+    .expect("a read clears consumerStale");
     assert!(!codes(&details(app).await).contains(&"consumerBehindRetention".to_owned()));
 
     // 80 more days, and the consumer is still at rows stored 84 days ago: within 7 days of the
     // 90-day retention.
     app.sim.clock().advance(time::Duration::days(80));
     let cursor = read(Some(cursor)).await;
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            codes(&details(app).await).contains(&"consumerBehindRetention".to_owned())
-        })
-        .await
-    );
+    eventually(Duration::from_secs(10), || async {
+        let codes = codes(&details(app).await);
+        when(codes.contains(&"consumerBehindRetention".to_owned()), codes)
+    })
+    .await
+    .expect("a consumer near the retention is reported");
     // Another consumer (its own key), which reads everything, is watched apart: its reading does
     // not hide the first one, which is still behind.
     let other = reqwest::Client::new()
@@ -268,24 +302,26 @@ async fn a_consumer_that_stops_reading_or_falls_behind_the_retention_degrades_he
         .await
         .unwrap();
     assert_eq!(other.status(), 200);
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            details(app).await["consumers"].as_array().unwrap().len() == 2
-        })
-        .await
-    );
+    eventually(Duration::from_secs(10), || async {
+        let consumers = details(app).await["consumers"].clone();
+        when(consumers.as_array().unwrap().len() == 2, consumers)
+    })
+    .await
+    .expect("two consumers are watched");
     assert!(codes(&details(app).await).contains(&"consumerBehindRetention".to_owned()));
 
     // Reading the rest brings it to the present: the rule clears. (A read mark is written at most
     // once a minute per instance and feed.)
     app.sim.clock().advance(time::Duration::minutes(2));
     let _ = read_up_to(100, Some(cursor)).await;
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            let codes = codes(&details(app).await);
+    eventually(Duration::from_secs(10), || async {
+        let codes = codes(&details(app).await);
+        when(
             !codes.contains(&"consumerBehindRetention".to_owned())
-                && !codes.contains(&"consumerStale".to_owned())
-        })
-        .await
-    );
+                && !codes.contains(&"consumerStale".to_owned()),
+            codes,
+        )
+    })
+    .await
+    .expect("reading the rest clears both rules");
 }

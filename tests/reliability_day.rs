@@ -535,53 +535,49 @@ async fn a_tenant_day_under_faults_loses_nothing_and_doubles_nothing() {
     );
 
     // The consumer receives every row within the feed's settle time.
-    let caught_up = support::lifecycle::eventually(Duration::from_secs(120), || async {
+    support::lifecycle::eventually(Duration::from_secs(120), || async {
         let r = received.lock().unwrap();
-        expected
+        let caught_up = expected
             .records
             .iter()
             .all(|(id, v)| r.records.get(id).is_some_and(|seen| seen >= v))
             && r.records.len() == expected.records.len()
             && r.pstn == expected.pstn
-            && r.direct_routing == expected.direct_routing
-    })
-    .await;
-    {
-        let r = received.lock().unwrap();
-        assert!(
+            && r.direct_routing == expected.direct_routing;
+        support::lifecycle::when(
             caught_up,
-            "the consumer received {} of {} records, {} of {} PSTN and {} of {} Direct Routing rows",
-            r.records.len(),
-            expected.records.len(),
-            r.pstn.len(),
-            expected.pstn.len(),
-            r.direct_routing.len(),
-            expected.direct_routing.len()
-        );
-    }
+            format!(
+                "the consumer received {} of {} records, {} of {} PSTN and {} of {} Direct Routing rows",
+                r.records.len(),
+                expected.records.len(),
+                r.pstn.len(),
+                expected.pstn.len(),
+                r.direct_routing.len(),
+                expected.direct_routing.len()
+            ),
+        )
+    })
+    .await
+    .expect("the consumer receives every row within the settle time");
 
     // The health check reads `ok` once the day's alarms have aged out on the tenant clock.
     let client = reqwest::Client::new();
-    let last_health = Arc::new(Mutex::new(Value::Null));
     // Sweeps run every 6 tenant hours and the check wants one within 3, so this spans two cycles.
-    let healthy = support::lifecycle::eventually(Duration::from_secs(180), || {
+    support::lifecycle::eventually(Duration::from_secs(180), || {
         let request = client
             .get(format!("{base}/api/health"))
             .header("x-functions-key", KEY)
             .send();
-        let last_health = last_health.clone();
         async move {
-            let Ok(answer) = request.await else {
-                return false;
+            let health: Value = match request.await {
+                Ok(answer) => answer.json().await.unwrap_or_default(),
+                Err(e) => Value::String(format!("no answer: {e}")),
             };
-            let health: Value = answer.json().await.unwrap_or_default();
-            let ok = health["status"] == "ok";
-            *last_health.lock().unwrap() = health;
-            ok
+            support::lifecycle::when(health["status"] == "ok", health)
         }
     })
-    .await;
-    assert!(healthy, "health: {:#}", last_health.lock().unwrap());
+    .await
+    .expect("health reads ok");
     stop.store(true, Ordering::Relaxed);
     consumer.await.unwrap();
     handler.kill().await;

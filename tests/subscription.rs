@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::fetch::{FetchApp, sim_record, spawn_fetch_app};
 use support::graph::{sim_config, sim_start, start_sim};
-use support::lifecycle::{eventually, served, spawn_subscribing_app};
+use support::lifecycle::{eventually, served, spawn_subscribing_app, when};
 use support::{CLIENT_STATE, TENANT_ID};
 use teams_cdr_functions::config::RunMode;
 use teams_cdr_sim::{Endpoint, Outcome, RunningSim, SimConfig};
@@ -181,13 +181,16 @@ async fn a_subscription_graph_deleted_is_recreated_at_the_next_run_and_its_gap_r
     assert_ne!(second.id, first.id);
     assert_eq!(served(&app.sim, Endpoint::SubscriptionCreate), 2);
     // The recreation started a sweep of the gap by itself; it ends with no span left waiting.
-    assert!(
-        eventually(SETTLE, || async move {
-            app.reconcile_row().await.is_some()
-                && app.app_state_rows("ReconcileWindow").await.is_empty()
-        })
-        .await
-    );
+    eventually(SETTLE, || async move {
+        let swept = app.reconcile_row().await.is_some();
+        let waiting = app.app_state_rows("ReconcileWindow").await.len();
+        when(
+            swept && waiting == 0,
+            format!("swept: {swept}, {waiting} spans waiting"),
+        )
+    })
+    .await
+    .expect("a sweep ran and no span is left waiting");
     assert!(served(&app.sim, Endpoint::ListCallRecords) > lists_before);
     app.drain().await;
     assert_eq!(stored_ids(app).await, sorted(app.tenant_ids()));
@@ -386,14 +389,28 @@ async fn without_its_urls_maintain_subscription_fails_and_names_the_settings() {
     );
 }
 
-async fn post_lifecycle(app: &FetchApp, subscription_id: &str, event: &str) -> u16 {
-    let body = json!({"value": [{
-        "lifecycleEvent": event,
-        "subscriptionId": subscription_id,
-        "subscriptionExpirationDateTime": "2026-11-23T09:00:00Z",
-        "clientState": CLIENT_STATE,
-        "tenantId": TENANT_ID,
-    }]});
+/// When the last sweep ran (`None`: never).
+async fn last_sweep(app: &FetchApp) -> Option<time::OffsetDateTime> {
+    app.reconcile_row()
+        .await
+        .and_then(|row| row.get_datetime("LastRunAt"))
+}
+
+/// One post of lifecycle events, `(subscription id, event)` each, as Graph sends them.
+async fn post_lifecycle_events(app: &FetchApp, events: &[(&str, &str)]) -> u16 {
+    let value: Vec<Value> = events
+        .iter()
+        .map(|(subscription_id, event)| {
+            json!({
+                "lifecycleEvent": event,
+                "subscriptionId": subscription_id,
+                "subscriptionExpirationDateTime": "2026-11-23T09:00:00Z",
+                "clientState": CLIENT_STATE,
+                "tenantId": TENANT_ID,
+            })
+        })
+        .collect();
+    let body = json!({ "value": value });
     app.host
         .forward(
             reqwest::Method::POST,
@@ -417,19 +434,27 @@ async fn reauthorization_required_is_answered_once_per_ten_minutes_however_often
         app.sim.send_lifecycle(&id, "reauthorizationRequired").await,
         Some(202)
     );
-    assert!(
-        eventually(SETTLE, || async move {
-            served(&app.sim, Endpoint::SubscriptionReauthorize) == 1
-        })
-        .await
-    );
-    // Graph repeats it: within 10 minutes it costs nothing.
+    eventually(SETTLE, || async move {
+        let served = served(&app.sim, Endpoint::SubscriptionReauthorize);
+        when(served == 1, served)
+    })
+    .await
+    .expect("SubscriptionReauthorize served 1 times");
+    // Graph repeats it: within 10 minutes it costs nothing. A `missed` after it in the same
+    // collection is acted on after it (one post's events are acted on in order): once its sweep
+    // has run, the repeat has been dealt with.
     app.sim.clock().advance(time::Duration::minutes(5));
+    let swept_before = last_sweep(app).await;
     assert_eq!(
-        app.sim.send_lifecycle(&id, "reauthorizationRequired").await,
-        Some(202)
+        post_lifecycle_events(app, &[(&id, "reauthorizationRequired"), (&id, "missed")]).await,
+        202
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(SETTLE, || async move {
+        let swept = last_sweep(app).await;
+        when(swept != swept_before, swept)
+    })
+    .await
+    .expect("the sweep after the repeat ran");
     assert_eq!(served(&app.sim, Endpoint::SubscriptionReauthorize), 1);
     // After 10 minutes it is answered again.
     app.sim.clock().advance(time::Duration::minutes(6));
@@ -437,12 +462,12 @@ async fn reauthorization_required_is_answered_once_per_ten_minutes_however_often
         app.sim.send_lifecycle(&id, "reauthorizationRequired").await,
         Some(202)
     );
-    assert!(
-        eventually(SETTLE, || async move {
-            served(&app.sim, Endpoint::SubscriptionReauthorize) == 2
-        })
-        .await
-    );
+    eventually(SETTLE, || async move {
+        let served = served(&app.sim, Endpoint::SubscriptionReauthorize);
+        when(served == 2, served)
+    })
+    .await
+    .expect("SubscriptionReauthorize served 2 times");
     // The subscription lives for days yet: reauthorized, not renewed.
     assert_eq!(served(&app.sim, Endpoint::SubscriptionRenew), 0);
 }
@@ -459,12 +484,12 @@ async fn reauthorization_required_close_to_expiry_renews_instead() {
             .await,
         Some(202)
     );
-    assert!(
-        eventually(SETTLE, || async move {
-            served(&app.sim, Endpoint::SubscriptionRenew) == 1
-        })
-        .await
-    );
+    eventually(SETTLE, || async move {
+        let served = served(&app.sim, Endpoint::SubscriptionRenew);
+        when(served == 1, served)
+    })
+    .await
+    .expect("SubscriptionRenew served 1 times");
     assert_eq!(served(&app.sim, Endpoint::SubscriptionReauthorize), 0);
     assert!(only_subscription(&app.sim).expiration > first.expiration);
 }
@@ -476,12 +501,12 @@ async fn the_simulators_own_reauthorization_events_stop_once_the_app_acts() {
     config.delivery.reauthorization_lead = time::Duration::hours(100);
     let app = subscribed(config).await;
     let app = &app;
-    assert!(
-        eventually(SETTLE, || async move {
-            served(&app.sim, Endpoint::SubscriptionReauthorize) == 1
-        })
-        .await
-    );
+    eventually(SETTLE, || async move {
+        let served = served(&app.sim, Endpoint::SubscriptionReauthorize);
+        when(served == 1, served)
+    })
+    .await
+    .expect("SubscriptionReauthorize served 1 times");
     let posts = app.sim.ledger().webhook_posts();
     // Acted on: Graph does not ask again (unanswered, it would every 10 minutes).
     pass_time(
@@ -500,12 +525,16 @@ async fn subscription_removed_is_answered_with_a_new_subscription_and_a_sweep() 
     let app = &app;
     let first = only_subscription(&app.sim);
     assert!(app.sim.remove_subscription(&first.id, true).await);
-    assert!(
-        eventually(SETTLE, || async move {
-            app.sim.subscriptions().len() == 1 && app.reconcile_row().await.is_some()
-        })
-        .await
-    );
+    eventually(SETTLE, || async move {
+        let subscriptions = app.sim.subscriptions().len();
+        let swept = app.reconcile_row().await.is_some();
+        when(
+            subscriptions == 1 && swept,
+            format!("{subscriptions} subscriptions, swept: {swept}"),
+        )
+    })
+    .await
+    .expect("one new subscription and a sweep");
     assert_ne!(only_subscription(&app.sim).id, first.id);
     assert_eq!(served(&app.sim, Endpoint::SubscriptionCreate), 2);
     // The sweep found the tenant's calls, none of which had been stored.
@@ -518,13 +547,12 @@ async fn missed_starts_a_sweep_that_queues_what_is_not_stored() {
     let app = &app;
     let id = only_subscription(&app.sim).id;
     assert_eq!(app.sim.send_lifecycle(&id, "missed").await, Some(202));
-    assert!(
-        eventually(
-            SETTLE,
-            || async move { app.reconcile_row().await.is_some() }
-        )
-        .await
-    );
+    eventually(SETTLE, || async move {
+        let row = app.reconcile_row().await;
+        when(row.is_some(), row)
+    })
+    .await
+    .expect("a sweep ran");
     assert_eq!(app.take_queued_ids().await, sorted(app.tenant_ids()));
     assert_eq!(served(&app.sim, Endpoint::SubscriptionCreate), 1);
 }
@@ -535,27 +563,34 @@ async fn events_for_another_subscription_or_of_an_unknown_kind_cause_no_graph_re
     let app = &app;
     let ours = only_subscription(&app.sim).id;
     let requests = app.sim.ledger().requests().len();
-    for (subscription, event) in [
-        (
-            "0b3c1d2e-0000-4000-8000-00000000abcd",
-            "reauthorizationRequired",
-        ),
-        (
-            "0b3c1d2e-0000-4000-8000-00000000abcd",
-            "subscriptionRemoved",
-        ),
-        ("0b3c1d2e-0000-4000-8000-00000000abcd", "missed"),
+    let foreign = "0b3c1d2e-0000-4000-8000-00000000abcd";
+    // One post, whose events are acted on in order: the last one, ours, is answered with one
+    // reauthorization, and once it has been the others have been dealt with.
+    let events = [
+        (foreign, "reauthorizationRequired"),
+        (foreign, "subscriptionRemoved"),
+        (foreign, "missed"),
         (ours.as_str(), "somethingGraphAddsLater"),
         // The documentation's own placeholder text.
         (
             ours.as_str(),
             "subscriptionRemoved or missed or reauthorizationRequired",
         ),
-    ] {
-        assert_eq!(post_lifecycle(app, subscription, event).await, 202);
-    }
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(app.sim.ledger().requests().len(), requests);
+        (ours.as_str(), "reauthorizationRequired"),
+    ];
+    assert_eq!(post_lifecycle_events(app, &events).await, 202);
+    eventually(SETTLE, || async move {
+        let served = served(&app.sim, Endpoint::SubscriptionReauthorize);
+        when(served == 1, served)
+    })
+    .await
+    .expect("our own event is answered");
+    let since: Vec<Endpoint> = app.sim.ledger().requests()[requests..]
+        .iter()
+        .map(|r| r.endpoint)
+        .filter(|e| !matches!(e, Endpoint::Token | Endpoint::ManagedIdentityToken))
+        .collect();
+    assert_eq!(since, [Endpoint::SubscriptionReauthorize]);
     assert!(app.reconcile_row().await.is_none());
     assert!(app.take_queued_ids().await.is_empty());
 }
@@ -644,15 +679,12 @@ async fn notifications_graph_never_sent_are_found_by_reconcile() {
         time::Duration::minutes(5),
     )
     .await;
-    let settled = eventually(SETTLE, || async move {
-        app.sim.ledger().notifications().len() == CALLS
+    eventually(SETTLE, || async move {
+        let notified = app.sim.ledger().notifications().len();
+        when(notified == CALLS, notified)
     })
-    .await;
-    assert!(
-        settled,
-        "{} notified",
-        app.sim.ledger().notifications().len()
-    );
+    .await
+    .expect("every call notified");
     let dropped = app
         .sim
         .ledger()
@@ -793,13 +825,16 @@ async fn backfill_sweeps_its_range_and_reprocess_queues_its_ids_for_rewriting() 
     let (status, body) = post(app, &format!("/api/ops/backfill?{RANGE}"), None, "").await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["status"], "queued");
-    assert!(
-        eventually(SETTLE, || async move {
-            app.reconcile_row().await.is_some()
-                && app.app_state_rows("ReconcileWindow").await.is_empty()
-        })
-        .await
-    );
+    eventually(SETTLE, || async move {
+        let swept = app.reconcile_row().await.is_some();
+        let waiting = app.app_state_rows("ReconcileWindow").await.len();
+        when(
+            swept && waiting == 0,
+            format!("swept: {swept}, {waiting} spans waiting"),
+        )
+    })
+    .await
+    .expect("a sweep ran and no span is left waiting");
     let ids = sorted(app.tenant_ids());
     assert_eq!(app.take_queued_ids().await, ids);
 

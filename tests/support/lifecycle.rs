@@ -90,21 +90,46 @@ pub fn served(sim: &RunningSim, endpoint: Endpoint) -> usize {
     sim.ledger().count(endpoint)
 }
 
-/// Waits until `done` holds (background work: lifecycle events, a sweep started by one), at most
-/// `limit`.
-pub async fn eventually<F, Fut>(limit: Duration, mut done: F) -> bool
+/// Waits for background work (lifecycle events, a sweep started by one, a timer): polls `probe`
+/// every 50 ms, for at most `limit`. `probe` answers `Ok` with what it waited for, or `Err` with
+/// what it saw instead ([`when`] builds either from a condition).
+///
+/// # Errors
+/// When `limit` passes first: [`GaveUp`], which shows the last thing `probe` saw, so that
+/// `eventually(..).await.expect("what was awaited")` fails with it.
+pub async fn eventually<T, S, F, Fut>(limit: Duration, mut probe: F) -> Result<T, GaveUp<S>>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: std::future::Future<Output = Result<T, S>>,
 {
     let started = tokio::time::Instant::now();
     loop {
-        if done().await {
-            return true;
+        match probe().await {
+            Ok(done) => return Ok(done),
+            Err(seen) if started.elapsed() > limit => return Err(GaveUp { limit, seen }),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
-        if started.elapsed() > limit {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `Ok(seen)` when `done`, else `Err(seen)`: a probe for [`eventually`] from a condition and what
+/// it was read from.
+pub fn when<S>(done: bool, seen: S) -> Result<S, S> {
+    if done { Ok(seen) } else { Err(seen) }
+}
+
+/// What [`eventually`] last saw when it gave up.
+pub struct GaveUp<S> {
+    pub limit: Duration,
+    pub seen: S,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for GaveUp<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "gave up after {:?}; last seen: {:?}",
+            self.limit, self.seen
+        )
     }
 }
