@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-// Store errors carry no secrets (see `store::SdkFailure`), so the whole chain can be logged.
+// Store errors carry no secrets (see `table_storage::SdkFailure`), so the whole chain can be logged.
 use crate::store::StoreError;
 
 /// An HTTP request that could not be served.
@@ -169,17 +169,8 @@ impl IntoResponse for InvocationError {
     }
 }
 
-/// An error and its causes on one line (`outer: cause: root cause`).
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+// One statement of how an error chain reads on a log line, shared with the storage client crate.
+pub(crate) use table_storage::error_chain;
 
 #[cfg(test)]
 mod tests {

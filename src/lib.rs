@@ -20,10 +20,14 @@
 //! - `graph`: Microsoft Graph behind [`GraphClient`]: the credential (managed identity or client
 //!   secret), the one retry policy, the client-side rate limiter; the only module that knows Graph's
 //!   authentication and throttling rules; reading a call record completely (every page) as bytes.
-//! - `store`: Azure Storage behind our own types (the call-record queue, our Table storage client,
-//!   the call-record tables and their write protocol); the only module that knows the storage SDK.
+//! - `store`: Azure Storage behind our own types (the call-record queue, the call-record tables and
+//!   their write protocol); the only module that knows the storage SDK.
+//! - [`table_storage`] (a crate of this workspace, knowing nothing of the app): our Azure Table
+//!   storage client, the storage pipeline and SAS signing, and [`StoreError`]; used by `store`, by
+//!   `app` and `api` for the table and entity types they hand over, and by `error`/`http` for its
+//!   error-text helpers.
 //! - `error`: the one place where errors become HTTP status codes.
-//! - `random`: the one source of randomness (tokens, jitter).
+//! - `random`: the app's one source of randomness (tokens, jitter).
 //! - [`http`]: the outgoing HTTP client every Azure pipeline uses (TLS roots, time limits).
 //! - [`telemetry`]: `tracing` set-up, one JSON line per event on stdout for the Functions host.
 
@@ -55,10 +59,6 @@ pub use graph::{
 pub use http::http_client;
 pub use store::callrecords::CallRecordStore;
 pub use store::feed::{Appended, Dataset as FeedDataset, FeedStore};
-pub use store::pipeline::StorageRetry;
 pub use store::queue::{QueueStore, ReceivedMessage};
-pub use store::table::filter as table_filter;
-pub use store::table::{
-    BatchOp, Continuation, ETag, EdmValue, Entity, Page, Query, TableStore, WriteMode,
-};
 pub use store::{BatchFailure, StorageAuth, StoreError};
+pub use table_storage::StorageRetry;
