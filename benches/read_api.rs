@@ -22,8 +22,9 @@ use serde_json::Value;
 use support::HandlerProcess;
 use support::fetch::azurite_table;
 use support::graph::{binary_env, sim_config, start_sim};
+use table_storage::{EdmValue, Entity};
 use teams_cdr_functions::config::TableNames;
-use teams_cdr_functions::{EdmValue, Entity, FeedDataset, FeedStore};
+use teams_cdr_functions::{FeedDataset, FeedStore};
 use time::OffsetDateTime;
 
 const ROWS: usize = 100_000;
@@ -210,8 +211,8 @@ async fn run() {
     let table = azurite_table(&TableNames::default().feed);
     let started = Instant::now();
     let raw = table
-        .query_all(&teams_cdr_functions::Query::new().filter({
-            use teams_cdr_functions::table_filter::{Op, and, cmp};
+        .query_all(&table_storage::Query::new().filter({
+            use table_storage::filter::{Op, and, cmp};
             and(
                 cmp("PartitionKey", Op::Ge, "pstncalls-"),
                 cmp("PartitionKey", Op::Lt, "pstncalls."),

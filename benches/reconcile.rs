@@ -23,7 +23,7 @@ use support::fetch::{fixture_json, sim_record, spawn_fetch_app};
 use support::graph::{sim_config, sim_start, start_sim};
 use support::host::timer_invocation;
 use support::utc_day as day;
-use teams_cdr_functions::{BatchOp, EdmValue, Entity, WriteMode};
+use table_storage::{BatchOp, EdmValue, Entity, WriteMode};
 use teams_cdr_sim::Endpoint;
 use time::format_description::well_known::Rfc3339;
 

@@ -27,7 +27,8 @@ use support::fetch::{azurite_table, spawn_fetch_app};
 use support::graph::{binary_env, sim_config, start_sim};
 use support::host::timer_invocation;
 use support::{HandlerProcess, azurite, unique_table_name};
-use teams_cdr_functions::{BatchOp, Entity, Query, RateLimit, RateLimits, WriteMode};
+use table_storage::{BatchOp, Entity, Query, WriteMode};
+use teams_cdr_functions::{RateLimit, RateLimits};
 use teams_cdr_sim::{Limits, SimClock};
 
 const ROWS: usize = 100_000;
@@ -58,7 +59,7 @@ fn month(rows: usize, days: i64) -> teams_cdr_sim::SimConfig {
 
 /// Runs `PullReports` until both reports are complete, posting straight to the handler (no 30 s
 /// answer limit). Returns the runs it took.
-async fn pull_until_done(base: &str, app_state: &teams_cdr_functions::TableStore) -> usize {
+async fn pull_until_done(base: &str, app_state: &table_storage::TableStore) -> usize {
     let client = reqwest::Client::new();
     for run in 1..=10 {
         let status = client

@@ -17,7 +17,8 @@ python3 tools/check_package.py
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-# No doc tests exist (the crate documents with prose, not examples), so they are not run.
+# The few doc tests (the table_storage crate's README example and a `$filter` example) are not run
+# here; `cargo test -p table_storage --doc` runs them.
 set +e
 cargo test --locked --workspace --lib --bins --tests 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

@@ -16,6 +16,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use azure_core::credentials::TokenCredential;
+use table_storage::{StorageRetry, TableStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument as _;
@@ -38,9 +39,8 @@ use crate::store::feed::{Dataset, FeedStore};
 use crate::store::health::HealthStore;
 use crate::store::lifecycle::LifecycleStore;
 use crate::store::purge::Purger;
-use crate::store::queue::{QueueStore, StorageRetry};
+use crate::store::queue::QueueStore;
 use crate::store::reports::ReportStore;
-use crate::store::table::TableStore;
 
 /// Knobs tests and benchmarks turn; production uses [`AppOptions::default`].
 #[derive(Debug, Clone)]
@@ -48,6 +48,8 @@ pub struct AppOptions {
     /// Use this storage authentication instead of the one the configuration describes (tests inject a
     /// token credential this way).
     pub storage_auth: Option<StorageAuth>,
+    /// In-process storage retries. The default only covers blips: the webhook must answer Graph
+    /// within 3 s, and longer outages are covered by Graph's redelivery and the queue's.
     pub storage_retry: StorageRetry,
     /// Use this Graph credential instead of the one the configuration describes (tests inject one
     /// for the simulator this way).

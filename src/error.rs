@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-// Store errors carry no secrets (see `store::SdkFailure`), so the whole chain can be logged.
+// Store errors carry no secrets (see `table_storage::SdkFailure`), so the whole chain can be logged.
 use crate::store::StoreError;
 use crate::telemetry::error_chain;
 

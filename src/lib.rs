@@ -17,8 +17,9 @@
 //!   authentication and throttling rules; reading a call record completely (every page) as bytes.
 //! - `store`: Azure Storage behind our own types: the call-record queue, the call-record tables and
 //!   their write protocol, the report tables, the read API's log, the `AppState` table
-//!   (`store::app_state`: its rows and the one lease). The Table service itself is the
-//!   `table_storage` crate's, which knows nothing of call records.
+//!   (`store::app_state`: its rows and the one lease). The only module that knows the storage SDK.
+//! - [`table_storage`] (a crate of this workspace that knows nothing of the app): the Azure Table
+//!   storage client, the storage pipeline and SAS signing, and [`StoreError`].
 //! - `host`: the custom-handler side of the Functions host protocol (readiness, invocation ids, the
 //!   invocation payloads), and standalone mode's stand-ins for the host's queue trigger and timers.
 //! - `services`: what the handlers can reach (`Services`, with the substates `Auth` and `ReadApi`
@@ -64,10 +65,6 @@ pub use graph::{
 pub use http::http_client;
 pub use store::callrecords::CallRecordStore;
 pub use store::feed::{Appended, Dataset as FeedDataset, FeedStore};
-pub use store::pipeline::StorageRetry;
 pub use store::queue::{QueueStore, ReceivedMessage};
-pub use store::table::filter as table_filter;
-pub use store::table::{
-    BatchOp, Continuation, ETag, EdmValue, Entity, Page, Query, TableStore, WriteMode,
-};
 pub use store::{BatchFailure, StorageAuth, StoreError};
+pub use table_storage::StorageRetry;

@@ -1,6 +1,7 @@
-//! The one source of randomness: `fastrand`'s per-thread generator, seeded from the OS. What needs
-//! it: tokens that tell writers, batches and invocations apart (collisions, not secrecy, matter: a
-//! 128-bit token never collides in practice), and the jitter that spreads retries.
+//! The app's one source of randomness: `fastrand`'s per-thread generator, seeded from the OS. What
+//! needs it: tokens that tell writers and invocations apart (collisions, not secrecy, matter: a
+//! 128-bit token never collides in practice), and the jitter that spreads retries. (The
+//! `table_storage` crate draws its `$batch` boundaries from the same generator itself.)
 
 /// 32 hex digits (128 random bits).
 pub(crate) fn token() -> String {

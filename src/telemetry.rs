@@ -35,14 +35,5 @@ pub fn init_for_tests() {
     }
 }
 
-/// An error and its causes on one line (`outer: cause: root cause`).
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+// One statement of how an error chain reads on a log line, shared with the storage client crate.
+pub(crate) use table_storage::error_chain;

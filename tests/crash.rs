@@ -18,7 +18,7 @@ use support::HandlerProcess;
 use support::fetch::{Tables, azurite_queue, azurite_table, spawn_fetch_app};
 use support::graph::{binary_env, sim_config, start_sim};
 use support::host::{HostEmulator, QueueRun, QueueTrigger};
-use teams_cdr_functions::{EdmValue, Entity, Query, TableStore};
+use table_storage::{EdmValue, Entity, Query, TableStore};
 use teams_cdr_sim::SimClock;
 
 /// Every row of `table`, keyed, without what differs between two correct runs: the service's

@@ -15,7 +15,7 @@ use support::fetch::{
     spawn_fetch_app, stored,
 };
 use support::graph::{SimCredential, sim_config, sim_start, start_sim};
-use teams_cdr_functions::{EdmValue, Entity};
+use table_storage::{EdmValue, Entity};
 use teams_cdr_sim::RetryAfter;
 use teams_cdr_sim::tenant::CallRecord;
 

@@ -13,8 +13,9 @@ use support::fetch::{
     stored,
 };
 use support::graph::{sim_config, sim_start, start_sim};
+use table_storage::{EdmValue, Entity, WriteMode};
 use teams_cdr_functions::config::{Config, RunMode};
-use teams_cdr_functions::{App, AppOptions, EdmValue, Entity, WriteMode};
+use teams_cdr_functions::{App, AppOptions};
 use teams_cdr_sim::SimConfig;
 use teams_cdr_sim::tenant::CallRecord;
 

@@ -170,11 +170,11 @@ async fn rejected_notifications_are_counted_per_reason_with_the_time_last_seen_a
     app.post_notification(foreign).await;
     assert_eq!(app.drain_queue().await, vec![]);
 
-    let counted = |rows: &[teams_cdr_functions::Entity]| {
+    let counted = |rows: &[table_storage::Entity]| {
         rows.iter()
             .map(|e| {
                 let count = match e.properties.get("Count") {
-                    Some(teams_cdr_functions::EdmValue::Int64(n)) => *n,
+                    Some(table_storage::EdmValue::Int64(n)) => *n,
                     other => panic!("Count: {other:?}"),
                 };
                 (e.row_key.clone(), count)

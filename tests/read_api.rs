@@ -19,8 +19,9 @@ use support::fetch::{FetchApp, azurite_table, spawn_fetch_app};
 use support::graph::{SimTime, sim_config, sim_start, start_sim};
 use support::reports::{insert, pstn_row, reports_app};
 use support::{CLIENT_STATE, TENANT_ID};
+use table_storage::{EdmValue, Entity, WriteMode};
 use teams_cdr_functions::config::RunMode;
-use teams_cdr_functions::{EdmValue, Entity, FeedDataset, FeedStore, WriteMode};
+use teams_cdr_functions::{FeedDataset, FeedStore};
 
 const KEY: &str = "the-read-key";
 /// The settle time the apps here use (the default).
@@ -227,7 +228,7 @@ async fn four_concurrent_writers_and_a_polling_reader_lose_no_row() {
     .await;
     slow.set(support::proxy::Mode::Slow(Duration::from_millis(600)));
     let slow_feed = FeedStore::new(
-        teams_cdr_functions::TableStore::new(
+        table_storage::TableStore::new(
             &format!("http://{}/devstoreaccount1", slow.addr)
                 .parse()
                 .unwrap(),

@@ -39,9 +39,9 @@ use support::counting_proxy::start_proxy;
 use support::fetch::{Tables, azurite_queue, azurite_table, served};
 use support::graph::{binary_env, start_sim};
 use support::proxy::{Mode, ToggleProxy};
+use table_storage::{Entity, Query};
 use teams_cdr_functions::clock::AcceleratedClock;
 use teams_cdr_functions::config::{CALLRECORD_QUEUE, TableNames};
-use teams_cdr_functions::{Entity, Query};
 use teams_cdr_sim::{
     Endpoint, Faults, Outcome, RetryAfter, RunningSim, SimClock, SimConfig, TenantSpec,
 };
@@ -224,8 +224,8 @@ async fn stored_versions() -> BTreeMap<String, i64> {
         .into_iter()
         .map(|e| {
             let version = match e.properties.get("Version") {
-                Some(teams_cdr_functions::EdmValue::Int64(v)) => *v,
-                Some(teams_cdr_functions::EdmValue::Int32(v)) => i64::from(*v),
+                Some(table_storage::EdmValue::Int64(v)) => *v,
+                Some(table_storage::EdmValue::Int32(v)) => i64::from(*v),
                 other => panic!("{}: Version {other:?}", e.row_key),
             };
             (e.row_key, version)

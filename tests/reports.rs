@@ -16,7 +16,7 @@ use support::reports::{
     all_rows, checkpoint, direct_routing_row, fast_limits, find, insert, int64, prop, pstn_row,
     reports_app, row_keys,
 };
-use teams_cdr_functions::EdmValue;
+use table_storage::EdmValue;
 use teams_cdr_sim::SimConfig;
 use teams_cdr_sim::tenant::graph_time;
 

@@ -12,7 +12,7 @@ use support::fetch::{FetchApp, fixture_json, sim_record, spawn_fetch_app};
 use support::graph::{sim_config, start_sim};
 use support::lifecycle::spawn_subscribing_app;
 use support::utc_day as day;
-use teams_cdr_functions::{EdmValue, Entity, TableStore};
+use table_storage::{EdmValue, Entity, TableStore};
 use time::format_description::well_known::Rfc3339;
 
 async fn keys(app: &FetchApp, table: &TableStore) -> Vec<(String, String)> {
@@ -54,7 +54,7 @@ async fn pstn_rows(table: &TableStore, partition: &str, n: usize) {
         let row = Entity::new(partition, format!("row-{i:04}"))
             .with("charge", EdmValue::String("0.0190".into()));
         table
-            .upsert(&row, teams_cdr_functions::WriteMode::Replace)
+            .upsert(&row, table_storage::WriteMode::Replace)
             .await
             .unwrap();
     }

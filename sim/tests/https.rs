@@ -4,19 +4,16 @@
 // Helpers in test crates panic on purpose, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../../tests/support/tls.rs"]
-mod tls;
-
 use std::sync::Arc;
 
 use azure_core::cloud::CustomConfiguration;
 use azure_core::credentials::{Secret, TokenCredential};
 use azure_core::http::Transport;
 use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
+use azurite_harness::TestCa;
 use teams_cdr_sim::{Endpoint, SimClock, SimConfig, TenantSpec, TlsFiles};
 
-fn trusting(ca: &tls::TestCa) -> reqwest::Client {
+fn trusting(ca: &TestCa) -> reqwest::Client {
     let pem = std::fs::read(&ca.ca_pem).unwrap();
     reqwest::Client::builder()
         .tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
@@ -46,7 +43,7 @@ fn credential(
 
 #[tokio::test]
 async fn azure_identity_client_secret_credential_gets_a_graph_token_from_the_https_simulator() {
-    let ca = tls::TestCa::new();
+    let ca = TestCa::new();
     let now = time::OffsetDateTime::now_utc();
     let sim = teams_cdr_sim::start(SimConfig {
         tls: Some(TlsFiles {

@@ -8,11 +8,11 @@
 //! documented columns of the data set, in a fixed order, so that every page has the same header.
 
 use serde_json::{Map, Value};
+use table_storage::{EdmValue, Entity};
 use time::format_description::well_known::Rfc3339;
 
 use crate::store::feed::{Dataset, ENTRY_PARTITION, ENTRY_ROW};
 use crate::store::reports::SOURCE_HASH;
-use crate::store::table::{EdmValue, Entity};
 
 /// Columns that are the app's business, not the consumer's.
 const INTERNAL: [&str; 7] = [

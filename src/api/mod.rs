@@ -26,13 +26,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::stream;
+use table_storage::{Continuation, MAX_PAGE_SIZE};
 use time::OffsetDateTime;
 
 use crate::domain::notification::normalize_id;
 use crate::error::ApiError;
 use crate::services::{ReadApi, Services};
 use crate::store::feed::{Dataset, Scan};
-use crate::store::table::Continuation;
 use cursor::Position;
 use format::{Encoder, Format};
 
@@ -41,8 +41,6 @@ pub(crate) use openapi::document;
 /// Rows a page holds unless `limit` says otherwise, and at most.
 pub(crate) const DEFAULT_LIMIT: u32 = 500;
 pub(crate) const MAX_LIMIT: u32 = 5000;
-/// Rows read from storage at once (the Table service's most).
-const STORAGE_PAGE: u32 = 1000;
 /// Longest time range one read may span.
 const MAX_RANGE_DAYS: i64 = 400;
 
@@ -560,7 +558,7 @@ async fn respond(
     let mut next: Option<Continuation> = None;
     loop {
         let page = scan
-            .page(STORAGE_PAGE.min(limit - taken), next.clone(), true)
+            .page(MAX_PAGE_SIZE.min(limit - taken), next.clone(), true)
             .await?;
         taken += u32::try_from(page.rows.len()).unwrap_or(u32::MAX);
         if let Some(row) = page.rows.into_iter().last() {
@@ -643,7 +641,7 @@ fn body(scan: Option<Scan>, encoder: Encoder) -> Body {
                 Some((head, next))
             }
             Step::Rows(scan, from, mut encoder) => {
-                let page = scan.page(STORAGE_PAGE, from.clone(), false).await?;
+                let page = scan.page(MAX_PAGE_SIZE, from.clone(), false).await?;
                 let bytes = encoder.rows(&page.rows);
                 let next = match page.next {
                     Some(n) if from.as_ref() != Some(&n) => Step::Rows(scan, Some(n), encoder),

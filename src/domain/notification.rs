@@ -240,8 +240,8 @@ pub(crate) fn normalize_id(id: &str) -> String {
 }
 
 /// Whether `id` can name a call record in a Graph URL and a Table storage key. The characters are
-/// the Table service's key rule (`store::table::forbidden_in_key`, held to this by a test there),
-/// which also rules out what would change a URL path's meaning. Graph's ids are GUIDs;
+/// the Table service's key rule (`table_storage::forbidden_in_key`, held to this by a test in
+/// `store`), which also rules out what would change a URL path's meaning. Graph's ids are GUIDs;
 /// this only rules out what could change the meaning of a path or a key.
 pub(crate) fn is_valid_id(id: &str) -> bool {
     !id.is_empty()

@@ -30,7 +30,7 @@
 use time::OffsetDateTime;
 
 use super::StoreError;
-use super::table::{ETag, EdmValue, Entity, TableStore, WriteMode};
+use table_storage::{ETag, EdmValue, Entity, TableStore, WriteMode};
 
 pub(crate) const SUBSCRIPTION: (&str, &str) = ("Subscription", "callRecords");
 /// Its own row, so that taking a turn never invalidates the lease a `MaintainSubscription` run holds

@@ -22,18 +22,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt as _, TryStreamExt as _};
+use table_storage::{
+    BatchOp, Continuation, EdmValue, Entity, MAX_BATCH_OPERATIONS, MAX_PAGE_SIZE, Query,
+    TableStore, WriteMode, filter,
+};
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
 use super::StoreError;
-use super::table::{BatchOp, EdmValue, Entity, Query, TableStore, WriteMode, filter};
 use crate::clock::Clock;
 
 /// Columns of a log entry that are not the row's own: where the row lives.
 pub(crate) const ENTRY_PARTITION: &str = "FeedPartitionKey";
 pub(crate) const ENTRY_ROW: &str = "FeedRowKey";
-/// Transactions take at most 100 operations.
-const BATCH_MAX: usize = 100;
 /// Transactions of one append in flight at once.
 const APPENDS_IN_FLIGHT: usize = 4;
 /// Appends tried before giving up (each after the previous took too long).
@@ -146,7 +147,7 @@ pub(crate) struct Scan {
 /// One page of a scan.
 pub(crate) struct ScanPage {
     pub(crate) rows: Vec<Entity>,
-    pub(crate) next: Option<super::table::Continuation>,
+    pub(crate) next: Option<Continuation>,
 }
 
 impl Scan {
@@ -158,7 +159,7 @@ impl Scan {
     pub(crate) async fn page(
         &self,
         top: u32,
-        from: Option<super::table::Continuation>,
+        from: Option<Continuation>,
         keys_only: bool,
     ) -> Result<ScanPage, StoreError> {
         let mut query = Query::new()
@@ -337,7 +338,7 @@ impl FeedStore {
         let pk = partition(dataset, at);
         // Transactions of one append go in parallel, as the data writes do.
         let tasks: Vec<_> = entries
-            .chunks(BATCH_MAX)
+            .chunks(MAX_BATCH_OPERATIONS)
             .map(|chunk| {
                 let (store, pk, chunk) = (self.clone(), pk.clone(), chunk.to_vec());
                 async move { store.append_chunk(dataset, &pk, &chunk).await }
@@ -537,7 +538,7 @@ impl FeedStore {
                         filter::cmp("RowKey", filter::Op::Lt, upper.as_str()),
                     ))
                     .select(["PartitionKey", "RowKey"])
-                    .top(1000);
+                    .top(MAX_PAGE_SIZE);
                 let page = match self.log.query(&query).await {
                     Ok(page) => page,
                     Err(StoreError::NotFound) => break,
@@ -554,7 +555,7 @@ impl FeedStore {
                         .push(&e.row_key);
                 }
                 for (pk, keys) in by_partition {
-                    for chunk in keys.chunks(BATCH_MAX) {
+                    for chunk in keys.chunks(MAX_BATCH_OPERATIONS) {
                         let ops: Vec<BatchOp> = chunk
                             .iter()
                             .map(|rk| BatchOp::Delete {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use serde_json::{Value, json};
+use table_storage::{EdmValue, Entity, Query, TableStore, WriteMode, filter, format_datetime};
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
@@ -16,7 +17,6 @@ use super::app_state::{
     GRAPH_STATUS, NOTIFICATION_REJECTED_PARTITION as REJECTED_PARTITION, PURGE, RECONCILE,
     REPORT_CHECKPOINT_PARTITION as CHECKPOINT_PARTITION, SUBSCRIPTION,
 };
-use super::table::{EdmValue, Entity, Query, TableStore, WriteMode, filter, format_datetime};
 use crate::domain::health::{ConsumerSignal, ReportSignal, Signals, SubscriptionSignal};
 use crate::domain::reports::Report;
 

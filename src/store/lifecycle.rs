@@ -10,12 +10,14 @@
 
 use std::sync::Arc;
 
+use table_storage::{
+    ETag, EdmValue, Entity, Query, TableStore, WriteMode, filter, format_datetime,
+};
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
 use super::StoreError;
 use super::columns::column_text;
-use super::table::{ETag, EdmValue, Entity, Query, TableStore, WriteMode, filter, format_datetime};
 
 use super::app_state::{
     self, Claim, Lease, PURGE, REAUTHORIZATION, RECONCILE,

@@ -11,14 +11,12 @@
 //! unknown.
 
 use futures::{StreamExt as _, TryStreamExt as _, stream};
+use table_storage::{
+    BatchOp, Entity, MAX_BATCH_OPERATIONS, MAX_PAGE_SIZE, Query, TableStore, filter,
+};
 
 use super::StoreError;
-use super::table::{BatchOp, Entity, Query, TableStore, filter};
 
-/// Rows read per round.
-const PAGE: u32 = 1000;
-/// Transactions take at most 100 operations.
-const BATCH_MAX: usize = 100;
 /// Records whose rows are deleted at once.
 const RECORDS_IN_FLIGHT: usize = 8;
 /// The partition of records without a start time.
@@ -56,7 +54,7 @@ async fn oldest(
             filter::cmp("PartitionKey", filter::Op::Gt, NO_START),
         ))
         .select(["PartitionKey", "RowKey"])
-        .top(PAGE);
+        .top(MAX_PAGE_SIZE);
     loop {
         let page = match table.query(&query).await {
             Ok(page) => page,
@@ -84,7 +82,7 @@ async fn delete_rows(table: &TableStore, rows: &[Entity]) -> Result<u64, StoreEr
     }
     let mut deleted = 0;
     for (partition, keys) in by_partition {
-        for chunk in keys.chunks(BATCH_MAX) {
+        for chunk in keys.chunks(MAX_BATCH_OPERATIONS) {
             let ops = chunk
                 .iter()
                 .map(|rk| BatchOp::Delete {

@@ -16,13 +16,8 @@ use azure_storage_queue::{QueueClient, QueueClientOptions};
 use base64::Engine as _;
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use serde::Serialize;
+use table_storage::{SdkFailure, StorageAuth, StorageRetry, StoreError, client_parts};
 use tracing::instrument;
-
-use super::pipeline::client_parts;
-use super::{StorageAuth, StoreError};
-
-// Defined with the shared pipeline; re-exported here, where callers have always found it.
-pub(crate) use super::pipeline::StorageRetry;
 
 /// A message as received, for consumers (the standalone queue runner, tests).
 #[derive(Debug, Clone)]
@@ -234,7 +229,7 @@ impl QueueStore {
             .headers()
             .get_optional_str(&receipt)
             .ok_or_else(|| {
-                StoreError::Fatal(super::SdkFailure::text(
+                StoreError::Fatal(SdkFailure::text(
                     "Update Message answered without x-ms-popreceipt",
                 ))
             })?;

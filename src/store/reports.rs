@@ -16,23 +16,21 @@ use std::sync::Arc;
 
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use serde_json::value::RawValue;
+use table_storage::{
+    BatchOp, EdmValue, Entity, MAX_BATCH_OPERATIONS, Query, TableStore, WriteMode, filter,
+    forbidden_in_key, validate_property_name,
+};
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
 use super::StoreError;
 use super::columns::{column_text, partition_day};
 use super::feed::{Dataset, FeedStore};
-use super::table::{
-    BatchOp, EdmValue, Entity, Query, TableStore, WriteMode, filter, forbidden_in_key,
-    validate_property_name,
-};
 use crate::domain::callrecord::graph_time;
 use crate::domain::notification::normalize_id;
 use crate::domain::reports::{Checkpoint, Report, ring_seconds};
 
 use super::app_state::{self, Claim, Lease, REPORT_CHECKPOINT_PARTITION as CHECKPOINT_PARTITION};
-/// Entity group transactions take at most 100 operations.
-const BATCH_MAX: usize = 100;
 /// Transactions of one page written at once.
 const WRITES_IN_FLIGHT: usize = 4;
 /// Money: kept as the decimal text Graph sent.
@@ -454,7 +452,7 @@ impl ReportStore {
         for (partition, rows) in partitions {
             let mut rows = rows.into_values().peekable();
             while rows.peek().is_some() {
-                let chunk: Vec<Entity> = rows.by_ref().take(BATCH_MAX).collect();
+                let chunk: Vec<Entity> = rows.by_ref().take(MAX_BATCH_OPERATIONS).collect();
                 batches.push((partition.clone(), chunk));
             }
         }

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use teams_cdr_functions::EdmValue;
+use table_storage::EdmValue;
+use table_storage::{Entity, Query, TableStore};
 use teams_cdr_functions::config::{Config, RunMode, TableNames};
 use teams_cdr_functions::{
     App, AppOptions, CallRecordJob, CallRecordStore, QueueStore, StorageRetry,
 };
-use teams_cdr_functions::{Entity, Query, TableStore};
 use teams_cdr_sim::RunningSim;
 use teams_cdr_sim::tenant::{CallRecord, RecordVersion};
 

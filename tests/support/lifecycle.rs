@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use table_storage::Entity;
 use teams_cdr_functions::config::Config;
-use teams_cdr_functions::{AppOptions, CallRecordJob, Entity, StoreError};
+use teams_cdr_functions::{AppOptions, CallRecordJob, StoreError};
 use teams_cdr_sim::{Endpoint, RunningSim};
 use url::Url;
 

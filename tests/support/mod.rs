@@ -1,7 +1,8 @@
 //! Test support shared by the integration-test binaries: Azurite, the host emulator, test TLS and
 //! identities, and `spawn_app()`, which runs the real app on port 0 with its own queue.
-// Each test binary uses a different part of this module, and `pub` here only means "to the tests".
-#![allow(dead_code, unreachable_pub)]
+// Each test binary uses a different part of this module (and of what it re-exports from
+// `azurite_harness`), and `pub` here only means "to the tests".
+#![allow(dead_code, unused_imports, unreachable_pub)]
 // Test helpers panic on purpose: a failed set-up is a failed test.
 #![allow(clippy::unwrap_used)]
 
@@ -17,46 +18,25 @@ pub mod proxy;
 pub mod reports;
 pub mod tls;
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
+use table_storage::{Entity, Query, TableStore};
 use teams_cdr_functions::config::{Config, RunMode};
 use teams_cdr_functions::{
     App, AppOptions, CallRecordJob, QueueStore, StorageAuth, StorageRetry, StoreError,
 };
 use url::Url;
 
-use azurite::{Azurite, AzuriteOptions};
+// Azurite, the test CA and the isolation helpers are shared with the `table_storage` crate's tests.
+use azurite::Azurite;
+pub use azurite_harness::{
+    TlsAzurite, azurite, azurite_tls, free_port, unique_name, unique_table_name,
+};
 use host::HostEmulator;
 
 pub const TENANT_ID: &str = "84bd8158-6d4d-4958-8b9f-9d6445542f95";
 pub const CLIENT_STATE: &str = "s3cr3t-Client-State-7f9c";
-
-/// The Azurite of this test binary (plain HTTP, shared-key/SAS auth), started on first use.
-pub fn azurite() -> &'static Azurite {
-    static AZURITE: OnceLock<Azurite> = OnceLock::new();
-    AZURITE.get_or_init(|| Azurite::start(AzuriteOptions::default()))
-}
-
-/// The Azurite of a test binary that needs HTTPS and bearer tokens (`--oauth basic`), with the test
-/// CA that signed its certificate.
-pub struct TlsAzurite {
-    pub ca: tls::TestCa,
-    pub azurite: Azurite,
-}
-
-pub fn azurite_tls() -> &'static TlsAzurite {
-    static AZURITE: OnceLock<TlsAzurite> = OnceLock::new();
-    AZURITE.get_or_init(|| {
-        let ca = tls::TestCa::new();
-        let azurite = Azurite::start(AzuriteOptions {
-            tls: Some((&ca.cert_pem, &ca.key_pem)),
-        });
-        TlsAzurite { ca, azurite }
-    })
-}
 
 /// The `main` of a benchmark: runs `run` on `workers` runtime threads, but only under
 /// `cargo bench` (which passes `--bench`); `cargo test --all-targets` builds and starts benches too,
@@ -82,15 +62,6 @@ pub fn bench_main<F: std::future::Future<Output = ()>>(
 pub fn utc_day(t: time::OffsetDateTime) -> String {
     let d = t.to_offset(time::UtcOffset::UTC).date();
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
-}
-
-/// A free loopback port for a child process to listen on.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The handler binary itself, started as the Functions host starts it (custom-handler mode on a
@@ -223,28 +194,6 @@ pub fn shared_key() -> StorageAuth {
     }
 }
 
-/// A queue name no other test uses (3–63 lower-case letters, digits and dashes).
-pub fn unique_name(prefix: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}-{}-{n}", std::process::id())
-}
-
-/// A table name no other test uses: table names allow only letters and digits (3–63, starting with
-/// a letter), so not [`unique_name`]'s dashes.
-pub fn unique_table_name(prefix: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    assert!(
-        prefix.starts_with(|c: char| c.is_ascii_alphabetic())
-            && prefix.chars().all(|c| c.is_ascii_alphanumeric()),
-        "table name prefix {prefix:?} must be letters and digits"
-    );
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = format!("{prefix}{}x{n}", std::process::id());
-    assert!(name.len() <= 63, "table name {name} is too long");
-    name
-}
-
 /// A fixture from `tests/fixtures/`.
 pub fn fixture(path: &str) -> String {
     let full = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
@@ -332,7 +281,7 @@ pub struct TestApp {
     /// own credential).
     pub reader: QueueStore,
     /// The app's `AppState` table, read with the account key.
-    pub app_state: teams_cdr_functions::TableStore,
+    pub app_state: TableStore,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -391,7 +340,7 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
         host,
         queue_name,
         reader,
-        app_state: teams_cdr_functions::TableStore::new(
+        app_state: TableStore::new(
             &setup.table_endpoint,
             &app_state_table,
             &shared_key(),
@@ -416,16 +365,12 @@ impl TestApp {
 
     /// The `AppState` rows of one partition, once at least `min` are there (they are written in the
     /// background after the answer), or whatever is there after 10 s.
-    pub async fn app_state_rows(
-        &self,
-        partition: &str,
-        min: usize,
-    ) -> Vec<teams_cdr_functions::Entity> {
+    pub async fn app_state_rows(&self, partition: &str, min: usize) -> Vec<Entity> {
         let started = std::time::Instant::now();
         loop {
             let rows: Vec<_> = self
                 .app_state
-                .query_all(&teams_cdr_functions::Query::new())
+                .query_all(&Query::new())
                 .await
                 .unwrap_or_default()
                 .into_iter()

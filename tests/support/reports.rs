@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use teams_cdr_functions::{EdmValue, Entity, Query, RateLimit, RateLimits, TableStore};
+use table_storage::{EdmValue, Entity, Query, TableStore};
+use teams_cdr_functions::{RateLimit, RateLimits};
 use teams_cdr_sim::tenant::{NO_DATE, ReportRow, graph_time};
 use teams_cdr_sim::{Limits, RunningSim, SimConfig};
 use time::OffsetDateTime;

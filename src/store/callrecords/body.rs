@@ -6,9 +6,9 @@ use std::io::{Read as _, Write as _};
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
+use table_storage::{EdmValue, Entity};
 
 use super::super::StoreError;
-use super::super::table::{EdmValue, Entity};
 
 /// Largest Binary property Table storage accepts.
 pub(super) const PART_BYTES: usize = 64 * 1024;

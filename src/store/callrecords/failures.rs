@@ -2,11 +2,10 @@
 //! records given up on, Graph's last refusal of our token, and queue messages dropped as
 //! unreadable.
 
+use table_storage::{ETag, EdmValue, Entity, Query, WriteMode, filter};
 use time::OffsetDateTime;
 
 use super::super::StoreError;
-use super::super::table::ETag;
-use super::super::table::{EdmValue, Entity, Query, WriteMode, filter};
 use super::rows::{sanitize_key, truncate};
 use super::{CallRecordStore, STATE_ROW};
 use crate::domain::fetch::GiveUp;

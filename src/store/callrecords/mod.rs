@@ -32,6 +32,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use table_storage::{
+    BatchOp, ETag, EdmValue, Entity, MAX_BATCH_OPERATIONS, Query, TableStore, WriteMode, filter,
+};
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
@@ -39,7 +42,6 @@ use super::BatchFailure;
 use super::StoreError;
 use super::columns::partition_day;
 use super::feed::{Appended, Dataset, FeedStore};
-use super::table::{BatchOp, ETag, EdmValue, Entity, Query, TableStore, WriteMode, filter};
 use crate::domain::callrecord::{SessionRow, Summary};
 use crate::domain::write::{Committed, Decision, StoredState, decide};
 use body::{
@@ -50,8 +52,6 @@ use rows::{record_entity, session_entity, session_key};
 
 /// Row key of a record's state row in `CallRecordBodies`.
 const STATE_ROW: &str = "state";
-/// Entity group transactions take at most 100 operations.
-const BATCH_MAX: usize = 100;
 
 /// The tables the fetch writes to.
 #[derive(Clone)]
@@ -320,7 +320,7 @@ impl CallRecordStore {
         // Built a transaction at a time: a 2,000-session meeting's rows at once would weigh more
         // than its whole document. A transaction may not name a row twice: first one wins.
         let mut keep = BTreeSet::new();
-        for chunk in write.sessions.chunks(BATCH_MAX) {
+        for chunk in write.sessions.chunks(MAX_BATCH_OPERATIONS) {
             let ops: Vec<BatchOp> = chunk
                 .iter()
                 .filter(|s| keep.insert(session_key(&s.key)))
@@ -350,7 +350,7 @@ impl CallRecordStore {
                     if_match: None,
                 })
                 .collect();
-            for chunk in stale.chunks(BATCH_MAX) {
+            for chunk in stale.chunks(MAX_BATCH_OPERATIONS) {
                 self.fence(id, lease, now).await?;
                 self.sessions.batch(id, chunk.to_vec()).await?;
             }
@@ -545,7 +545,7 @@ impl CallRecordStore {
                 .map(|e| e.row_key)
                 .collect(),
         };
-        for chunk in keys.chunks(BATCH_MAX) {
+        for chunk in keys.chunks(MAX_BATCH_OPERATIONS) {
             let ops = chunk
                 .iter()
                 .map(|rk| BatchOp::Delete {

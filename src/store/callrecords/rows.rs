@@ -1,10 +1,10 @@
 //! The rows UC-Analytics reads (README "Tables"): the `CallRecords` summary row and the
 //! `CallRecordSessions` rows, built from the flattened record. The column names are the contract.
 
+use table_storage::{EdmValue, Entity, forbidden_in_key};
 use time::OffsetDateTime;
 
 use super::super::columns::column_text;
-use super::super::table::{EdmValue, Entity, forbidden_in_key};
 use crate::domain::callrecord::{EndpointInfo, Party, SessionRow, Summary};
 
 fn put(entity: Entity, name: &str, value: Option<EdmValue>) -> Entity {

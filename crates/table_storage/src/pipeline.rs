@@ -1,8 +1,9 @@
-//! The HTTP pipeline every storage client shares: our transport, the retry options and how requests
-//! are authenticated, so the queue and table clients cannot drift apart.
+//! The HTTP pipeline every storage client shares: the caller's transport, the retry options and how
+//! requests are authenticated, so a queue client and the table client cannot drift apart.
 //!
-//! The queue client hands the pieces to the SDK's `QueueClient`; the table client (which has no SDK)
-//! builds an `azure_core` [`Pipeline`] from the same pieces with [`pipeline`].
+//! A client of the storage SDK (e.g. `azure_storage_queue`'s `QueueClient`) is built from
+//! [`client_parts`]; the table client (which has no SDK) builds an `azure_core` [`Pipeline`] from the
+//! same pieces with [`pipeline`].
 
 use std::sync::Arc;
 
@@ -13,14 +14,16 @@ use azure_core::http::{
     ClientOptions, ExponentialRetryOptions, Pipeline, RetryOptions, Transport, Url,
 };
 
-use super::auth::SasPolicy;
-use super::{StorageAuth, StoreError};
+use crate::auth::{SasPolicy, StorageAuth};
+use crate::error::StoreError;
 
 /// The scope of storage bearer tokens (Azure Storage and Azurite `--oauth basic` accept it).
 const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 
-/// How a storage client retries within one call. The webhook must answer Graph within 3 s, so
-/// in-process retries only cover blips; longer outages are covered by Graph's own redelivery.
+/// How a storage client retries within one call: exponentially from `initial_delay`, at most
+/// `max_retries` times and never past `max_elapsed` in all. The defaults only cover blips (a caller
+/// that must answer within seconds cannot wait out an outage); longer outages are for the caller's
+/// own redelivery.
 #[derive(Debug, Clone, Copy)]
 pub struct StorageRetry {
     pub max_retries: u32,
@@ -40,17 +43,14 @@ impl Default for StorageRetry {
 
 /// What a storage client is built from: client options (transport, retries and, for a SAS, the
 /// policy that appends it) and, for identity-based access, the token credential.
-pub(crate) struct ClientParts {
-    pub(crate) options: ClientOptions,
-    pub(crate) credential: Option<Arc<dyn TokenCredential>>,
+#[derive(Debug)]
+pub struct ClientParts {
+    pub options: ClientOptions,
+    pub credential: Option<Arc<dyn TokenCredential>>,
 }
 
 /// The options and credential for a storage client that sends through `http` and retries per `retry`.
-pub(crate) fn client_parts(
-    auth: &StorageAuth,
-    http: reqwest::Client,
-    retry: StorageRetry,
-) -> ClientParts {
+pub fn client_parts(auth: &StorageAuth, http: reqwest::Client, retry: StorageRetry) -> ClientParts {
     let mut options = ClientOptions {
         transport: Some(Transport::new(Arc::new(http))),
         retry: RetryOptions::exponential(ExponentialRetryOptions {
@@ -83,13 +83,14 @@ pub(crate) fn client_parts(
     }
 }
 
-/// A ready pipeline for requests to `endpoint`, authenticated per `auth`: the same pieces the queue
-/// client's SDK pipeline is made of, with the bearer-token policy the storage SDK adds itself.
+/// A ready pipeline for requests to `endpoint`, authenticated per `auth`: the same pieces an SDK
+/// client's pipeline is made of ([`client_parts`]), with the bearer-token policy the storage SDK
+/// adds itself.
 ///
 /// # Errors
 /// [`StoreError::Fatal`] for a bearer token over anything but `https://` (the token would travel in
 /// clear text; the SDK refuses the same).
-pub(crate) fn pipeline(
+pub fn pipeline(
     endpoint: &Url,
     auth: &StorageAuth,
     http: reqwest::Client,

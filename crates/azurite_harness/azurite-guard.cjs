@@ -1,13 +1,15 @@
 // Starts Azurite as a child process and stops it when our stdin closes, which happens when the test
 // binary that started us exits, however it exits. Without this, an Azurite started from a test
-// binary's static would outlive it. Arguments are passed to Azurite unchanged.
+// binary's static would outlive it. Arguments are passed to Azurite unchanged; the `azurite` package is
+// looked up from AZURITE_HARNESS_ROOT (the workspace root, set by the harness), or else from the
+// workspace root relative to this file (crates/azurite_harness/).
 'use strict';
 const { spawn } = require('child_process');
 const path = require('path');
 
 let entry;
 try {
-  entry = require.resolve('azurite/dist/src/azurite.js', { paths: [path.join(__dirname, '..', '..')] });
+  entry = require.resolve('azurite/dist/src/azurite.js', { paths: [process.env.AZURITE_HARNESS_ROOT || path.join(__dirname, '..', '..')] });
 } catch (e) {
   process.stderr.write('azurite-guard: Azurite is not installed; run `npm ci` in the repository root\n');
   process.exit(3);

@@ -6,27 +6,39 @@
 // Helpers in test crates panic on purpose, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
 
+use azurite_harness::{STORAGE_AUDIENCE, TestCredential, azurite, azurite_tls, unique_table_name};
 use base64::Engine as _;
-use support::identity::{STORAGE_AUDIENCE, TestCredential};
-use support::{azurite, azurite_tls, unique_table_name};
-use teams_cdr_functions::table_filter as filter;
-use teams_cdr_functions::{
+use table_storage::filter;
+use table_storage::{
     BatchFailure, BatchOp, ETag, EdmValue, Entity, Query, StorageAuth, StorageRetry, StoreError,
     TableStore, WriteMode,
 };
 use time::macros::datetime;
 use url::Url;
 
+/// The transport the client is handed: rustls with the platform's roots plus `extra_ca` (the test
+/// CA of HTTPS Azurite), and bounded times, so that a hang fails the test instead of stalling it.
+fn http_client(extra_ca: Option<&Path>) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30));
+    if let Some(path) = extra_ca {
+        let pem = std::fs::read(path).expect("the test CA is readable");
+        builder = builder.tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem)?);
+    }
+    builder.build()
+}
+
 /// Our own account SAS signed from Azurite's key (how the app authenticates with a connection string).
 fn key_auth() -> StorageAuth {
     StorageAuth::SharedKey {
-        account: support::azurite::ACCOUNT.to_owned(),
+        account: azurite_harness::ACCOUNT.to_owned(),
         key: base64::engine::general_purpose::STANDARD
-            .decode(support::azurite::ACCOUNT_KEY)
+            .decode(azurite_harness::ACCOUNT_KEY)
             .unwrap()
             .into(),
     }
@@ -37,7 +49,7 @@ fn store_at(endpoint: &Url, name: &str, auth: &StorageAuth) -> TableStore {
         endpoint,
         name,
         auth,
-        teams_cdr_functions::http_client(None).unwrap(),
+        http_client(None).unwrap(),
         StorageRetry::default(),
     )
     .unwrap()
@@ -57,13 +69,13 @@ async fn new_table(prefix: &str) -> TableStore {
 /// A store whose requests could only fail to connect: an error other than `InvalidInput` from it
 /// would mean a request was attempted.
 fn unreachable_store() -> TableStore {
-    let port = support::free_port();
+    let port = azurite_harness::free_port();
     let endpoint = Url::parse(&format!("http://127.0.0.1:{port}/devstoreaccount1")).unwrap();
     TableStore::new(
         &endpoint,
         "Unreachable",
         &key_auth(),
-        teams_cdr_functions::http_client(None).unwrap(),
+        http_client(None).unwrap(),
         StorageRetry {
             max_retries: 0,
             initial_delay: std::time::Duration::from_millis(1),
@@ -691,7 +703,7 @@ async fn bearer_token_over_https_creates_writes_reads_queries_and_batches() {
         &tls.azurite.table_endpoint,
         &unique_table_name("token"),
         &StorageAuth::Token(credential.clone()),
-        teams_cdr_functions::http_client(Some(&tls.ca.ca_pem)).unwrap(),
+        http_client(Some(&tls.ca.ca_pem)).unwrap(),
         StorageRetry::default(),
     )
     .unwrap();
@@ -737,7 +749,7 @@ async fn bearer_token_for_another_audience_is_unauthorized() {
         &tls.azurite.table_endpoint,
         &unique_table_name("wrongaud"),
         &StorageAuth::Token(TestCredential::new("https://vault.azure.net")),
-        teams_cdr_functions::http_client(Some(&tls.ca.ca_pem)).unwrap(),
+        http_client(Some(&tls.ca.ca_pem)).unwrap(),
         StorageRetry::default(),
     )
     .unwrap();
@@ -758,7 +770,7 @@ async fn bearer_tokens_are_never_sent_over_plain_http() {
         &azurite().table_endpoint,
         "NeverCreated",
         &StorageAuth::Token(TestCredential::new(STORAGE_AUDIENCE)),
-        teams_cdr_functions::http_client(None).unwrap(),
+        http_client(None).unwrap(),
         StorageRetry::default(),
     );
 

@@ -3,40 +3,50 @@
 //! entity-group transactions.
 //!
 //! The 1.x Azure SDK for Rust has no table crate, so the REST calls are made here, through the same
-//! `azure_core` pipeline (transport, retries, SAS or bearer-token authentication) the queue client
-//! uses ([`super::pipeline`]). What this module owns: the Table service's wire format
+//! `azure_core` pipeline (transport, retries, SAS or bearer-token authentication) an SDK queue
+//! client uses ([`crate::pipeline`]). What this module owns: the Table service's wire format
 //! ([`entity`]), its limits (checked before anything is sent), `$filter` literals ([`filter`]) and
-//! `$batch` ([`batch`]). It must not know what the app stores in its tables.
+//! `$batch` ([`batch`]). It must not know what its callers store in their tables.
 //!
 //! REST reference: <https://learn.microsoft.com/rest/api/storageservices/table-service-rest-api>.
 //! Requests name service version [`SERVICE_VERSION`], the newest of the Table service, which bearer
 //! tokens require.
 
 mod batch;
-mod entity;
+pub(crate) mod entity;
 pub mod filter;
 
 use std::sync::Arc;
 
 use azure_core::http::headers::{HeaderName, Headers};
 use azure_core::http::{Context, Method, Pipeline, PipelineSendOptions, RawResponse, Request, Url};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
-use time::OffsetDateTime;
 use tracing::instrument;
 
-pub use entity::{ETag, EdmValue, Entity};
-pub(crate) use entity::{forbidden_in_key, format_datetime, validate_property_name};
-
-use super::pipeline::{StorageRetry, pipeline};
-use super::{SdkFailure, StorageAuth, StoreError};
+use crate::auth::StorageAuth;
+use crate::error::{SdkFailure, StoreError};
+use crate::pipeline::{StorageRetry, pipeline};
+use entity::{ETag, Entity};
 
 /// The `x-ms-version` of every request.
 const SERVICE_VERSION: &str = "2019-02-02";
 /// JSON with just enough metadata: type annotations for values plain JSON cannot tell apart
 /// (Int64, DateTime, Binary, Guid), and `odata.etag`.
 const ACCEPT_JSON: &str = "application/json;odata=minimalmetadata";
-/// The service returns at most this many entities a page, whatever `$top` asks for.
-const MAX_PAGE: u32 = 1000;
+/// The most entities one query page holds: the service returns no more, whatever `$top` asks for,
+/// and [`Query::top`] accepts no more.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+/// The most operations one entity-group transaction ([`TableStore::batch`]) may hold.
+pub const MAX_BATCH_OPERATIONS: usize = 100;
+
+/// Every byte but the unreserved characters of RFC 3986 (`A–Z a–z 0–9 - . _ ~`) is percent-encoded,
+/// in keys and in query values alike.
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 const CONTINUATION_PK: HeaderName = HeaderName::from_static("x-ms-continuation-nextpartitionkey");
 const CONTINUATION_RK: HeaderName = HeaderName::from_static("x-ms-continuation-nextrowkey");
@@ -56,7 +66,7 @@ pub enum WriteMode {
 /// One operation of an entity-group transaction ([`TableStore::batch`]).
 #[derive(Debug, Clone)]
 pub enum BatchOp {
-    /// Insert; the batch fails with [`crate::store::BatchFailure::Conflict`] if it exists.
+    /// Insert; the batch fails with [`crate::BatchFailure::Conflict`] if it exists.
     Insert(Entity),
     /// Insert or replace/merge, whatever exists.
     Upsert(Entity, WriteMode),
@@ -148,9 +158,9 @@ impl Query {
             params.push(("$select", names.join(",")));
         }
         if let Some(top) = self.top {
-            if !(1..=MAX_PAGE).contains(&top) {
+            if !(1..=MAX_PAGE_SIZE).contains(&top) {
                 return Err(StoreError::invalid(format!(
-                    "$top is {top}; it must be 1 to {MAX_PAGE}"
+                    "$top is {top}; it must be 1 to {MAX_PAGE_SIZE}"
                 )));
             }
             params.push(("$top", top.to_string()));
@@ -468,7 +478,11 @@ impl TableStore {
         let url = Url::parse(url).map_err(|e| StoreError::fatal(format!("table URL: {e}")))?;
         let mut request = Request::new(url, method);
         request.insert_header("x-ms-version", SERVICE_VERSION);
-        request.insert_header("x-ms-date", http_date(OffsetDateTime::now_utc()));
+        // RFC 1123 in GMT (`Sun, 06 Nov 1994 08:49:37 GMT`), as `x-ms-date` wants it.
+        request.insert_header(
+            "x-ms-date",
+            httpdate::fmt_http_date(std::time::SystemTime::now()),
+        );
         request.insert_header("dataserviceversion", "3.0");
         request.insert_header("maxdataserviceversion", "3.0;NetFx");
         request.insert_header("accept", ACCEPT_JSON);
@@ -548,15 +562,7 @@ impl Urls {
 
 /// Percent-encodes every byte but the unreserved characters of RFC 3986.
 fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, NOT_UNRESERVED).to_string()
 }
 
 /// Table names: 3–63 ASCII letters and digits, starting with a letter; `tables` is reserved.
@@ -576,11 +582,10 @@ fn validate_table_name(name: &str) -> Result<(), StoreError> {
 }
 
 fn validate_batch(pk: &str, ops: &[BatchOp]) -> Result<(), StoreError> {
-    if ops.len() > batch::MAX_OPERATIONS {
+    if ops.len() > MAX_BATCH_OPERATIONS {
         return Err(StoreError::invalid(format!(
-            "the batch has {} operations; at most {} are allowed",
+            "the batch has {} operations; at most {MAX_BATCH_OPERATIONS} are allowed",
             ops.len(),
-            batch::MAX_OPERATIONS
         )));
     }
     entity::validate_key("PartitionKey", pk)?;
@@ -685,16 +690,6 @@ fn status_error(response: &RawResponse) -> StoreError {
             code.as_deref().unwrap_or("no error code")
         )),
     )
-}
-
-/// RFC 1123 (`Sun, 06 Nov 1994 08:49:37 GMT`), as `x-ms-date` wants it.
-fn http_date(t: OffsetDateTime) -> String {
-    let format = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&format)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -862,10 +857,8 @@ mod tests {
 
     #[test]
     fn x_ms_date_is_rfc_1123_in_gmt() {
-        assert_eq!(
-            http_date(datetime!(1994-11-06 08:49:37 UTC)),
-            "Sun, 06 Nov 1994 08:49:37 GMT"
-        );
+        let t = std::time::SystemTime::from(datetime!(1994-11-06 08:49:37 UTC));
+        assert_eq!(httpdate::fmt_http_date(t), "Sun, 06 Nov 1994 08:49:37 GMT");
     }
 
     #[test]

@@ -9,10 +9,8 @@ use serde_json::Value;
 
 use super::entity::ETag;
 use super::{BatchOp, Urls, WriteMode, error_code};
-use crate::store::{BatchFailure, SdkFailure, StoreError, is_transient_status};
+use crate::error::{BatchFailure, SdkFailure, StoreError, is_transient_status};
 
-/// At most this many operations in one transaction.
-pub(crate) const MAX_OPERATIONS: usize = 100;
 /// At most this many bytes in one transaction's request body.
 pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
@@ -114,9 +112,10 @@ fn mode_method(mode: WriteMode) -> &'static str {
     }
 }
 
-/// 32 random hex digits.
+/// 32 random hex digits (128 bits: boundaries must not collide with each other or the content;
+/// secrecy does not matter).
 fn random_id() -> String {
-    crate::random::token()
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 
 /// Reads the response to a `$batch` of `ops`: the ETag of each operation (`None` for deletes), or
@@ -305,7 +304,7 @@ fn parse_http(text: &str) -> Result<OpResponse<'_>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::table::Entity;
+    use crate::table::entity::Entity;
 
     fn urls() -> Urls {
         Urls::new("https://myaccount.table.core.windows.net/", "Blogs")

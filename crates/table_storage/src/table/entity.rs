@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
-use crate::store::StoreError;
+use crate::error::StoreError;
 
 /// At most this many properties besides `PartitionKey`, `RowKey` and `Timestamp` (255 in all).
 pub(crate) const MAX_CUSTOM_PROPERTIES: usize = 252;
@@ -349,7 +349,7 @@ impl Entity {
     ///
     /// # Errors
     /// [`StoreError::InvalidInput`] naming the first rule broken.
-    pub(crate) fn validate(&self) -> Result<(), StoreError> {
+    pub fn validate(&self) -> Result<(), StoreError> {
         validate_key("PartitionKey", &self.partition_key)?;
         validate_key("RowKey", &self.row_key)?;
         if self.properties.len() > MAX_CUSTOM_PROPERTIES {
@@ -455,15 +455,15 @@ pub(crate) fn validate_key(which: &str, key: &str) -> Result<(), StoreError> {
 }
 
 /// The characters the Table service forbids in keys: `/ \ # ?` and the control characters
-/// (U+0000–U+001F, U+007F–U+009F). The one statement of the rule in the store; the domain's id rule
-/// (`notification::is_valid_id`) is held to it by a test.
-pub(crate) fn forbidden_in_key(c: char) -> bool {
+/// (U+0000–U+001F, U+007F–U+009F). The one statement of the rule; callers that make keys from
+/// outside input replace or refuse these (and may hold their own id rules to it by a test).
+pub fn forbidden_in_key(c: char) -> bool {
     matches!(c, '/' | '\\' | '#' | '?' | '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
 }
 
 /// Property names are C#-style identifiers of at most 255 characters; the system properties'
 /// names are taken.
-pub(crate) fn validate_property_name(name: &str) -> Result<(), StoreError> {
+pub fn validate_property_name(name: &str) -> Result<(), StoreError> {
     let mut chars = name.chars();
     let valid_start = chars.next().is_some_and(|c| c.is_alphabetic() || c == '_');
     if !valid_start || !chars.all(|c| c.is_alphanumeric() || c == '_') {
@@ -495,7 +495,7 @@ fn is_guid(s: &str) -> bool {
 
 /// ISO 8601 in UTC with 7 fractional digits (100 ns, the service's precision), as the service
 /// writes it.
-pub(crate) fn format_datetime(t: OffsetDateTime) -> String {
+pub fn format_datetime(t: OffsetDateTime) -> String {
     let t = t.to_offset(UtcOffset::UTC);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:07}Z",

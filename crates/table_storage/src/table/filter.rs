@@ -2,7 +2,7 @@
 //! change the meaning of a query (a `'` in a string literal is written `''`).
 //!
 //! ```
-//! use teams_cdr_functions::table_filter as filter;
+//! use table_storage::filter;
 //! let f = filter::and(
 //!     filter::eq("PartitionKey", "O'Brien"),
 //!     filter::cmp("RowKey", filter::Op::Ge, "2024-"),
