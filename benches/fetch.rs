@@ -13,9 +13,6 @@
 // A benchmark that cannot set up has nothing to measure: panicking is its error report.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

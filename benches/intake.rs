@@ -11,9 +11,6 @@
 // A benchmark that cannot set up has nothing to measure: panicking is its error report.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::process::Stdio;
 
 use futures::StreamExt as _;
@@ -42,7 +39,7 @@ impl Handler {
             .unwrap()
             .port();
         let started = Instant::now();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_teams-cdr-functions"))
+        let child = tokio::process::Command::new(support::handler_binary())
             .env_clear()
             .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
             .env("GRAPH_TENANT_ID", TENANT_ID)

@@ -11,9 +11,6 @@
 // A benchmark that cannot set up has nothing to measure: panicking is its error report.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the pinned schemathesis (tools/requirements-api.txt) into .venv-api once; the contract
-# test (tests/api_contract.rs) runs .venv-api/bin/schemathesis.
+# test (tests/it/api_contract.rs) runs .venv-api/bin/schemathesis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv-api

@@ -1,28 +1,66 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: installs the pinned Azurite (npm), schemathesis (pip, in
-# .venv-api) and infrastructure checkers (pip, in .venv-infra), then format check, lints, Bicep parse and scan, the deployment package and
-# its layout check, and every test (unit,
-# integration against Azurite and the Graph simulator, host-protocol checks). Ends with one total line.
+# The test suite.
+#
+#   scripts/test.sh          everything, as CI runs it (.ci/run calls exactly this): installs the
+#                            pinned Azurite (npm), schemathesis (pip, in .venv-api) and the
+#                            infrastructure checkers (pip, in .venv-infra); then the format check,
+#                            the lints, the Bicep parse and scan, the deployment package and its
+#                            layout check, every unit, doc and integration test, and last the two
+#                            soak tests (the reliability day and the month of report rows), each in
+#                            a process of its own so that its Azurite holds only its data.
+#   scripts/test.sh --fast   the tier for your own loop: the format check, the lints and every test
+#                            but the soak tests (what plain `cargo test --workspace` runs too).
+#
+# Ends with one total line over every test run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+fast=false
+case "${1:-}" in
+  --fast) fast=true ;;
+  "") ;;
+  *) echo "usage: scripts/test.sh [--fast]" >&2; exit 2 ;;
+esac
 
 scripts/ensure-node-deps.sh
 scripts/ensure-api-check.sh
 
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
-scripts/check-infra.sh
-scripts/package.sh
-python3 tools/check_package.py
+if ! $fast; then
+  scripts/check-infra.sh
+  scripts/package.sh
+  python3 tools/check_package.py
+fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-# The few doc tests (the table_storage crate's README example and a `$filter` example) are not run
-# here; `cargo test -p table_storage --doc` runs them.
-set +e
-cargo test --locked --workspace --lib --bins --tests 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
-set -e
+status=0
+# Runs a test command, its output to the terminal and the log; remembers a failure and goes on, so
+# that one failing part does not hide the others.
+run() {
+  local code
+  set +e
+  "$@" 2>&1 | tee -a "$log"
+  code=${PIPESTATUS[0]}
+  set -e
+  if [ "$code" -ne 0 ]; then status=$code; fi
+}
+
+run cargo test --locked --workspace
+if ! $fast; then
+  # `#[ignore]`d in the tests, so that `cargo test` leaves them out; here each runs alone.
+  for soak in soak::reports_month soak::reliability_day; do
+    before=$(wc -l <"$log")
+    run cargo test --locked -p teams-cdr-functions --test it "$soak" -- --ignored
+    # A renamed test would leave the filter matching nothing, and nothing failing.
+    if ! tail -n +"$((before + 1))" "$log" | grep -q '^test result: .* 1 passed'; then
+      echo "$soak: expected exactly one test to run and pass" >&2
+      status=1
+    fi
+  done
+fi
+
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "total: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -84,7 +84,7 @@ pub(crate) fn decide(
     match stored.writing {
         // Someone holds the record. It may be a live writer, or this very message's previous
         // delivery that crashed (its lease outlives it): only the lease's end tells them apart, so
-        // come back then rather than skip. (Skipping here once lost records: `tests/crash.rs`.)
+        // come back then rather than skip. (Skipping here once lost records: `tests/it/crash.rs`.)
         Some((_, until)) if until > now => {
             Decision::Wait(Duration::try_from(until - now).unwrap_or(Duration::ZERO))
         }

@@ -2,8 +2,6 @@
 //! imports nothing of ours, and the two adapters (Graph and storage) know neither each other nor
 //! the edges. Read from the source, so a `use` that breaks a rule fails here with its file.
 
-#![allow(clippy::unwrap_used)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 

@@ -1,11 +1,6 @@
 //! `PullReports` through the host emulator's timer invocation, against Azurite and the Graph
 //! simulator: every PSTN and Direct Routing row exactly once, late rows included, money exact.
 
-// Test code panics on purpose.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 

@@ -1,11 +1,6 @@
 //! `FetchCallRecord`, driven by the host emulator's queue trigger against Azurite and the Graph
 //! simulator: every record stored completely and once, at its highest version, whatever Graph does.
 
-// Test code panics on purpose.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use std::time::Duration;
 
 use serde_json::value::RawValue;

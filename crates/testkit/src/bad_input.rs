@@ -1,5 +1,5 @@
 //! Every bad input the app has a rule for, with the answer each must get: sent all at once by
-//! `tests/bad_input.rs` during a busy run and by the reliability day while its faults play out.
+//! `tests/it/bad_input.rs` during a busy run and by the reliability day while its faults play out.
 
 use reqwest::Method;
 use serde_json::json;

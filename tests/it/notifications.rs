@@ -1,10 +1,5 @@
 //! The `Notifications` and `Lifecycle` webhooks against real Azurite, driven through the host emulator.
 
-// Helpers in test crates panic on purpose, like the tests themselves.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use std::collections::BTreeSet;
 
 use reqwest::StatusCode;

@@ -21,11 +21,6 @@
 //! `DAY_CALLS` (5,000) and `DAY_DAYS` (1) scale it: `docs/RELIABILITY.md` has the command for a
 //! tenant week. The run's figures are written to `target/reliability-day.md`.
 
-// Test code panics on purpose.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -257,6 +252,7 @@ impl Handler {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "soak test (minutes): scripts/test.sh runs it in a process of its own"]
 async fn a_tenant_day_under_faults_loses_nothing_and_doubles_nothing() {
     let plan = Plan::from_env();
     let d = day_start();

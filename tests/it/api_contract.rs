@@ -4,11 +4,6 @@
 //! finds no response that breaks the document: undocumented statuses, bodies that do not match
 //! their schema, server errors, other methods not refused.
 
-// Test code panics on purpose.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 

@@ -1,11 +1,6 @@
 //! The fetch's failure modes found by an adversarial read (issue 9), each driven through the host
 //! emulator against Azurite and the Graph simulator: no record loops, vanishes or doubles.
 
-// Test code panics on purpose.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use serde_json::json;
 use std::collections::BTreeSet;
 use support::fetch::{

@@ -3,11 +3,6 @@
 //! events, `Reconcile` finds what notifications missed, and the admin's `Backfill` and `Reprocess`
 //! refuse bad input and unauthenticated callers.
 
-// Test code panics on purpose.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -4,11 +4,6 @@
 //! stored. Once the workload has settled, the tables hold exactly the tenant's records, the queues
 //! are empty, nothing was given up on, and no backfill or reprocess was recorded.
 
-// Test code panics on purpose.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 

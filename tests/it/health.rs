@@ -3,11 +3,6 @@
 //! rejected notifications → degraded, an expired subscription → failing), the anonymous route says
 //! only the verdict, and the details need a key in standalone mode.
 
-// Test code panics on purpose.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use std::time::Duration;
 
 use serde_json::Value;

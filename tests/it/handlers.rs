@@ -1,11 +1,6 @@
 //! The contract with the Functions host: `host.json`, `handlers/*/function.json` and the router must
 //! agree, the binary must fail fast on bad settings, and the host emulator must speak like the host.
 
-// Helpers in test crates panic on purpose, like the tests themselves.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;

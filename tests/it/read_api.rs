@@ -3,11 +3,6 @@
 //! included), the formats hold the same rows, range and id reads, the auth matrix, and every bad
 //! parameter's `400`.
 
-// Test code panics on purpose.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -6,11 +6,6 @@
 //! The binary gets its Graph token through `azure_identity`'s `ManagedIdentityCredential` from the
 //! simulator's managed-identity endpoint, as it would on Azure.
 
-// Test code panics on purpose.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 

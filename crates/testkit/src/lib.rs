@@ -1,9 +1,10 @@
-//! Test support shared by the integration-test binaries: Azurite, the host emulator, test TLS and
-//! identities, and `spawn_app()`, which runs the real app on port 0 with its own queue.
-// Each test binary uses a different part of this module (and of what it re-exports from
-// `azurite_harness`), and `pub` here only means "to the tests".
-#![allow(dead_code, unused_imports, unreachable_pub)]
-// Test helpers panic on purpose: a failed set-up is a failed test.
+//! What the app's integration tests (`tests/it`) and benchmarks (`benches/`) share, so that they
+//! set up the real parts the same way: Azurite (from `azurite_harness`, shared with the
+//! `table_storage` crate's tests), the host emulator, the Graph simulator set up for a test, test
+//! TLS and identities, proxies that count or refuse, the bad inputs, and `spawn_app()`, which runs
+//! the real app on port 0 with its own queue and tables. The tests name this crate `support`.
+//!
+//! Test-only: its helpers panic on purpose, since a failed set-up is a failed test.
 #![allow(clippy::unwrap_used)]
 
 pub mod azurite;
@@ -88,7 +89,7 @@ impl HandlerProcess {
 
     async fn spawn(args: &[&str], port_setting: &str, port: u16, env: &[(&str, &str)]) -> Self {
         use tokio::io::AsyncReadExt as _;
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_teams-cdr-functions"));
+        let mut command = tokio::process::Command::new(handler_binary());
         command
             .args(args)
             .env_clear()
@@ -194,9 +195,37 @@ pub fn shared_key() -> StorageAuth {
     }
 }
 
+/// The repository's root (the workspace's).
+pub fn repository_root() -> &'static std::path::Path {
+    std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// The shipped handler binary, as cargo builds it for the tests and benchmarks that run this crate:
+/// beside the `deps/` folder the running test or benchmark executable is in.
+///
+/// # Panics
+/// When it is not there (a test run by hand without cargo having built the binary).
+pub fn handler_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the running executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("the test executable lives in target/<profile>/deps");
+    let binary = profile_dir.join(format!(
+        "teams-cdr-functions{}",
+        std::env::consts::EXE_SUFFIX
+    ));
+    assert!(
+        binary.is_file(),
+        "{} is missing: run the tests through cargo, which builds it",
+        binary.display()
+    );
+    binary
+}
+
 /// A fixture from `tests/fixtures/`.
 pub fn fixture(path: &str) -> String {
-    let full = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    let full = format!("{}/tests/fixtures/{path}", repository_root().display());
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
 }
 

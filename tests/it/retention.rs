@@ -2,11 +2,6 @@
 //! retention go, a record's sessions and document with it, `AppState` is untouched, and a run that
 //! died half-way is finished by the next.
 
-// Test code panics on purpose.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use serde_json::json;
 use support::fetch::{FetchApp, fixture_json, sim_record, spawn_fetch_app};
 use support::graph::{sim_config, start_sim};

@@ -7,13 +7,8 @@
 //!
 //! The managed-identity credential reads `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` from the process
 //! environment, which a test cannot set (`set_var` is unsafe); its test runs this test binary again
-//! as a child with that environment, selecting the `#[ignore]`d
-//! `managed_identity_child_fetches_a_call_record`, which does nothing without `GRAPH_TEST_CHILD`.
-
-// Helpers panic on purpose, like the tests themselves.
-#![allow(clippy::unwrap_used)]
-
-mod support;
+//! as a child with that environment, selecting itself, and plays the child's part when it finds
+//! `GRAPH_TEST_CHILD` set.
 
 use std::time::{Duration, Instant};
 

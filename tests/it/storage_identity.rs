@@ -2,11 +2,6 @@
 //! throw-away test CA). Once in-process with an injected credential, once through the real binary with
 //! the App Service managed-identity protocol, as it runs in Azure.
 
-// Helpers in test crates panic on purpose, like the tests themselves.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use reqwest::StatusCode;
 use support::identity::{FakeManagedIdentity, STORAGE_AUDIENCE, TestCredential};
 use support::{
