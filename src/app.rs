@@ -402,9 +402,6 @@ impl App {
     }
 }
 
-/// The queue function the standalone consumer delivers the call-record queue's messages to.
-const FETCH_FUNCTION: &str = "FetchCallRecord";
-
 /// How long in-flight requests may go on after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -413,9 +410,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// messages of a process that died come back within a minute.
 fn standalone_consumer() -> ConsumerOptions {
     ConsumerOptions {
-        function: FETCH_FUNCTION,
-        // Always there: `FETCH_FUNCTION` names the registry's queue function (a unit test).
-        binding: Function::queue_binding(FETCH_FUNCTION).unwrap_or_default(),
+        function: Function::queue().0,
+        binding: Function::queue().1,
         batch_size: 16,
         new_batch_threshold: 8,
         running_visibility: Duration::from_secs(60),
@@ -485,18 +481,4 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_standalone_consumer_delivers_to_the_registrys_queue_function() {
-        assert_eq!(
-            Function::queue_binding(FETCH_FUNCTION),
-            Some(functions::fetch_call_record::BINDING)
-        );
-        assert_eq!(standalone_consumer().binding, "job");
-    }
 }

@@ -53,6 +53,6 @@ pub fn http_client_with_timeout(
     builder.build().map_err(HttpSetupError::Client)
 }
 
-// Which statuses are worth another try, and how error text loses its URL queries, is stated once, in
-// the storage client crate, for Graph and storage alike.
-pub(crate) use table_storage::{is_transient_status, redact_url_queries};
+// How error text loses its URL queries (a query can hold a SAS or a validation token) is stated
+// once, in the storage client crate, and used for Graph's error text too.
+pub(crate) use table_storage::redact_url_queries;

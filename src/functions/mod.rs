@@ -20,7 +20,7 @@ pub(crate) use webhook::MAX_BODY_BYTES;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodFilter, MethodRouter, on, post};
 use axum::{Json, Router};
 use futures::future::BoxFuture;
 use tracing::Instrument as _;
@@ -67,29 +67,32 @@ pub(crate) type TimerRun = fn(Services) -> BoxFuture<'static, Result<(), Invocat
 
 /// What serves an HTTP function.
 pub(crate) enum Serve {
-    /// One route, `/api/{route}`.
-    Route(fn() -> MethodRouter<Services>),
+    /// One route, `/api/{route}`, for the methods the registry names (handed in, so that they are
+    /// written once).
+    Route(fn(MethodFilter) -> MethodRouter<Services>),
     /// A router of its own under `/api/{route}` (a catch-all route, such as the read API's).
     Router(fn() -> Router<Services>),
 }
 
 /// Every function the handler serves.
 pub(crate) const FUNCTIONS: &[Function] = &[
-    Function::http("Notifications", "notifications", &[Method::POST], || {
-        post(notifications::handle)
+    Function::http("Notifications", "notifications", &[Method::POST], |m| {
+        on(m, notifications::handle)
     }),
-    Function::http("Lifecycle", "lifecycle", &[Method::POST], || {
-        post(lifecycle::handle)
+    Function::http("Lifecycle", "lifecycle", &[Method::POST], |m| {
+        on(m, lifecycle::handle)
     }),
-    Function::http("Health", "health", &[Method::GET], || get(health::summary)),
-    Function::http("HealthDetails", "health/details", &[Method::GET], || {
-        get(health::details)
+    Function::http("Health", "health", &[Method::GET], |m| {
+        on(m, health::summary)
     }),
-    Function::http("Backfill", "ops/backfill", &[Method::POST], || {
-        post(ops::backfill)
+    Function::http("HealthDetails", "health/details", &[Method::GET], |m| {
+        on(m, health::details)
     }),
-    Function::http("Reprocess", "ops/reprocess", &[Method::POST], || {
-        post(ops::reprocess)
+    Function::http("Backfill", "ops/backfill", &[Method::POST], |m| {
+        on(m, ops::backfill)
+    }),
+    Function::http("Reprocess", "ops/reprocess", &[Method::POST], |m| {
+        on(m, ops::reprocess)
     }),
     Function {
         name: "ReadApi",
@@ -137,7 +140,7 @@ impl Function {
         name: &'static str,
         route: &'static str,
         methods: &'static [Method],
-        handler: fn() -> MethodRouter<Services>,
+        handler: fn(MethodFilter) -> MethodRouter<Services>,
     ) -> Self {
         Self {
             name,
@@ -174,12 +177,15 @@ impl Function {
         })
     }
 
-    /// The queue function of that name and its binding.
-    pub(crate) fn queue_binding(name: &str) -> Option<&'static str> {
-        FUNCTIONS.iter().find_map(|f| match f.trigger {
-            Trigger::Queue { binding, .. } if f.name == name => Some(binding),
+    /// The one queue function (`FetchCallRecord`, on the call-record queue) and its binding: what
+    /// the standalone consumer delivers to.
+    pub(crate) fn queue() -> (&'static str, &'static str) {
+        let mut queues = FUNCTIONS.iter().filter_map(|f| match f.trigger {
+            Trigger::Queue { binding, .. } => Some((f.name, binding)),
             _ => None,
-        })
+        });
+        // The registry is a constant with exactly one queue function (a unit test).
+        queues.next().expect("the registry has a queue function")
     }
 }
 
@@ -191,9 +197,9 @@ pub(crate) fn routes() -> Router<Services> {
         .fold(Router::new(), |router, function| match function.trigger {
             Trigger::Http {
                 route,
+                methods,
                 serve: Serve::Route(handler),
-                ..
-            } => router.route(&format!("/api/{route}"), handler()),
+            } => router.route(&format!("/api/{route}"), handler(method_filter(methods))),
             Trigger::Http {
                 serve: Serve::Router(routes),
                 ..
@@ -213,6 +219,16 @@ pub(crate) fn routes() -> Router<Services> {
                 )
             }
         })
+}
+
+/// The methods an HTTP function answers, as axum filters them.
+fn method_filter(methods: &[Method]) -> MethodFilter {
+    methods
+        .iter()
+        .filter_map(|m| MethodFilter::try_from(m.clone()).ok())
+        .reduce(MethodFilter::or)
+        // Never empty: every HTTP function names at least one method (a unit test).
+        .unwrap_or(MethodFilter::GET)
 }
 
 /// An HTTP-triggered function as the host exposes it: `/api/{route}`.
@@ -334,6 +350,27 @@ mod tests {
         );
         assert!(Function::timer_named("FetchCallRecord").is_none());
         assert!(Function::timer_named("Health").is_none());
-        assert_eq!(Function::queue_binding("FetchCallRecord"), Some("job"));
+        assert_eq!(Function::queue(), ("FetchCallRecord", "job"));
+    }
+
+    #[test]
+    fn the_registry_has_one_queue_function_and_every_http_function_names_its_methods() {
+        let queues = FUNCTIONS
+            .iter()
+            .filter(|f| matches!(f.trigger, Trigger::Queue { .. }))
+            .count();
+        assert_eq!(queues, 1);
+        for function in FUNCTIONS {
+            if let Trigger::Http { methods, .. } = function.trigger {
+                assert!(!methods.is_empty(), "{}", function.name);
+                for method in methods {
+                    assert!(
+                        MethodFilter::try_from(method.clone()).is_ok(),
+                        "{}: {method}",
+                        function.name
+                    );
+                }
+            }
+        }
     }
 }

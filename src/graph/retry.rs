@@ -145,7 +145,13 @@ pub(crate) enum Step {
     Stop,
 }
 
-pub(crate) use crate::http::is_transient_status;
+/// Graph statuses worth another try: request timeout, throttling, and the server-side failures
+/// Graph documents as temporary (<https://learn.microsoft.com/graph/errors#http-status-codes>).
+/// Storage has its own rule, in the `table_storage` crate; the two agree today by coincidence of
+/// the platforms, not by sharing code.
+pub(crate) fn is_transient_status(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+}
 
 /// Parses a `Retry-After` value: whole or fractional seconds (Graph sends `2.128`), or an HTTP date,
 /// which counts from `now` (the response's `Date` when it has one, so that clock skew between us and

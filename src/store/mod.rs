@@ -1,5 +1,7 @@
-//! Azure Storage behind our own types: the only module of the app that knows the storage SDK and the
-//! Table storage client, and what the app keeps in its queue and tables.
+//! Azure Storage behind our own types: the only module of the app that knows the storage SDK, and
+//! what the app keeps in its queue and tables. Its stores speak the `table_storage` crate's
+//! entities; `app` builds them from that crate's clients, and `api` pages with its cursor type and
+//! page size.
 //!
 //! - [`queue`]: the call-record queue (send, receive, delete), with the message encoding the Functions
 //!   queue trigger expects.
@@ -9,7 +11,8 @@
 //! - [`auth`]: which credential the configuration names (an account key, a SAS, a managed
 //!   identity), turned into the crate's `StorageAuth`.
 //! - [`callrecords`], [`feed`], [`reports`], [`health`], [`lifecycle`], [`purge`]: the app's tables
-//!   and their write protocols; [`columns`]: what their rows share.
+//!   and their write protocols; [`columns`]: what their rows share; [`app_state`]: the layout of the
+//!   `AppState` table and the one ETag lease.
 //!
 //! Callers branch on [`StoreError`], never on SDK errors.
 

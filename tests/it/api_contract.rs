@@ -89,7 +89,7 @@ async fn the_read_api_keeps_to_its_openapi_document_under_schemathesis() {
             "all",
             // What a schema cannot say: `from` before `to`, both or neither, and a cursor this API
             // signed. Requests that break those are valid by the schema and rightly refused with
-            // `400` (tests/read_api.rs covers each); every other check runs.
+            // `400` (tests/it/read_api.rs covers each); every other check runs.
             "--exclude-checks",
             "positive_data_acceptance",
             "--max-examples",

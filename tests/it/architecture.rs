@@ -35,21 +35,52 @@ fn module_edges() -> BTreeMap<(String, String), BTreeSet<String>> {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            for (at, _) in text.match_indices("crate::") {
-                let to: String = text[at + "crate::".len()..]
+            let name_at = |at: usize| -> String {
+                text[at..]
                     .chars()
-                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-                    .collect();
-                if !to.is_empty() && to != from {
-                    edges
-                        .entry((from.clone(), to))
-                        .or_default()
-                        .insert(relative.clone());
+                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                    .collect()
+            };
+            for (at, _) in text.match_indices("crate::") {
+                let after = at + "crate::".len();
+                // `crate::{a, b::c}` names several modules at once.
+                let named: Vec<String> = if text[after..].starts_with('{') {
+                    let group = &text[after + 1..after + text[after..].find('}').unwrap()];
+                    group
+                        .split(',')
+                        .map(|item| name_at(after + 1 + group.find(item.trim()).unwrap()))
+                        .collect()
+                } else {
+                    vec![name_at(after)]
+                };
+                for to in named {
+                    if !to.is_empty() && to != from {
+                        edges
+                            .entry((from.clone(), to))
+                            .or_default()
+                            .insert(relative.clone());
+                    }
                 }
             }
         }
     }
     edges
+}
+
+#[test]
+fn the_source_is_read_as_it_is_written() {
+    let edges = module_edges();
+    // Edges the map names: a reader that found none would pass every rule.
+    for (from, to) in [
+        ("app", "functions"),
+        ("functions", "domain"),
+        ("store", "domain"),
+    ] {
+        assert!(
+            edges.contains_key(&(from.to_owned(), to.to_owned())),
+            "{from} -> {to} not found"
+        );
+    }
 }
 
 #[test]

@@ -460,7 +460,7 @@ async fn managed_identity_credential_from_settings_gets_a_token_from_the_identit
     );
     assert!(output.status.success(), "child failed:\n{printed}");
     assert!(
-        printed.contains("1 passed"),
+        printed.contains("test result: ok. 1 passed;"),
         "child ran no test:\n{printed}"
     );
     let ledger = sim.sim.ledger();

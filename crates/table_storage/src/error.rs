@@ -143,9 +143,9 @@ impl StoreError {
     }
 }
 
-/// Statuses worth another try, for storage and any other Azure service alike: request timeout,
-/// throttling, and the server-side failures documented as temporary
-/// (<https://learn.microsoft.com/graph/errors#http-status-codes>).
+/// Storage statuses worth another try: request timeout, throttling (`503 ServerBusy`, `429`), and
+/// the server-side failures the storage services document as temporary
+/// (<https://learn.microsoft.com/rest/api/storageservices/common-rest-api-error-codes>).
 pub fn is_transient_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
 }

@@ -127,14 +127,12 @@ pub async fn checkpoint(app: &FetchApp, report: &str) -> Entity {
         .unwrap_or_else(|| panic!("no checkpoint for {report}"))
 }
 
-/// The last run of `report` read every window of its plan.
-pub async fn complete(app: &FetchApp, report: &str) -> bool {
-    let cp = checkpoint(app, report).await;
-    let success = match prop(&cp, "LastSuccessAt") {
-        Some(EdmValue::DateTime(t)) => *t,
-        _ => return false,
-    };
-    matches!(prop(&cp, "LastRunAt"), Some(EdmValue::DateTime(run)) if *run <= success)
+/// How far `report`'s checkpoint says everything is stored (`None`: nothing yet).
+pub async fn through(app: &FetchApp, report: &str) -> Option<OffsetDateTime> {
+    match prop(&checkpoint(app, report).await, "Through") {
+        Some(EdmValue::DateTime(t)) => Some(*t),
+        _ => None,
+    }
 }
 
 /// Equal id lists, or a short report of the difference (the lists are long).

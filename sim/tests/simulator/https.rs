@@ -1,9 +1,6 @@
 //! The simulator as Entra ID for the real `azure_identity` credential, which only talks to an HTTPS
 //! authority host: served with a certificate from a throw-away test CA.
 
-// Helpers in test crates panic on purpose, like the tests themselves.
-#![allow(clippy::unwrap_used)]
-
 use std::sync::Arc;
 
 use azure_core::cloud::CustomConfiguration;

@@ -1,7 +1,10 @@
-//! The simulator against Microsoft's documented payloads and rules.
+//! The simulator against Microsoft's documented payloads and rules; `https` serves it as Entra ID
+//! for the real `azure_identity` credential.
 
 // Helpers in test crates panic on purpose, like the tests themselves.
 #![allow(clippy::unwrap_used)]
+
+mod https;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
