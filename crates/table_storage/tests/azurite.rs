@@ -15,7 +15,7 @@ use base64::Engine as _;
 use table_storage::filter;
 use table_storage::{
     BatchFailure, BatchOp, ETag, EdmValue, Entity, Query, StorageAuth, StorageRetry, StoreError,
-    TableStore, WriteMode,
+    TableStore, WriteMode, error_chain,
 };
 use time::macros::datetime;
 use url::Url;
@@ -642,17 +642,6 @@ async fn errors_never_quote_the_sas_signature() {
     assert!(matches!(err, StoreError::Transient(_)), "{err:?}");
     let text = format!("{err:?} {}", error_chain(&err));
     assert!(!text.contains("sig="), "{text}");
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[tokio::test]
