@@ -23,8 +23,9 @@ async fn a_month_of_100_000_pstn_and_50_000_direct_routing_rows_is_stored_exactl
     // The back-fill takes more than one run's budget; runs go on from the checkpoint, each
     // advancing it, until it is past the last row of each report. (How many runs that takes
     // depends on the machine: each row is written twice, to its table and to the read API's log.
-    // The plan itself never completes here: its deep re-read of the month is longer than one run,
-    // and starts again each run; waiting for it made this test run into its cap of 120 runs.)
+    // The plan itself completes only when one run re-reads the whole deep look-back within its
+    // budget, which on a busy machine never happens: waiting for it made this test run into its
+    // cap of 120 runs; docs/DEVELOPMENT.md says more.)
     let last_start = |rows: &[ReportRow]| rows.iter().map(|r| r.start).max().unwrap();
     let ends = {
         let tenant = app.sim.tenant();
