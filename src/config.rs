@@ -158,17 +158,26 @@ pub struct SubscriptionConfig {
     pub lifecycle_url: Option<Url>,
     /// `SUBSCRIPTION_SCHEDULE` (default every 2 hours): when `MaintainSubscription` runs.
     pub schedule: String,
-    /// `RECONCILE_SCHEDULE` (default hourly, at minute 30): when `Reconcile` runs.
+    /// `RECONCILE_SCHEDULE` (default every 5 minutes): when `Reconcile` runs. A run with nothing
+    /// owed reads two `AppState` queries and lists nothing.
     pub reconcile_schedule: String,
-    /// `RECONCILE_LOOKBACK_HOURS` (26, 1–720): the calls started this long ago or later that every
-    /// `Reconcile` run compares with what is stored. 26 h covers a day-long call whose record
-    /// appears 150 minutes after it ended.
-    pub reconcile_lookback: Duration,
+    /// `RECONCILE_PASS_HOURS` (`3,26`; one to three whole hours from 1 to 720, increasing): how
+    /// long after the end of an hour of call starts each of its listings is due. The last one is
+    /// also the look-back of a lost subscription's gap. The reasoning: DESIGN §6.5.
+    pub reconcile_passes: Vec<Duration>,
     /// `RECONCILE_BUDGET_SECONDS` (240, 30–540): how long one `Reconcile` run may go on before it
     /// leaves the rest of its windows to the next; below the host's 10-minute function timeout, as
     /// a run still records its report after the budget. Its lease is twice this, so a run that
     /// crashed holds up the next ones that long.
     pub reconcile_budget: Duration,
+}
+
+impl SubscriptionConfig {
+    /// The last of [`SubscriptionConfig::reconcile_passes`]: the calls started this long before an
+    /// event (a lost subscription, Graph's `missed`) are listed again after it.
+    pub fn reconcile_lookback(&self) -> Duration {
+        self.reconcile_passes.last().copied().unwrap_or_default()
+    }
 }
 
 /// How long data rows are kept, and when `Purge` deletes the older ones.
@@ -597,6 +606,33 @@ fn managed_identity(settings: &Settings, setting: &'static str) -> Result<GraphA
     Ok(GraphAuth::ManagedIdentity { client_id })
 }
 
+/// `RECONCILE_PASS_HOURS`: one to three increasing whole hours, each from 1 to 720.
+fn reconcile_passes(settings: &Settings) -> Result<Vec<Duration>, ConfigError> {
+    const NAME: &str = "RECONCILE_PASS_HOURS";
+    let raw = settings.get(NAME).unwrap_or("3,26");
+    let hours: Option<Vec<u64>> = raw
+        .split(',')
+        .map(|h| {
+            h.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|h| (1..=720).contains(h))
+        })
+        .collect();
+    match hours {
+        Some(hours) if (1..=3).contains(&hours.len()) && hours.windows(2).all(|w| w[0] < w[1]) => {
+            Ok(hours
+                .into_iter()
+                .map(|h| Duration::from_secs(h * 3600))
+                .collect())
+        }
+        _ => Err(ConfigError::malformed(
+            NAME,
+            "expected one to three increasing whole hours from 1 to 720, such as 3,26",
+        )),
+    }
+}
+
 /// A whole number setting within `range`, or `default` when unset.
 fn number(
     settings: &Settings,
@@ -669,8 +705,8 @@ impl Config {
 pub const DEFAULT_SUBSCRIPTION_SCHEDULE: &str = "0 0 */2 * * *";
 /// Daily at 03:15 UTC, away from the other timers' minutes.
 pub const DEFAULT_PURGE_SCHEDULE: &str = "0 15 3 * * *";
-/// Hourly, at half past: away from the report pulls on the quarter hours.
-pub const DEFAULT_RECONCILE_SCHEDULE: &str = "0 30 * * * *";
+/// Every five minutes, two minutes off the report pulls on the quarter hours.
+pub const DEFAULT_RECONCILE_SCHEDULE: &str = "0 2-59/5 * * * *";
 
 fn schedule(settings: &Settings, name: &'static str, default: &str) -> Result<String, ConfigError> {
     let schedule = settings.get(name).unwrap_or(default).trim().to_owned();
@@ -698,6 +734,7 @@ fn webhook_url(settings: &Settings, name: &'static str) -> Result<Option<Url>, C
 }
 
 fn subscription_config(settings: &Settings) -> Result<SubscriptionConfig, ConfigError> {
+    let passes = reconcile_passes(settings)?;
     Ok(SubscriptionConfig {
         notification_url: webhook_url(settings, "NOTIFICATION_URL")?,
         lifecycle_url: webhook_url(settings, "LIFECYCLE_NOTIFICATION_URL")?,
@@ -707,9 +744,7 @@ fn subscription_config(settings: &Settings) -> Result<SubscriptionConfig, Config
             DEFAULT_SUBSCRIPTION_SCHEDULE,
         )?,
         reconcile_schedule: schedule(settings, "RECONCILE_SCHEDULE", DEFAULT_RECONCILE_SCHEDULE)?,
-        reconcile_lookback: Duration::from_secs(
-            u64::from(number(settings, "RECONCILE_LOOKBACK_HOURS", 26, 1..=720)?) * 3600,
-        ),
+        reconcile_passes: passes,
         reconcile_budget: seconds(settings, "RECONCILE_BUDGET_SECONDS", 240, 30..=540)?,
     })
 }
@@ -1207,6 +1242,31 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("NOTIFICATION_CLIENT_STATE"));
         assert!(!err.to_string().contains("xxxx"));
+    }
+
+    #[test]
+    fn the_reconcile_pass_schedule_is_one_to_three_increasing_hours() {
+        let passes = |raw: &str| {
+            load(&[DEV, ("RECONCILE_PASS_HOURS", raw)]).map(|c| {
+                c.subscription
+                    .reconcile_passes
+                    .iter()
+                    .map(|d| d.as_secs() / 3600)
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(passes("3,26").unwrap(), [3, 26]);
+        assert_eq!(passes(" 3, 8 ,26").unwrap(), [3, 8, 26]);
+        assert_eq!(passes("26").unwrap(), [26]);
+        let unset = load(&[DEV]).unwrap();
+        assert_eq!(unset.subscription.reconcile_lookback().as_secs(), 26 * 3600);
+        for bad in ["3,3", "26,3", "0,26", "3,8,26,48", "3,721", "3;26", "3.5"] {
+            let err = passes(bad).unwrap_err();
+            assert!(
+                err.to_string().contains("RECONCILE_PASS_HOURS"),
+                "{bad:?}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -179,8 +179,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     REPORTS_LEASE_SECONDS: '300'
     // Named by handlers/MaintainSubscription and handlers/Reconcile (%…%), like REPORTS_SCHEDULE.
     SUBSCRIPTION_SCHEDULE: '0 0 */2 * * *'
-    RECONCILE_SCHEDULE: '0 30 * * * *'
-    RECONCILE_LOOKBACK_HOURS: '26'
+    RECONCILE_SCHEDULE: '0 2-59/5 * * * *'
+    RECONCILE_PASS_HOURS: '3,26'
     RECONCILE_BUDGET_SECONDS: '240'
     PURGE_SCHEDULE: '0 15 3 * * *'
     NOTIFICATION_URL: 'https://${hostName}/api/notifications'

@@ -1,7 +1,7 @@
 //! The subscription's life and reconciliation, as decisions without IO: which of the app's Graph
 //! subscriptions is ours and which must go, how far a renewal reaches, which time span a
-//! reconciliation covers after the subscription was lost, how a span is cut into slices, and which
-//! listed records must be fetched.
+//! reconciliation covers after the subscription was lost, how a span is cut into slices, when an
+//! hour of calls is owed its next listing (pass), and which listed records must be fetched.
 
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -18,6 +18,17 @@ const CLOCK_MARGIN: time::Duration = time::Duration::minutes(5);
 pub(crate) const RETENTION: time::Duration = time::Duration::days(30);
 /// A reconciliation span is listed in slices this long; progress is kept after each.
 pub(crate) const SLICE: time::Duration = time::Duration::hours(6);
+/// An hour's pass is listed in slices of about this many calls (30 pages of 60, some 15 s at
+/// Graph's list limit): progress is kept after each, so a run cut short lists at most about this
+/// much again, and a sparse hour is one request.
+pub(crate) const SLICE_CALLS: u64 = 1_800;
+/// The longest slice: a whole hour.
+pub(crate) const MAX_SLICE: time::Duration = time::Duration::HOUR;
+/// The shortest: a slice cut short is halved for the next try, down to this.
+pub(crate) const MIN_SLICE: time::Duration = time::Duration::minutes(1);
+/// At most this many hours get their rows at once: Graph's retention (a deployment that did not
+/// run for longer than that has nothing older to list).
+const MAX_NEW_HOURS: i64 = 30 * 24;
 /// The answer to one `reauthorizationRequired` suffices for this long: Graph repeats the event
 /// until it is acted on, and each repeat must not cost another request.
 pub(crate) const REAUTHORIZE_QUIET: time::Duration = time::Duration::minutes(10);
@@ -183,12 +194,95 @@ pub(crate) fn next_slice(
     (from < to).then(|| (from, (from + SLICE).min(to)))
 }
 
-/// The last slice of a span `[from, to)`, for sweeping newest first: at most [`SLICE`] long.
-pub(crate) fn last_slice(
-    from: OffsetDateTime,
+/// The start of the hour `at` is in.
+pub(crate) fn hour_floor(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_minute(0)
+        .and_then(|t| t.replace_second(0))
+        .and_then(|t| t.replace_nanosecond(0))
+        .unwrap_or(at)
+}
+
+/// The hours of call starts that get their rows now, and the new frontier: every hour that has
+/// ended since `frontier` (on a fresh deployment, since the longest pass of `schedule` before
+/// `now`, so that it owes passes for its whole look-back), within Graph's retention.
+pub(crate) fn hours_to_add(
+    frontier: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+    schedule: &[std::time::Duration],
+) -> (Vec<OffsetDateTime>, OffsetDateTime) {
+    let through = hour_floor(now);
+    let lookback = schedule
+        .last()
+        .and_then(|d| time::Duration::try_from(*d).ok())
+        .unwrap_or(time::Duration::ZERO);
+    let oldest = (through - time::Duration::hours(MAX_NEW_HOURS)).max(hour_floor(now - RETENTION));
+    let mut at = frontier
+        .map(hour_floor)
+        .unwrap_or_else(|| hour_floor(through - lookback))
+        .max(oldest);
+    let mut starts = Vec::new();
+    while at < through {
+        starts.push(at);
+        at += time::Duration::HOUR;
+    }
+    (starts, through.max(frontier.unwrap_or(through)))
+}
+
+/// The length of the next slice, from how many calls the last one (`seconds` long) listed: about
+/// [`SLICE_CALLS`], within [`MIN_SLICE`] and [`MAX_SLICE`].
+pub(crate) fn next_slice_seconds(seconds: i64, listed: u64) -> i64 {
+    let (min, max) = (MIN_SLICE.whole_seconds(), MAX_SLICE.whole_seconds());
+    if listed == 0 {
+        return max;
+    }
+    let scaled = i128::from(seconds) * i128::from(SLICE_CALLS) / i128::from(listed);
+    i64::try_from(scaled.clamp(i128::from(min), i128::from(max))).unwrap_or(max)
+}
+
+/// When an hour's next pass is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// Owed since then.
+    Now(OffsetDateTime),
+    Later,
+    /// It has had every pass of the schedule, or Graph no longer keeps its calls.
+    Never,
+}
+
+/// When the hour ending at `to`, after `passes` passes, is owed its next one (`schedule`: how long
+/// after `to` each pass is due).
+pub(crate) fn pass_due(
     to: OffsetDateTime,
-) -> Option<(OffsetDateTime, OffsetDateTime)> {
-    (from < to).then(|| ((to - SLICE).max(from), to))
+    passes: u32,
+    schedule: &[std::time::Duration],
+    now: OffsetDateTime,
+) -> Due {
+    let Some(offset) = schedule.get(passes as usize) else {
+        return Due::Never;
+    };
+    if to <= now - RETENTION {
+        return Due::Never;
+    }
+    let at = to + time::Duration::try_from(*offset).unwrap_or(time::Duration::ZERO);
+    if at <= now { Due::Now(at) } else { Due::Later }
+}
+
+/// The passes an hour has had once a pass finishes at `now`: one more, and every pass that fell
+/// due while it ran (a listing now covers them all: an hour that was owed two passes, after an
+/// outage or on a fresh deployment, is listed once).
+pub(crate) fn passes_after(
+    to: OffsetDateTime,
+    passes: u32,
+    schedule: &[std::time::Duration],
+    now: OffsetDateTime,
+) -> u32 {
+    let due = schedule
+        .iter()
+        .filter(|offset| {
+            to + time::Duration::try_from(**offset).unwrap_or(time::Duration::ZERO) <= now
+        })
+        .count();
+    (passes + 1).max(u32::try_from(due).unwrap_or(u32::MAX))
 }
 
 /// Whether a listed record must be fetched: not stored, or stored at a lower version than listed.
@@ -404,6 +498,83 @@ mod tests {
         );
     }
 
+    fn hours(list: &[u64]) -> Vec<std::time::Duration> {
+        list.iter()
+            .map(|h| std::time::Duration::from_secs(h * 3600))
+            .collect()
+    }
+
+    #[test]
+    fn a_fresh_deployment_owes_passes_for_every_hour_of_its_look_back() {
+        let now = datetime!(2026-11-20 09:40 UTC);
+        let (starts, through) = hours_to_add(None, now, &hours(&[3, 26]));
+        assert_eq!(through, datetime!(2026-11-20 09:00 UTC));
+        assert_eq!(starts.len(), 26);
+        assert_eq!(starts[0], datetime!(2026-11-19 07:00 UTC));
+        assert_eq!(*starts.last().unwrap(), datetime!(2026-11-20 08:00 UTC));
+        // The oldest of them still owes its last pass; none owes a pass twice.
+        let oldest_to = starts[0] + time::Duration::HOUR;
+        assert_eq!(
+            pass_due(oldest_to, 0, &hours(&[3, 26]), now),
+            Due::Now(oldest_to + time::Duration::hours(3))
+        );
+        assert_eq!(passes_after(oldest_to, 0, &hours(&[3, 26]), now), 1);
+    }
+
+    #[test]
+    fn later_runs_add_the_hours_that_ended_since_and_nothing_twice() {
+        let schedule = hours(&[3, 26]);
+        let frontier = datetime!(2026-11-20 09:00 UTC);
+        let (starts, through) =
+            hours_to_add(Some(frontier), datetime!(2026-11-20 09:55 UTC), &schedule);
+        assert!(starts.is_empty());
+        assert_eq!(through, frontier);
+        let (starts, through) =
+            hours_to_add(Some(frontier), datetime!(2026-11-20 12:05 UTC), &schedule);
+        assert_eq!(
+            starts,
+            [
+                datetime!(2026-11-20 09:00 UTC),
+                datetime!(2026-11-20 10:00 UTC),
+                datetime!(2026-11-20 11:00 UTC)
+            ]
+        );
+        assert_eq!(through, datetime!(2026-11-20 12:00 UTC));
+        // After a long outage: every hour Graph still keeps, no more.
+        let (starts, _) = hours_to_add(
+            Some(frontier),
+            frontier + time::Duration::days(45),
+            &schedule,
+        );
+        assert_eq!(starts.len(), 30 * 24);
+    }
+
+    #[test]
+    fn an_hour_is_owed_each_pass_of_the_schedule_once_and_then_none() {
+        let schedule = hours(&[3, 8, 26]);
+        let to = datetime!(2026-11-20 10:00 UTC);
+        let at = |h: i64, m: i64| to + time::Duration::hours(h) + time::Duration::minutes(m);
+        assert_eq!(pass_due(to, 0, &schedule, at(2, 59)), Due::Later);
+        assert_eq!(pass_due(to, 0, &schedule, at(3, 0)), Due::Now(at(3, 0)));
+        assert_eq!(passes_after(to, 0, &schedule, at(3, 5)), 1);
+        assert_eq!(pass_due(to, 1, &schedule, at(7, 0)), Due::Later);
+        assert_eq!(pass_due(to, 1, &schedule, at(9, 0)), Due::Now(at(8, 0)));
+        // A pass that finishes once the next is due too counts for both.
+        assert_eq!(passes_after(to, 1, &schedule, at(27, 0)), 3);
+        assert_eq!(pass_due(to, 3, &schedule, at(100, 0)), Due::Never);
+        // Graph keeps nothing older than 30 days.
+        assert_eq!(pass_due(to, 1, &schedule, to + RETENTION), Due::Never);
+    }
+
+    #[test]
+    fn slices_shrink_to_about_thirty_pages_of_dense_hours_and_grow_back_over_sparse_ones() {
+        // A whole hour of 25,000 calls: about 4 minutes next time.
+        assert_eq!(next_slice_seconds(3600, 25_000), 259);
+        assert_eq!(next_slice_seconds(3600, 900), 3600);
+        assert_eq!(next_slice_seconds(300, 0), 3600);
+        assert_eq!(next_slice_seconds(60, 100_000), 60);
+    }
+
     #[test]
     fn slices_cover_a_span_without_overlap() {
         let from = datetime!(2026-11-27 01:00 UTC);
@@ -417,16 +588,6 @@ mod tests {
             slices += 1;
         }
         assert_eq!((at, slices), (to, 5));
-        // Newest first: the same span from its end.
-        let mut end = to;
-        let mut slices = 0;
-        while let Some((a, b)) = last_slice(from, end) {
-            assert_eq!(b, end);
-            assert!(b - a <= SLICE && a >= from);
-            end = a;
-            slices += 1;
-        }
-        assert_eq!((end, slices), (from, 5));
     }
 
     #[test]

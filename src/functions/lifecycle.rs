@@ -115,11 +115,24 @@ async fn act(state: &Services, action: Action, subscription_id: &str) {
         Action::Recreate => super::maintain_subscription::run(state)
             .await
             .map(|outcome| tracing::info!(?outcome, "subscription maintained after its removal")),
-        Action::Reconcile => super::reconcile::run(state).await.map(|_| ()),
+        Action::Reconcile => missed(state).await,
     };
     if let Err(e) = result {
         tracing::error!(error = %error_chain(&e), ?action, "lifecycle event not acted on; the timers will try again");
     }
+}
+
+/// Graph says it missed notifications: the calls of the look-back are listed now, not only at
+/// their hours' next passes.
+async fn missed(state: &Services) -> Result<(), crate::error::InvocationError> {
+    let now = state.clock.now();
+    let lookback =
+        time::Duration::try_from(state.subscription.reconcile_lookback()).unwrap_or_default();
+    state
+        .lifecycle
+        .add_window(now - lookback, now, "missed", now)
+        .await?;
+    super::reconcile::run(state).await.map(|_| ())
 }
 
 async fn reauthorize(

@@ -129,7 +129,7 @@ pub(crate) async fn run(state: &Services) -> Result<Maintained, InvocationError>
         recorded.last_good,
         now,
         config
-            .reconcile_lookback
+            .reconcile_lookback()
             .try_into()
             .unwrap_or(time::Duration::ZERO),
     ) {

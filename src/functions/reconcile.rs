@@ -1,15 +1,18 @@
-//! `Reconcile` (timer, `RECONCILE_SCHEDULE`, hourly): the safety net under the notifications. Graph
-//! sends no `missed` signal for call records and has had tenant-wide notification outages, so every
-//! run lists the calls that started within `RECONCILE_LOOKBACK_HOURS` (26 by default) and queues
-//! each record that is not stored, or is stored at a lower version than listed. Then it sweeps the
-//! spans waiting in `AppState` (a lost subscription's gap, an admin's backfill), six hours at a
-//! time, keeping its progress after each slice; and it sends the records given up on
-//! (`FetchFailure`) that Graph still keeps to be fetched once more.
+//! `Reconcile` (timer, `RECONCILE_SCHEDULE`, every 5 minutes): the safety net under the
+//! notifications. Graph sends no `missed` signal for call records and has had tenant-wide
+//! notification outages, so every hour of call starts is listed a few times over its life, on a
+//! schedule (`RECONCILE_PASS_HOURS`, by default 3 and 26 hours after the hour ends; the reasoning
+//! is in DESIGN §6.5), and each record that is not stored, or is stored at a lower version than
+//! listed, is queued. The hours and their passes live in `AppState` (`ReconcileHour`): a run
+//! works through the passes owed, oldest due first, up to its budget, keeping its place after each
+//! slice of an hour, so a run cut short anywhere is continued by the next. Then it sweeps the spans
+//! waiting in `AppState` (a lost subscription's gap, an admin's backfill) the same way; and it
+//! sends the records given up on (`FetchFailure`) that Graph still keeps to be fetched once more.
 //!
 //! One sweep at a time (a lease in `AppState`); a run stops at its time budget and the next one
-//! goes on. Graph failing or throttling ends the run early and is recorded; only storage failing
-//! fails the invocation. What is queued is fetched by `FetchCallRecord`, which stores a version
-//! once however often it is queued.
+//! goes on. Graph failing or throttling ends that hour's pass early and is recorded; only storage
+//! failing fails the invocation. What is queued is fetched by `FetchCallRecord`, which stores a
+//! version once however often it is queued.
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,28 +22,33 @@ use tracing::Instrument as _;
 use crate::domain::job::CallRecordJob;
 use crate::domain::notification::{is_valid_id, normalize_id};
 use crate::domain::subscription::{
-    ListedPage, RETENTION, last_slice, needs_fetch, next_slice, retry_given_up,
+    Due, ListedPage, MAX_SLICE, MIN_SLICE, RETENTION, hours_to_add, needs_fetch, next_slice,
+    next_slice_seconds, pass_due, passes_after, retry_given_up,
 };
 use crate::error::InvocationError;
 use crate::graph::GraphError;
 use crate::services::Services;
 use crate::store::StoreError;
 use crate::store::columns::partition_day;
-use crate::store::lifecycle::{LeaseRow, SweepReport, Window};
+use crate::store::lifecycle::{Hour, LeaseRow, SweepReport, Window};
 
 /// The `name` of the timer binding in `handlers/Reconcile/function.json`.
 pub(crate) const BINDING: &str = "timer";
-/// Far more pages than six hours of calls fill: past this, Graph is paging in circles.
+/// Far more pages than a slice of calls fills: past this, Graph is paging in circles.
 const MAX_PAGES: usize = 10_000;
+/// Calls on a full list page (Graph's page size for call records).
+const LIST_PAGE: f64 = 60.0;
 /// Queue writes of one page in flight at once.
 const ENQUEUE_CONCURRENCY: usize = 32;
-/// Passes over the waiting spans in one run (a span added while the run goes on is taken too).
-const MAX_PASSES: usize = 4;
+/// Rounds over the waiting spans in one run (a span added while the run goes on is taken too).
+const MAX_SPAN_ROUNDS: usize = 4;
 
-/// Why a span stopped early.
+/// Why a pass or span stopped early.
 enum Stop {
-    /// The run's time budget is spent.
+    /// The run's time budget is spent (before a slice started).
     OutOfTime,
+    /// ... inside a slice, between two of its pages.
+    Cut,
     Graph(GraphError),
     Pages(&'static str),
     Store(StoreError),
@@ -96,6 +104,11 @@ pub(crate) async fn run(state: &Services) -> Result<Option<SweepReport>, Invocat
         report: SweepReport::default(),
         days: HashMap::new(),
         queued: HashSet::new(),
+        slice_hint: MAX_SLICE.whole_seconds(),
+        density: None,
+        slices: 0,
+        // Graph's list limit: 40 requests / 20 s.
+        page_seconds: 0.5,
         deadline: tokio::time::Instant::now() + budget,
     };
     let outcome = sweep.all().await;
@@ -114,6 +127,7 @@ pub(crate) async fn run(state: &Services) -> Result<Option<SweepReport>, Invocat
         }
     };
     tracing::info!(
+        passes = report.passes,
         listed = report.listed,
         enqueued = report.enqueued,
         retried_given_up = report.retried,
@@ -136,28 +150,31 @@ struct Sweep<'a> {
     report: SweepReport,
     /// Stored versions per `CallRecords` partition (UTC start day) read so far.
     days: HashMap<String, HashMap<String, i64>>,
-    /// Ids queued by this run: the look-back and a waiting span overlap, and a record queued once
-    /// is not stored before the run ends.
+    /// Ids queued by this run: an hour's pass and a waiting span overlap, and a record queued
+    /// once is not stored before the run ends.
     queued: HashSet<String>,
+    /// The slice length (seconds) the last slice listed suggests: where an hour has none of its
+    /// own yet, its neighbour's density is the best guess.
+    slice_hint: i64,
+    /// Calls per second of start time in the last slice listed (`None` before the first).
+    density: Option<f64>,
+    /// Slices this run has started.
+    slices: u32,
+    /// How long a list page takes, throttling included (a moving average): with `density`, what
+    /// tells whether a slice still fits the budget.
+    page_seconds: f64,
     deadline: tokio::time::Instant,
 }
 
 impl Sweep<'_> {
-    /// The look-back, the waiting spans, the records given up on. `false`: incomplete (out of
-    /// time, or a span stopped by Graph; the reason is in the report).
+    /// The passes owed, the waiting spans, the records given up on. `false`: incomplete (out of
+    /// time, or a pass or span stopped by Graph; the reason is in the report).
     async fn all(&mut self) -> Result<bool, StoreError> {
-        let now = self.state.clock.now();
-        let lookback = time::Duration::try_from(self.state.subscription.reconcile_lookback)
-            .unwrap_or(time::Duration::ZERO);
-        // Newest first: should the budget run out, what is left is what earlier runs swept.
-        let mut complete = match self.span(now - lookback, now, None).await {
-            Ok(done) => done,
-            Err(stop) => self.note(stop)?,
-        };
+        let mut complete = self.hours().await?;
         if !complete && self.out_of_time() {
             return Ok(false);
         }
-        'passes: for _ in 0..MAX_PASSES {
+        'passes: for _ in 0..MAX_SPAN_ROUNDS {
             let windows = self.state.lifecycle.windows().await?;
             if windows.is_empty() {
                 break;
@@ -166,7 +183,7 @@ impl Sweep<'_> {
             for window in &windows {
                 tracing::info!(from = %window.next, to = %window.to, reason = %window.reason, "sweeping a waiting span");
                 // One span that Graph refuses or fails does not hold up the others.
-                match self.span(window.next, window.to, Some(window)).await {
+                match self.span(window).await {
                     Ok(true) => progressed = true,
                     Ok(false) => return Ok(false),
                     Err(stop) => complete = self.note(stop)? && complete,
@@ -187,47 +204,159 @@ impl Sweep<'_> {
         tokio::time::Instant::now() >= self.deadline
     }
 
-    /// Records why a span stopped; storage failing ends the run.
+    /// Records why a pass or span stopped; storage failing ends the run.
     fn note(&mut self, stop: Stop) -> Result<bool, StoreError> {
         let why = match stop {
             Stop::Store(e) => return Err(e),
-            Stop::OutOfTime => return Ok(false),
+            Stop::OutOfTime | Stop::Cut => return Ok(false),
             Stop::Graph(e) => e.to_string(),
             Stop::Pages(why) => why.to_owned(),
         };
-        tracing::warn!(error = %why, "a span was not swept to its end; the next run goes on");
+        tracing::warn!(error = %why, "a pass or span was not listed to its end; the next run goes on");
         self.report.error = Some(why);
         Ok(false)
     }
 
-    /// Sweeps `[from, to)` slice by slice: a waiting span oldest first, recording its progress
-    /// after each slice; the look-back (no `window`) newest first. `false`: out of time.
-    async fn span(
-        &mut self,
-        from: OffsetDateTime,
-        to: OffsetDateTime,
-        window: Option<&Window>,
-    ) -> Result<bool, Stop> {
-        // Graph lists nothing older than its retention.
-        let from = from.max(self.state.clock.now() - RETENTION);
-        let Some(window) = window else {
-            let mut end = to;
-            while let Some((start, _)) = last_slice(from, end) {
-                if let Err(stop) = self.slice(start, end).await {
-                    return match stop {
-                        Stop::OutOfTime => Ok(false),
-                        other => Err(other),
-                    };
+    /// Gives the hours that ended since the last run their rows, then works through the passes
+    /// owed, oldest due first. `false`: out of time, or a pass stopped by Graph.
+    async fn hours(&mut self) -> Result<bool, StoreError> {
+        let lifecycle = &self.state.lifecycle;
+        let now = self.state.clock.now();
+        let schedule = &self.state.subscription.reconcile_passes;
+        let frontier = lifecycle.frontier().await?;
+        let (starts, through) = hours_to_add(frontier, now, schedule);
+        if frontier != Some(through) {
+            lifecycle.add_hours(&starts, through).await?;
+        }
+        let mut owed = Vec::new();
+        for mut hour in lifecycle.hours().await? {
+            match pass_due(hour.to, hour.passes, schedule, now) {
+                Due::Now(at) => owed.push((at, hour)),
+                Due::Later => {}
+                // A schedule shortened since, or an hour Graph no longer keeps: nothing to list.
+                Due::Never => {
+                    let passes = hour.passes;
+                    drop(
+                        lifecycle
+                            .hour_passed(&mut hour, passes, true, 0, None)
+                            .await?,
+                    );
                 }
-                end = start;
             }
-            return Ok(true);
+        }
+        owed.sort_by_key(|(at, hour)| (*at, hour.from));
+        let mut complete = true;
+        for (_, mut hour) in owed {
+            match self.pass(&mut hour).await {
+                Ok(()) => {}
+                Err(Stop::OutOfTime | Stop::Cut) => return Ok(false),
+                Err(stop) => complete = self.note(stop)? && complete,
+            }
+        }
+        Ok(complete)
+    }
+
+    /// Lists one hour from where its running pass stopped, keeping its place after each slice.
+    async fn pass(&mut self, hour: &mut Hour) -> Result<(), Stop> {
+        let lifecycle = &self.state.lifecycle;
+        let mut slice = if hour.slice_seconds > 0 {
+            hour.slice_seconds
+        } else {
+            self.slice_hint
         };
-        let mut at = from;
-        while let Some((a, b)) = next_slice(at, to) {
+        // An hour not listed before is guessed to be as dense as the last one listed.
+        let mut density = hour.density.or(self.density);
+        while hour.next < hour.to {
+            let from = hour.next;
+            // A slice that would not fit what is left of the budget is narrowed to what does, and
+            // none is started where not even the narrowest would: listing that the budget cuts
+            // short is listing done again.
+            let Some(fits) = self.fitting_slice(slice, density) else {
+                return Err(Stop::OutOfTime);
+            };
+            let to = (from + time::Duration::seconds(fits)).min(hour.to);
+            let listed = self.report.listed;
+            let result = self.slice(from, to).await;
+            self.slices += 1;
+            let (seconds, calls) = ((to - from).whole_seconds(), self.report.listed - listed);
+            #[allow(clippy::cast_precision_loss)]
+            let seen = calls as f64 / seconds.max(1) as f64;
+            match result {
+                Ok(()) => {
+                    density = Some(seen);
+                    self.density = density;
+                    slice = next_slice_seconds(seconds, calls);
+                    self.slice_hint = slice;
+                    if to < hour.to {
+                        let progress = lifecycle.hour_progress(hour, to, slice, density).await?;
+                        if progress.is_err() {
+                            tracing::warn!(hour = %hour.from, "another sweep moved this hour on; left to it");
+                            return Ok(());
+                        }
+                    } else {
+                        hour.next = to;
+                    }
+                }
+                Err(Stop::Cut) => {
+                    // What this slice listed before the budget ran out is listed again by the
+                    // next run. The hour is at least as dense as what was seen of it, and a
+                    // narrower slice makes sure that the next try fits.
+                    density = Some(density.unwrap_or(0.0).max(seen));
+                    slice = (seconds / 2).max(MIN_SLICE.whole_seconds());
+                    drop(lifecycle.hour_progress(hour, from, slice, density).await?);
+                    return Err(Stop::Cut);
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        let schedule = &self.state.subscription.reconcile_passes;
+        let passes = passes_after(hour.to, hour.passes, schedule, self.state.clock.now());
+        let done = passes as usize >= schedule.len();
+        if lifecycle
+            .hour_passed(hour, passes, done, slice, density)
+            .await?
+            .is_ok()
+        {
+            self.report.passes += 1;
+            tracing::info!(hour = %hour.from, passes, "an hour of calls was listed");
+        }
+        Ok(())
+    }
+
+    /// `slice` seconds, or fewer so that the slice fits the rest of the budget at `density` (calls
+    /// per second of start time) and the page time seen so far; `None` when not even
+    /// [`MIN_SLICE`] would.
+    fn fitting_slice(&self, slice: i64, density: Option<f64>) -> Option<i64> {
+        let Some(density) = density.filter(|d| *d > 0.0) else {
+            return Some(slice);
+        };
+        let left = self
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .as_secs_f64();
+        // Pages are filled to nine tenths in the estimate: a density is only a guess.
+        let pages = (left / self.page_seconds).floor();
+        #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+        let seconds = (pages * 0.9 * LIST_PAGE / density).min(slice as f64) as i64;
+        if seconds >= MIN_SLICE.whole_seconds() {
+            Some(seconds)
+        } else if self.slices == 0 {
+            // A run lists at least one slice, however short its budget: else none would progress.
+            Some(MIN_SLICE.whole_seconds().min(slice))
+        } else {
+            None
+        }
+    }
+
+    /// Sweeps a waiting span oldest first, recording its progress after each slice. `false`: out
+    /// of time.
+    async fn span(&mut self, window: &Window) -> Result<bool, Stop> {
+        // Graph lists nothing older than its retention.
+        let mut at = window.next.max(self.state.clock.now() - RETENTION);
+        while let Some((a, b)) = next_slice(at, window.to) {
             match self.slice(a, b).await {
                 Ok(()) => {}
-                Err(Stop::OutOfTime) => return Ok(false),
+                Err(Stop::OutOfTime | Stop::Cut) => return Ok(false),
                 Err(other) => return Err(other),
             }
             at = b;
@@ -242,7 +371,8 @@ impl Sweep<'_> {
     }
 
     /// Lists the calls started in `[from, to)` and queues those not stored at the listed version.
-    /// Stops with [`Stop::OutOfTime`] between pages once the run's budget is spent.
+    /// [`Stop::OutOfTime`] when the budget is spent before it starts; [`Stop::Cut`] when it runs
+    /// out between two pages.
     async fn slice(&mut self, from: OffsetDateTime, to: OffsetDateTime) -> Result<(), Stop> {
         if self.out_of_time() {
             return Err(Stop::OutOfTime);
@@ -255,8 +385,11 @@ impl Sweep<'_> {
         self.days
             .retain(|day, _| *day >= first_day && *day <= last_day);
         let graph = &self.state.graph;
+        let mut asked = tokio::time::Instant::now();
         let mut response = graph.call_record_list(from, to).await?;
         for _ in 0..MAX_PAGES {
+            let took = asked.elapsed().as_secs_f64();
+            self.page_seconds = 0.7 * self.page_seconds + 0.3 * took;
             let page: ListedPage = serde_json::from_slice(&response.body)
                 .map_err(|_| Stop::Pages("a call-record list page did not read as one"))?;
             let mut jobs = Vec::new();
@@ -283,8 +416,11 @@ impl Sweep<'_> {
             }
             match page.next_link {
                 None => return Ok(()),
-                Some(_) if self.out_of_time() => return Err(Stop::OutOfTime),
-                Some(next) => response = graph.call_record_list_next(&next).await?,
+                Some(_) if self.out_of_time() => return Err(Stop::Cut),
+                Some(next) => {
+                    asked = tokio::time::Instant::now();
+                    response = graph.call_record_list_next(&next).await?;
+                }
             }
         }
         Err(Stop::Pages("the call-record list pages without end"))

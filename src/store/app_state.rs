@@ -9,6 +9,8 @@
 //! | `Subscription` | `reauthorization` | `lifecycle` | the last answer to `reauthorizationRequired` |
 //! | `Reconcile` | `status` | `lifecycle` | the last sweep and its counts; the sweep's lease |
 //! | `ReconcileWindow` | `{from}_{to}_{reason}` | `lifecycle` | spans still to be swept, and how far |
+//! | `ReconcileHour` | hour of call starts (`2026-11-20T09:00:00Z`) | `lifecycle` | passes an hour has had and is owed, and where the running one stopped |
+//! | `Reconcile` | `frontier` | `lifecycle` | the end of the newest hour given its row |
 //! | `Purge` | `status` | `lifecycle` | the last purge; its lease |
 //! | `ReportCheckpoint` | `pstn`, `directRouting` | `reports` | each report's checkpoint and counts; the pull's lease |
 //! | `FetchFailure` | call-record id | `callrecords` | records given up on, and why |
@@ -38,6 +40,9 @@ pub(crate) const SUBSCRIPTION: (&str, &str) = ("Subscription", "callRecords");
 pub(crate) const REAUTHORIZATION: (&str, &str) = ("Subscription", "reauthorization");
 pub(crate) const RECONCILE: (&str, &str) = ("Reconcile", "status");
 pub(crate) const RECONCILE_WINDOW_PARTITION: &str = "ReconcileWindow";
+pub(crate) const RECONCILE_HOUR_PARTITION: &str = "ReconcileHour";
+/// Its own row, so that the sweep's lease on the status row is not invalidated by writing it.
+pub(crate) const RECONCILE_FRONTIER: (&str, &str) = ("Reconcile", "frontier");
 pub(crate) const PURGE: (&str, &str) = ("Purge", "status");
 pub(crate) const REPORT_CHECKPOINT_PARTITION: &str = "ReportCheckpoint";
 pub(crate) const FETCH_FAILURE_PARTITION: &str = "FetchFailure";

@@ -6,7 +6,11 @@
 //! - `Reconcile`/`status`: the last sweep, its counts and error, and the lease of a running sweep;
 //! - `ReconcileWindow`/`{from}_{to}_{reason}`: spans still to be swept (a lost subscription's gap,
 //!   an admin's backfill), with how far the sweep got, so that a crash or the run's time budget
-//!   only delays them.
+//!   only delays them;
+//! - `ReconcileHour`/`{hour}`: an hour of call starts, how many of its scheduled listings (passes)
+//!   it has had, and how far the running pass got; `Reconcile`/`frontier`: the end of the newest
+//!   hour given its row. Written only under the sweep's lease, and each hour's row only
+//!   conditionally on its ETag, so that a sweep whose lease ran out cannot move an hour on.
 
 use std::sync::Arc;
 
@@ -20,8 +24,9 @@ use super::StoreError;
 use super::columns::column_text;
 
 use super::app_state::{
-    self, Claim, Lease, PURGE, REAUTHORIZATION, RECONCILE,
-    RECONCILE_WINDOW_PARTITION as WINDOW_PARTITION, SUBSCRIPTION,
+    self, Claim, Lease, PURGE, REAUTHORIZATION, RECONCILE, RECONCILE_FRONTIER,
+    RECONCILE_HOUR_PARTITION as HOUR_PARTITION, RECONCILE_WINDOW_PARTITION as WINDOW_PARTITION,
+    SUBSCRIPTION,
 };
 
 /// Which lease: one per kind of run.
@@ -66,9 +71,32 @@ pub(crate) struct Window {
     pub(crate) reason: String,
 }
 
+/// An hour of call starts and its passes (`domain::subscription::passes`).
+#[derive(Debug, Clone)]
+pub(crate) struct Hour {
+    pub(crate) from: OffsetDateTime,
+    pub(crate) to: OffsetDateTime,
+    /// Passes it has had.
+    pub(crate) passes: u32,
+    /// Where the running pass stopped (`from` when none is running).
+    pub(crate) next: OffsetDateTime,
+    /// How long a slice of this hour is listed in one go, in seconds (0: not known yet): sized to
+    /// the hour's density, and halved whenever a run's budget ran out inside one.
+    pub(crate) slice_seconds: i64,
+    /// Calls per second of start time, as last seen of it (a lower bound after a cut-short slice).
+    pub(crate) density: Option<f64>,
+    etag: ETag,
+}
+
+/// The hour's row was changed by another sweep (one whose lease had run out): this one leaves it.
+#[derive(Debug)]
+pub(crate) struct HourTaken;
+
 /// How a sweep went, for the status row.
 #[derive(Debug, Default)]
 pub(crate) struct SweepReport {
+    /// Passes over an hour finished by this run.
+    pub(crate) passes: u64,
     pub(crate) listed: u64,
     pub(crate) enqueued: u64,
     pub(crate) retried: u64,
@@ -310,6 +338,163 @@ impl LifecycleStore {
         }
     }
 
+    /// The end of the newest hour that has its row (`None` on a fresh deployment).
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn frontier(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        self.ready().await?;
+        let (pk, rk) = RECONCILE_FRONTIER;
+        Ok(self
+            .app_state
+            .get(pk, rk)
+            .await?
+            .and_then(|row| row.get_datetime("Through")))
+    }
+
+    /// Gives each hour `[from, from + 1 h)` in `starts` its row (owing every pass), then moves the
+    /// frontier to `through`. Rows first: a crash in between makes the next run write the same
+    /// rows again, which replaces nothing of theirs that a pass has written.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn add_hours(
+        &self,
+        starts: &[OffsetDateTime],
+        through: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.ready().await?;
+        for &from in starts {
+            let row = Entity::new(HOUR_PARTITION, format_datetime(from))
+                .with("From", EdmValue::DateTime(from))
+                .with("To", EdmValue::DateTime(from + time::Duration::HOUR))
+                .with("Passes", EdmValue::Int32(0))
+                .with("NextFrom", EdmValue::DateTime(from));
+            match self.app_state.insert(&row).await {
+                Ok(_) | Err(StoreError::Conflict) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let (pk, rk) = RECONCILE_FRONTIER;
+        let frontier = Entity::new(pk, rk).with("Through", EdmValue::DateTime(through));
+        self.app_state.upsert(&frontier, WriteMode::Merge).await?;
+        Ok(())
+    }
+
+    /// Every hour that still owes a pass, oldest first.
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn hours(&self) -> Result<Vec<Hour>, StoreError> {
+        self.ready().await?;
+        let rows = self
+            .app_state
+            .query_all(&Query::new().filter(filter::eq("PartitionKey", HOUR_PARTITION)))
+            .await?;
+        let mut hours: Vec<Hour> = rows
+            .into_iter()
+            .filter_map(|row| {
+                let from = row.get_datetime("From")?;
+                Some(Hour {
+                    to: row
+                        .get_datetime("To")
+                        .unwrap_or(from + time::Duration::HOUR),
+                    passes: u32::try_from(row.get_i32("Passes").unwrap_or(0)).unwrap_or(0),
+                    next: row.get_datetime("NextFrom").unwrap_or(from),
+                    slice_seconds: row.get_i64("SliceSeconds").unwrap_or(0),
+                    density: row.get_f64("CallsPerSecond"),
+                    etag: row.etag?,
+                    from,
+                })
+            })
+            .collect();
+        hours.sort_by_key(|h| h.from);
+        Ok(hours)
+    }
+
+    /// Records that the running pass over `hour` has listed up to `next`, and how it is to be
+    /// listed on: in slices of `slice_seconds`, at `density` calls per second.
+    ///
+    /// # Errors
+    /// [`HourTaken`] inside `Ok(Err(..))` when another sweep changed the row; storage failing.
+    pub(crate) async fn hour_progress(
+        &self,
+        hour: &mut Hour,
+        next: OffsetDateTime,
+        slice_seconds: i64,
+        density: Option<f64>,
+    ) -> Result<Result<(), HourTaken>, StoreError> {
+        let mut row = Entity::new(HOUR_PARTITION, format_datetime(hour.from))
+            .with("NextFrom", EdmValue::DateTime(next))
+            .with("SliceSeconds", EdmValue::Int64(slice_seconds));
+        if let Some(density) = density {
+            row = row.with("CallsPerSecond", EdmValue::Double(density));
+        }
+        match self
+            .app_state
+            .update(&row, WriteMode::Merge, &hour.etag)
+            .await
+        {
+            Ok(etag) => {
+                hour.etag = etag;
+                hour.next = next;
+                hour.slice_seconds = slice_seconds;
+                hour.density = density;
+                Ok(Ok(()))
+            }
+            Err(StoreError::PreconditionFailed | StoreError::NotFound) => Ok(Err(HourTaken)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records that `hour` has had `passes` passes (the next starts from its beginning, in slices
+    /// of `slice_seconds` at `density`); removes its row once it owes none (`done`).
+    ///
+    /// # Errors
+    /// [`HourTaken`] inside `Ok(Err(..))` when another sweep changed the row; storage failing.
+    pub(crate) async fn hour_passed(
+        &self,
+        hour: &mut Hour,
+        passes: u32,
+        done: bool,
+        slice_seconds: i64,
+        density: Option<f64>,
+    ) -> Result<Result<(), HourTaken>, StoreError> {
+        let key = format_datetime(hour.from);
+        let written = if done {
+            self.app_state
+                .delete(HOUR_PARTITION, &key, Some(&hour.etag))
+                .await
+                .map(|_| ())
+        } else {
+            let mut row = Entity::new(HOUR_PARTITION, &key)
+                .with(
+                    "Passes",
+                    EdmValue::Int32(i32::try_from(passes).unwrap_or(i32::MAX)),
+                )
+                .with("NextFrom", EdmValue::DateTime(hour.from))
+                .with("SliceSeconds", EdmValue::Int64(slice_seconds));
+            if let Some(density) = density {
+                row = row.with("CallsPerSecond", EdmValue::Double(density));
+            }
+            self.app_state
+                .update(&row, WriteMode::Merge, &hour.etag)
+                .await
+                .map(|etag| hour.etag = etag)
+        };
+        match written {
+            Ok(()) => {
+                hour.passes = passes;
+                hour.next = hour.from;
+                hour.slice_seconds = slice_seconds;
+                hour.density = density;
+                Ok(Ok(()))
+            }
+            Err(StoreError::PreconditionFailed | StoreError::NotFound) => Ok(Err(HourTaken)),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Records how a purge went (`deleted`: call records and report rows; `error` when storage
     /// failed) and releases its lease.
     ///
@@ -352,6 +537,7 @@ impl LifecycleStore {
         let mut columns = vec![
             ("LastRunAt", EdmValue::DateTime(now)),
             ("LastListed", count(report.listed)),
+            ("LastPasses", count(report.passes)),
             ("LastEnqueued", count(report.enqueued)),
             ("LastRetriedGivenUp", count(report.retried)),
         ];

@@ -22,6 +22,7 @@ mod handlers;
 mod health;
 mod notifications;
 mod read_api;
+mod reconcile;
 mod reports;
 mod retention;
 mod soak;

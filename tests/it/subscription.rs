@@ -631,7 +631,7 @@ async fn a_record_given_up_on_is_tried_again_by_reconcile_and_stored() {
     let app = spawn_fetch_app(start_sim(tenant_sim(0)).await, |config, _| {
         config.fetch.policy.not_found_horizon = Duration::from_secs(3600);
         // The record's call lies outside the look-back: only the given-up retry can find it.
-        config.subscription.reconcile_lookback = Duration::from_secs(1800);
+        config.subscription.reconcile_passes = vec![Duration::from_secs(3600)];
     })
     .await;
     let id = "6a1e2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b";
@@ -667,10 +667,11 @@ async fn notifications_graph_never_sent_are_found_by_reconcile() {
     config.faults.drop_rate = 0.10;
     let app = subscribed(config).await;
     let app = &app;
-    // Calls of up to an hour in the first hour, available up to 30 minutes after they end.
+    // Calls of up to an hour in the first hour, available up to 30 minutes after they end; their
+    // hour's first pass is due 3 hours after it ends.
     pass_time(
         &app.sim,
-        time::Duration::hours(3),
+        time::Duration::hours(4),
         time::Duration::minutes(5),
     )
     .await;
@@ -813,7 +814,7 @@ async fn bad_backfill_ranges_and_id_lists_get_a_400_and_change_nothing() {
 async fn backfill_sweeps_its_range_and_reprocess_queues_its_ids_for_rewriting() {
     let app = spawn_fetch_app(start_sim(tenant_sim(5)).await, |config, _| {
         // The calls (6 to 3 hours before now) lie outside the look-back: only the backfill finds them.
-        config.subscription.reconcile_lookback = Duration::from_secs(3600);
+        config.subscription.reconcile_passes = vec![Duration::from_secs(3600)];
     })
     .await;
     let app = &app;
