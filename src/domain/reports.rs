@@ -110,6 +110,9 @@ pub(crate) struct Checkpoint {
     pub(crate) through: Option<OffsetDateTime>,
     /// When the last deep pull completed.
     pub(crate) last_deep: Option<OffsetDateTime>,
+    /// A deep pull under way, cut short by a run's budget, has re-read everything before this:
+    /// the next one goes on from here instead of starting over.
+    pub(crate) deep_next: Option<OffsetDateTime>,
 }
 
 /// One request's range, `[from, to)`.
@@ -137,7 +140,8 @@ const DAY: time::Duration = time::Duration::DAY;
 /// it is read once. Either way no row falls between two windows.
 ///
 /// - first pull: the back-fill, `[now − backfill, now)`;
-/// - later: `[through − lookback, now)`, and from `now − deep_lookback` when a deep pull is due.
+/// - later: `[through − lookback, now)`, and from `now − deep_lookback` when a deep pull is due,
+///   or from where the deep pull under way stopped (`deep_next`).
 pub(crate) fn plan(
     checkpoint: &Checkpoint,
     now: OffsetDateTime,
@@ -160,7 +164,11 @@ pub(crate) fn plan(
         }
     };
     if deep {
-        start = start.min(ago(settings.deep_lookback));
+        start = start.min(
+            checkpoint
+                .deep_next
+                .unwrap_or_else(|| ago(settings.deep_lookback)),
+        );
     }
     let mut windows = Vec::new();
     let mut from = start;
@@ -288,6 +296,7 @@ mod tests {
         let shallow = Checkpoint {
             through: Some(datetime!(2026-11-28 10:00 UTC)),
             last_deep: Some(datetime!(2026-11-28 02:00 UTC)),
+            deep_next: None,
         };
         let plan_now = plan(&shallow, NOW, &settings);
         contiguous(&plan_now);
@@ -303,6 +312,16 @@ mod tests {
         contiguous(&deep);
         assert!(deep.deep);
         assert_eq!(deep.windows[0].from, datetime!(2026-11-24 10:15:07 UTC));
+
+        // A deep pull cut short goes on from where it stopped, not from the deep look-back.
+        let resumed = Checkpoint {
+            deep_next: Some(datetime!(2026-11-26 00:00 UTC)),
+            ..due
+        };
+        let resumed = plan(&resumed, NOW, &settings);
+        contiguous(&resumed);
+        assert!(resumed.deep);
+        assert_eq!(resumed.windows[0].from, datetime!(2026-11-26 00:00 UTC));
     }
 
     #[test]
@@ -310,6 +329,7 @@ mod tests {
         let ahead = Checkpoint {
             through: Some(NOW + time::Duration::hours(5)),
             last_deep: Some(NOW),
+            deep_next: None,
         };
         let p = plan(&ahead, NOW, &ReportSettings::default());
         assert_eq!(

@@ -33,6 +33,8 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(30)
 /// Completed windows not yet written to the checkpoint.
 struct Pending {
     through: Option<time::OffsetDateTime>,
+    /// How far the deep pull under way has re-read.
+    deep_next: Option<time::OffsetDateTime>,
     stored: u64,
     bad: Vec<BadRow>,
     since: tokio::time::Instant,
@@ -42,6 +44,7 @@ impl Pending {
     fn new() -> Self {
         Self {
             through: None,
+            deep_next: None,
             stored: 0,
             bad: Vec::new(),
             since: tokio::time::Instant::now(),
@@ -53,7 +56,10 @@ impl Pending {
     }
 
     fn is_empty(&self) -> bool {
-        self.through.is_none() && self.stored == 0 && self.bad.is_empty()
+        self.through.is_none()
+            && self.deep_next.is_none()
+            && self.stored == 0
+            && self.bad.is_empty()
     }
 }
 
@@ -110,7 +116,8 @@ async fn pull(state: &Services, report: Report) -> Result<(), InvocationError> {
     let mut completed = 0usize;
     let mut pending = Pending::new();
     for (window, fresh) in &windows {
-        if started.elapsed() > config.run_budget {
+        // A run reads at least one window, so that even a budget spent by the start goes on.
+        if completed > 0 && started.elapsed() > config.run_budget {
             finish.error = Some("the run's time budget ran out; the next run goes on".to_owned());
             break;
         }
@@ -122,6 +129,10 @@ async fn pull(state: &Services, report: Report) -> Result<(), InvocationError> {
                 // time order; a re-read lies before the checkpoint and leaves it where it is).
                 if *fresh {
                     pending.through = Some(window.to);
+                } else if deep {
+                    // The re-reads come oldest first: a deep pull cut short after this window
+                    // goes on from its end next time, instead of starting over.
+                    pending.deep_next = Some(window.to);
                 }
                 pending.stored += stored;
                 pending.bad.extend(bad);
@@ -190,7 +201,8 @@ async fn flush(
     held: &mut Held,
     pending: &mut Pending,
 ) -> Result<bool, InvocationError> {
-    match keep_lease(state, held, pending.through, pending.stored, &pending.bad).await {
+    let marks = (pending.through, pending.deep_next);
+    match keep_lease(state, held, marks, pending.stored, &pending.bad).await {
         Ok(()) => {
             *pending = Pending::new();
             Ok(true)
@@ -244,7 +256,7 @@ async fn pull_window(
         // Renewed only when half of it has passed: a page costs no checkpoint write.
         let lease = state.clock.clock_span(state.reports_config.lease);
         if held.until() - state.clock.now() < lease / 2 {
-            keep_lease(state, held, None, 0, &[]).await?;
+            keep_lease(state, held, (None, None), 0, &[]).await?;
         }
         response = state
             .graph
@@ -255,19 +267,19 @@ async fn pull_window(
     }
 }
 
-/// Adds a page's counts to the checkpoint row, moves it to `through` when given, and extends the
-/// lease; [`Stop::Taken`] when another pull took the report over.
+/// Adds a page's counts to the checkpoint row, moves it to `through` and the deep pull's place
+/// to `deep_next` (`marks`) when given, and extends the lease; [`Stop::Taken`] when another pull took the report over.
 async fn keep_lease(
     state: &Services,
     held: &mut Held,
-    through: Option<time::OffsetDateTime>,
+    marks: (Option<time::OffsetDateTime>, Option<time::OffsetDateTime>),
     stored: u64,
     bad: &[BadRow],
 ) -> Result<(), Stop> {
     let until = state.clock.now() + state.clock.clock_span(state.reports_config.lease);
     if state
         .reports
-        .advance(held, through, stored, bad, until)
+        .advance(held, marks, stored, bad, until)
         .await?
     {
         Ok(())

@@ -18,9 +18,10 @@ use futures::{StreamExt as _, TryStreamExt as _, stream};
 use serde_json::value::RawValue;
 use table_storage::{
     BatchOp, EdmValue, Entity, MAX_BATCH_OPERATIONS, Query, TableStore, WriteMode, filter,
-    forbidden_in_key, validate_property_name,
+    forbidden_in_key, format_datetime, validate_property_name,
 };
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tokio::sync::OnceCell;
 
 use super::StoreError;
@@ -505,6 +506,10 @@ impl ReportStore {
             .map_or_else(Checkpoint::default, |row| Checkpoint {
                 through: row.get_datetime("Through"),
                 last_deep: row.get_datetime("LastDeepAt"),
+                // Empty once the deep pull it belonged to completed (a merge cannot remove it).
+                deep_next: row
+                    .get_str("DeepNextFrom")
+                    .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok()),
             });
         let count = |name| {
             current
@@ -521,8 +526,9 @@ impl ReportStore {
         }))
     }
 
-    /// Records that everything before `through` is stored (never moving it back), adds the
-    /// counts, and extends the lease to `until`: one write, conditional on our last one. `false`
+    /// Records that everything before `through` is stored (never moving it back) and that the deep
+    /// pull under way has re-read everything before `deep_next`, adds the counts, and extends the
+    /// lease to `until`: one write, conditional on our last one. `false`
     /// when another pull took the report over: then nothing is written and this pull must stop.
     ///
     /// # Errors
@@ -530,12 +536,15 @@ impl ReportStore {
     pub(crate) async fn advance(
         &self,
         held: &mut Held,
-        through: Option<OffsetDateTime>,
+        (through, deep_next): (Option<OffsetDateTime>, Option<OffsetDateTime>),
         stored: u64,
         bad: &[BadRow],
         until: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let mut columns = Vec::new();
+        if let Some(next) = deep_next {
+            columns.push(("DeepNextFrom", EdmValue::String(format_datetime(next))));
+        }
         let through = through.map(|t| held.checkpoint.through.map_or(t, |c| c.max(t)));
         if let Some(through) = through {
             columns.push(("Through", EdmValue::DateTime(through)));
@@ -577,6 +586,7 @@ impl ReportStore {
         let mut columns = Vec::new();
         if let Some(at) = finish.deep_done {
             columns.push(("LastDeepAt", EdmValue::DateTime(at)));
+            columns.push(("DeepNextFrom", EdmValue::String(String::new())));
         }
         if finish.complete {
             columns.push(("LastSuccessAt", EdmValue::DateTime(now)));

@@ -353,3 +353,53 @@ async fn the_admin_route_is_not_served_behind_the_host() {
         .unwrap();
     assert_eq!(response.status(), 404, "the host serves its own admin API");
 }
+
+#[tokio::test]
+async fn a_deep_re_read_cut_short_by_the_budget_goes_on_where_it_stopped_until_it_completes() {
+    let (sim_limits, client_limits) = fast_limits();
+    let sim = start_sim(SimConfig {
+        limits: sim_limits,
+        ..sim_config(0)
+    })
+    .await;
+    let app = spawn_fetch_app(sim, move |config, options| {
+        options.graph_limits = Some(client_limits);
+        config.reports.settings.backfill = Duration::from_secs(24 * 3600);
+        // A budget spent before it starts: every run reads exactly one window.
+        config.reports.run_budget = Duration::ZERO;
+    })
+    .await;
+    let t0 = sim_start();
+    // A row two and a half days old that Graph publishes only after the back-fill: the deep
+    // re-read (96 hours back) is what finds it.
+    let late = "5e3b0d5a-0000-4000-8000-0000000de001";
+    let start = t0 - time::Duration::hours(60);
+    insert(&app.sim, false, start, t0, &pstn_row(late, start, "0.0200"));
+    app.sim.clock().advance(time::Duration::minutes(1));
+
+    let deep_done = |row: &table_storage::Entity| row.get_datetime("LastDeepAt").is_some();
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        assert_eq!(app.pull_reports().await, 200);
+        let cp = checkpoint(&app, "pstn").await;
+        if deep_done(&cp) {
+            break;
+        }
+        assert!(
+            runs < 12,
+            "the deep re-read never completed: after {runs} runs the checkpoint is {cp:?}"
+        );
+    }
+    // Two runs for the back-fill's two windows and one for the day since, then the deep re-read's
+    // five windows (96 hours back from 09:01 cut at midnights), one a run: it went on each time.
+    assert_eq!(runs, 7, "runs until the deep re-read completed");
+    let cp = checkpoint(&app, "pstn").await;
+    assert_eq!(cp.get_str("DeepNextFrom"), Some(""));
+    assert!(row_keys(&all_rows(&app.tables.pstn).await).contains(&late.to_owned()));
+    // Each window was read once: nothing started over.
+    assert_eq!(
+        app.sim.ledger().count(teams_cdr_sim::Endpoint::PstnCalls),
+        runs
+    );
+}
