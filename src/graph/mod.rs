@@ -98,11 +98,14 @@ pub struct GraphOptions {
 }
 
 impl GraphOptions {
-    /// The configured retry budget and timeout, Graph's documented limits, the default delays.
+    /// The configured retry budget, timeout and share of the per-app limit, Graph's documented
+    /// limits otherwise, the default delays.
     pub fn from_config(config: &GraphConfig) -> Self {
+        let mut limits = RateLimits::default();
+        limits.call_records_app.requests = config.call_record_requests_per_20s as usize;
         Self {
             retry: RetryPolicy::from_config(config),
-            limits: RateLimits::default(),
+            limits,
             request_timeout: config.request_timeout,
         }
     }

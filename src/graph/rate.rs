@@ -9,6 +9,9 @@
 //! - per app per tenant, all call-record requests together: 1,500 / 20 s;
 //! - per PSTN / Direct Routing report collection: 50 / 60 s (one window for both reports here).
 //!
+//! A `429` holds back its own key until its `Retry-After`; one for a call record holds back every
+//! fetch of the instance as well (the per-app limit is what several instances exceed together).
+//!
 //! Windows of idle keys are forgotten, so memory stays bounded by the keys of the last window.
 //! This module knows nothing of HTTP; the time is passed in, so the window math is tested with
 //! made-up instants.
@@ -75,6 +78,8 @@ enum Bucket {
     List,
     Report(&'static str),
     CallRecordsApp,
+    /// Every call-record fetch of this instance: held back as a whole by a `429` for any one.
+    Fetches,
     Other,
 }
 
@@ -124,10 +129,7 @@ impl RateLimiter {
     /// Takes a slot for `key` at `now`, or says how long until one may be free.
     pub(crate) fn try_acquire(&self, key: &RateKey, now: Instant) -> Result<(), Duration> {
         let mut state = self.lock();
-        let mut wait = state
-            .blocked_until
-            .get(&block_bucket(key))
-            .map_or(Duration::ZERO, |until| until.saturating_duration_since(now));
+        let mut wait = blocked(&state, key, now);
         let windows = self.windows_for(key);
         for (bucket, limit) in &windows {
             let span = limit.window + self.limits.margin;
@@ -159,20 +161,18 @@ impl RateLimiter {
 
     /// How long `key` is still blocked by an earlier `429` (zero when it is not).
     pub(crate) fn blocked_for(&self, key: &RateKey, now: Instant) -> Duration {
-        self.lock()
-            .blocked_until
-            .get(&block_bucket(key))
-            .map_or(Duration::ZERO, |until| until.saturating_duration_since(now))
+        blocked(&self.lock(), key, now)
     }
 
-    /// After a `429`: nothing for `key` is sent before `until`.
+    /// After a `429`: nothing for `key` is sent before `until`, and for a call record, no fetch of
+    /// any record: Graph's limit per app and tenant is shared by every instance, so a `429` for one
+    /// record says that this instance's fetches together ask too much.
     pub(crate) fn block(&self, key: &RateKey, until: Instant) {
         let mut state = self.lock();
-        let entry = state
-            .blocked_until
-            .entry(block_bucket(key))
-            .or_insert(until);
-        *entry = (*entry).max(until);
+        for bucket in block_buckets(key) {
+            let entry = state.blocked_until.entry(bucket).or_insert(until);
+            *entry = (*entry).max(until);
+        }
     }
 
     /// How many buckets are remembered (for the memory-bound test).
@@ -220,7 +220,7 @@ impl RateLimiter {
             Bucket::List => l.list.window,
             Bucket::Report(_) => l.report.window,
             Bucket::CallRecordsApp => l.call_records_app.window,
-            Bucket::Other => Duration::ZERO,
+            Bucket::Fetches | Bucket::Other => Duration::ZERO,
         }
     }
 }
@@ -232,14 +232,24 @@ pub(crate) fn deadline(now: Instant, wait: Duration) -> Instant {
     now.checked_add(wait.min(LONGEST)).unwrap_or(now)
 }
 
-/// A `429` is about the request's own key: one record's throttling does not hold up the others.
-fn block_bucket(key: &RateKey) -> Bucket {
+/// What a `429` for `key` holds back: its own key, and for a call record every fetch.
+fn block_buckets(key: &RateKey) -> Vec<Bucket> {
     match key {
-        RateKey::CallRecord(id) => Bucket::Record(id.clone()),
-        RateKey::CallRecordList => Bucket::List,
-        RateKey::Report(name) => Bucket::Report(name),
-        RateKey::Other => Bucket::Other,
+        RateKey::CallRecord(id) => vec![Bucket::Record(id.clone()), Bucket::Fetches],
+        RateKey::CallRecordList => vec![Bucket::List],
+        RateKey::Report(name) => vec![Bucket::Report(name)],
+        RateKey::Other => vec![Bucket::Other],
     }
+}
+
+/// How long `key` is still held back by `429`s at `now`.
+fn blocked(state: &State, key: &RateKey, now: Instant) -> Duration {
+    block_buckets(key)
+        .iter()
+        .filter_map(|bucket| state.blocked_until.get(bucket))
+        .map(|until| until.saturating_duration_since(now))
+        .max()
+        .unwrap_or(Duration::ZERO)
 }
 
 #[cfg(test)]
@@ -335,7 +345,7 @@ mod tests {
     }
 
     #[test]
-    fn a_block_holds_back_only_its_own_key_until_it_passes() {
+    fn a_429_for_one_record_holds_back_every_fetch_of_the_instance_but_not_the_list() {
         let limiter = limiter(Duration::ZERO);
         let t0 = Instant::now();
         limiter.block(&record("a"), t0 + s(3));
@@ -343,9 +353,15 @@ mod tests {
         limiter.block(&record("a"), t0 + s(1));
         assert_eq!(limiter.try_acquire(&record("a"), t0), Err(s(3)));
         assert_eq!(limiter.blocked_for(&record("a"), t0 + s(1)), s(2));
-        assert_eq!(limiter.blocked_for(&record("b"), t0), Duration::ZERO);
-        assert_eq!(limiter.try_acquire(&record("b"), t0), Ok(()));
+        assert_eq!(limiter.blocked_for(&record("b"), t0), s(3));
+        assert_eq!(limiter.try_acquire(&record("b"), t0), Err(s(3)));
+        assert_eq!(limiter.try_acquire(&RateKey::CallRecordList, t0), Ok(()));
+        assert_eq!(limiter.try_acquire(&record("b"), t0 + s(3)), Ok(()));
         assert_eq!(limiter.try_acquire(&record("a"), t0 + s(3)), Ok(()));
+        // A 429 for the list holds back the list only.
+        limiter.block(&RateKey::CallRecordList, t0 + s(5));
+        assert_eq!(limiter.try_acquire(&record("c"), t0 + s(3)), Ok(()));
+        assert_eq!(limiter.try_acquire(&RateKey::CallRecordList, t0 + s(3)), Err(s(2)));
         limiter.block(&RateKey::Other, t0 + s(2));
         assert_eq!(limiter.try_acquire(&RateKey::Other, t0), Err(s(2)));
     }
