@@ -29,7 +29,6 @@ use crate::error::InvocationError;
 use crate::graph::GraphError;
 use crate::services::Services;
 use crate::store::StoreError;
-use crate::store::columns::partition_day;
 use crate::store::lifecycle::{Hour, LeaseRow, SweepReport, Window};
 
 /// The `name` of the timer binding in `handlers/Reconcile/function.json`.
@@ -102,7 +101,7 @@ pub(crate) async fn run(state: &Services) -> Result<Option<SweepReport>, Invocat
     let mut sweep = Sweep {
         state,
         report: SweepReport::default(),
-        days: HashMap::new(),
+        undated: None,
         queued: HashSet::new(),
         slice_hint: MAX_SLICE.whole_seconds(),
         density: None,
@@ -148,8 +147,8 @@ pub(crate) async fn run(state: &Services) -> Result<Option<SweepReport>, Invocat
 struct Sweep<'a> {
     state: &'a Services,
     report: SweepReport,
-    /// Stored versions per `CallRecords` partition (UTC start day) read so far.
-    days: HashMap<String, HashMap<String, i64>>,
+    /// Stored versions of the records Graph gave no start time, once one is listed.
+    undated: Option<HashMap<String, i64>>,
     /// Ids queued by this run: an hour's pass and a waiting span overlap, and a record queued
     /// once is not stored before the run ends.
     queued: HashSet<String>,
@@ -377,13 +376,9 @@ impl Sweep<'_> {
         if self.out_of_time() {
             return Err(Stop::OutOfTime);
         }
-        // Only the days of this slice are looked up: memory stays bounded however long the span.
-        let (first_day, last_day) = (
-            partition_day(Some(from)),
-            partition_day(Some(to - time::Duration::NANOSECOND)),
-        );
-        self.days
-            .retain(|day, _| *day >= first_day && *day <= last_day);
+        // Only the records of this slice are looked up: memory and storage reads follow the calls
+        // listed, however large the day.
+        let stored = self.state.records.stored_versions(from, to).await?;
         let graph = &self.state.graph;
         let mut asked = tokio::time::Instant::now();
         let mut response = graph.call_record_list(from, to).await?;
@@ -400,9 +395,11 @@ impl Sweep<'_> {
                     tracing::warn!("Graph listed a call record whose id cannot be a key; skipped");
                     continue;
                 }
-                let day = partition_day(listed.start_date_time);
-                let stored = self.stored_version(&day, &id).await?;
-                if needs_fetch(listed.version, stored) && self.queued.insert(id.clone()) {
+                let version = match listed.start_date_time {
+                    Some(_) => stored.get(&id).copied(),
+                    None => self.undated_version(&id).await?,
+                };
+                if needs_fetch(listed.version, version) && self.queued.insert(id.clone()) {
                     jobs.push(job(self.state, id, "reconcile"));
                 }
             }
@@ -426,12 +423,11 @@ impl Sweep<'_> {
         Err(Stop::Pages("the call-record list pages without end"))
     }
 
-    async fn stored_version(&mut self, day: &str, id: &str) -> Result<Option<i64>, StoreError> {
-        if !self.days.contains_key(day) {
-            let versions = self.state.records.stored_versions(day).await?;
-            self.days.insert(day.to_owned(), versions);
+    async fn undated_version(&mut self, id: &str) -> Result<Option<i64>, StoreError> {
+        if self.undated.is_none() {
+            self.undated = Some(self.state.records.stored_versions_without_start().await?);
         }
-        Ok(self.days.get(day).and_then(|d| d.get(id)).copied())
+        Ok(self.undated.as_ref().and_then(|v| v.get(id)).copied())
     }
 
     /// Queues once more each record given up on that Graph still keeps and that was not already

@@ -361,7 +361,10 @@ mod tests {
         // A 429 for the list holds back the list only.
         limiter.block(&RateKey::CallRecordList, t0 + s(5));
         assert_eq!(limiter.try_acquire(&record("c"), t0 + s(3)), Ok(()));
-        assert_eq!(limiter.try_acquire(&RateKey::CallRecordList, t0 + s(3)), Err(s(2)));
+        assert_eq!(
+            limiter.try_acquire(&RateKey::CallRecordList, t0 + s(3)),
+            Err(s(2))
+        );
         limiter.block(&RateKey::Other, t0 + s(2));
         assert_eq!(limiter.try_acquire(&RateKey::Other, t0), Err(s(2)));
     }

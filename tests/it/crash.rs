@@ -377,9 +377,23 @@ async fn report_pull_killed_midway_through_a_window_resumes_and_loses_and_double
 
     // Second life: the next run waits out the dead pull's lease, then resumes from the checkpoint.
     let second = HandlerProcess::start(&env).await;
-    let host = HostEmulator::new(second.host.base());
     tokio::time::sleep(Duration::from_secs(11)).await;
-    let status = host.invoke("PullReports", &timer).await.status();
+    // Posted directly, with the host's own function timeout (10 minutes) rather than the host
+    // emulator's 30 s: 25,000 rows at 40 ms a page take longer than that on a busy machine.
+    let status = reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap()
+        .post(format!("{}/PullReports", second.host.base()))
+        .header(
+            "X-Azure-Functions-InvocationId",
+            support::host::new_invocation_id(),
+        )
+        .json(&timer)
+        .send()
+        .await
+        .expect("the second life answers")
+        .status();
     assert!(status.is_success(), "{status}");
     let printed = second.stop().await;
 

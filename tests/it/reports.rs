@@ -199,15 +199,32 @@ async fn two_pulls_at_once_one_works_one_skips_and_the_tables_are_as_after_one()
     let (ra, rb) = tokio::join!(a.pull_reports(), b.pull_reports());
     assert_eq!((ra, rb), (200, 200));
 
-    let pstn = all_rows(&a.tables.pstn).await;
-    assert_eq!(pstn.len(), 5_000);
-    assert_eq!(all_rows(&a.tables.direct_routing).await.len(), 2_000);
-    // Counted once: only one pull stored them.
-    assert_eq!(int64(&checkpoint(&a, "pstn").await, "RowsStored"), 5_000);
+    // Counted once: only one pull stored what is there (on a busy machine, one run's budget may
+    // not reach the end of the 7,000 rows; what it stored, it stored alone).
+    let pstn = all_rows(&a.tables.pstn).await.len();
+    let direct_routing = all_rows(&a.tables.direct_routing).await.len();
+    assert!(pstn > 0, "the pull that worked stored nothing");
+    assert_eq!(
+        int64(&checkpoint(&a, "pstn").await, "RowsStored"),
+        i64::try_from(pstn).unwrap()
+    );
     assert_eq!(
         int64(&checkpoint(&a, "directRouting").await, "RowsStored"),
-        2_000
+        i64::try_from(direct_routing).unwrap()
     );
+    // And the runs after it store the rest, each row once.
+    for _ in 0..10 {
+        let stored = (
+            all_rows(&a.tables.pstn).await.len(),
+            all_rows(&a.tables.direct_routing).await.len(),
+        );
+        if stored == (5_000, 2_000) {
+            break;
+        }
+        assert_eq!(a.pull_reports().await, 200);
+    }
+    assert_eq!(all_rows(&a.tables.pstn).await.len(), 5_000);
+    assert_eq!(all_rows(&a.tables.direct_routing).await.len(), 2_000);
 }
 
 #[tokio::test]

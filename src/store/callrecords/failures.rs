@@ -6,6 +6,7 @@ use table_storage::{ETag, EdmValue, Entity, Query, WriteMode, filter};
 use time::OffsetDateTime;
 
 use super::super::StoreError;
+use super::super::columns::partition_day;
 use super::rows::{sanitize_key, truncate};
 use super::{CallRecordStore, STATE_ROW};
 use crate::domain::fetch::GiveUp;
@@ -131,30 +132,66 @@ impl CallRecordStore {
         }
     }
 
-    /// The version stored of every record whose call started on UTC `day` (`2026-11-28`): one
-    /// query of the day's `CallRecords` partition, id and version only.
+    /// The version stored of every record whose call started in `[from, to)` (a second wider on
+    /// each side, so that no rounding of the start loses one): for each UTC day it spans, a query
+    /// of that day's `CallRecords` partition on `StartDateTime`, id and version only. What a sweep
+    /// reads is thus about the calls it lists, not the whole day (300,000 rows at a large tenant).
     ///
     /// # Errors
     /// When storage fails or refuses.
     pub(crate) async fn stored_versions(
         &self,
-        day: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        self.ready().await?;
+        let (from, to) = (from - time::Duration::SECOND, to + time::Duration::SECOND);
+        let mut versions = std::collections::HashMap::new();
+        let mut day = from.replace_time(time::Time::MIDNIGHT);
+        while day < to {
+            let start = filter::and(
+                filter::cmp("StartDateTime", filter::Op::Ge, EdmValue::DateTime(from)),
+                filter::cmp("StartDateTime", filter::Op::Lt, EdmValue::DateTime(to)),
+            );
+            let rows = self
+                .records
+                .query_all(
+                    &Query::new()
+                        .filter(filter::and(
+                            filter::eq("PartitionKey", partition_day(Some(day))),
+                            start,
+                        ))
+                        .select(["RowKey", "Version"]),
+                )
+                .await?;
+            versions.extend(
+                rows.into_iter()
+                    .map(|row| (row.row_key.clone(), row.get_i64("Version").unwrap_or(0))),
+            );
+            day += time::Duration::DAY;
+        }
+        Ok(versions)
+    }
+
+    /// The version stored of every record Graph gave no start time (their own partition).
+    ///
+    /// # Errors
+    /// When storage fails or refuses.
+    pub(crate) async fn stored_versions_without_start(
+        &self,
     ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
         self.ready().await?;
         let rows = self
             .records
             .query_all(
                 &Query::new()
-                    .filter(filter::eq("PartitionKey", day))
+                    .filter(filter::eq("PartitionKey", partition_day(None)))
                     .select(["RowKey", "Version"]),
             )
             .await?;
         Ok(rows
             .into_iter()
-            .map(|row| {
-                let version = row.get_i64("Version").unwrap_or(0);
-                (row.row_key, version)
-            })
+            .map(|row| (row.row_key.clone(), row.get_i64("Version").unwrap_or(0)))
             .collect())
     }
 
