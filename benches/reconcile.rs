@@ -1,6 +1,7 @@
-//! Benchmark of `Reconcile`: one sweep of the default 26-hour look-back for a tenant with 10,000
-//! calls a day (10,800 records), against the Graph simulator with Graph's real list limit (40
-//! requests per 20 s, on both sides) and Azurite.
+//! Benchmark of `Reconcile`: a fresh deployment's first sweep, which owes a pass for every hour of
+//! its look-back, for a tenant with 10,000 calls a day (26 hours of calls, 10,800 records), against
+//! the Graph simulator with Graph's real list limit (40 requests per 20 s, on both sides) and
+//! Azurite. (`cargo bench --bench scale` measures a whole day of a large tenant.)
 //!
 //! Run with `cargo bench --bench reconcile` (about 4 minutes). It prints Markdown for
 //! `docs/BENCHMARKS.md`: for a sweep that finds nothing stored (every record queued) and for one that
@@ -53,10 +54,16 @@ async fn run() {
     let (table_proxy, table_requests) = start_proxy(&support::azurite().table_endpoint).await;
     let app = spawn_fetch_app(sim, |config, _| {
         config.storage.table_endpoint = table_proxy.parse().unwrap();
-        // The whole look-back in one sweep, whatever this machine's speed.
+        // The whole look-back in one sweep, whatever this machine's speed; every hour of it owes
+        // its first pass an hour after it ended, so two hours on, all 26 are due.
         config.subscription.reconcile_budget = std::time::Duration::from_secs(900);
+        config.subscription.reconcile_passes = vec![
+            std::time::Duration::from_secs(3600),
+            std::time::Duration::from_secs(28 * 3600),
+        ];
     })
     .await;
+    app.sim.clock().advance(time::Duration::hours(2));
 
     let sweep = |label: &'static str| {
         let app = &app;
@@ -105,7 +112,9 @@ async fn run() {
     // Everything stored (as the fetch would leave the `CallRecords` rows): nothing is queued.
     let mut by_day: std::collections::BTreeMap<String, Vec<Entity>> = Default::default();
     for (id, start) in &starts {
-        let row = Entity::new(day(*start), id).with("Version", EdmValue::Int64(1));
+        let row = Entity::new(day(*start), id)
+            .with("Version", EdmValue::Int64(1))
+            .with("StartDateTime", EdmValue::DateTime(*start));
         by_day.entry(day(*start)).or_default().push(row);
     }
     for (partition, rows) in by_day {
@@ -117,12 +126,28 @@ async fn run() {
             app.tables.records.batch(&partition, ops).await.unwrap();
         }
     }
+    // A fresh deployment again (no hours had their pass), on the stored rows.
+    for row in app
+        .tables
+        .app_state
+        .query_all(&table_storage::Query::new())
+        .await
+        .unwrap()
+    {
+        if row.partition_key == "ReconcileHour" || row.row_key == "frontier" {
+            app.tables
+                .app_state
+                .delete(&row.partition_key, &row.row_key, None)
+                .await
+                .unwrap();
+        }
+    }
     let warm = sweep("everything stored").await;
     assert_eq!(warm.5, 0, "nothing queued when everything is stored");
 
     println!("## Reconciliation (`cargo bench --bench reconcile`)\n");
     println!(
-        "| sweep of 26 h, {RECORDS} records | list requests | `429` | seconds | table requests | queued |"
+        "| first sweep, 26 h of {RECORDS} records | list requests | `429` | seconds | table requests | queued |"
     );
     println!("|---|---|---|---|---|---|");
     for (label, (lists, throttled, seconds, queries, _, queued)) in
@@ -131,8 +156,8 @@ async fn run() {
         println!("| {label} | {lists} | {throttled} | {seconds:.0} | {queries} | {queued} |");
     }
     println!(
-        "\nList requests a day at 24 sweeps: {} (Graph allows 40 per 20 s: {:.0} s of list budget per sweep).",
-        warm.0 * 24,
-        warm.0 as f64 / 2.0
+        "\nList requests a day with two passes: about {} (Graph allows 40 per 20 s: {:.0} s of listing a day).",
+        warm.0 * 2 * 24 / 26,
+        (warm.0 * 2 * 24 / 26) as f64 / 2.0
     );
 }

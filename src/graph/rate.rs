@@ -9,8 +9,9 @@
 //! - per app per tenant, all call-record requests together: 1,500 / 20 s;
 //! - per PSTN / Direct Routing report collection: 50 / 60 s (one window for both reports here).
 //!
-//! A `429` holds back its own key until its `Retry-After`; one for a call record holds back every
-//! fetch of the instance as well (the per-app limit is what several instances exceed together).
+//! A `429` holds back its own key until its `Retry-After`; one for a call record also slows every
+//! call-record request of the instance (its share of the per-app limit, which several instances
+//! exceed together, drops by an eighth, to half at most, and recovers once `429`s stop).
 //!
 //! Windows of idle keys are forgotten, so memory stays bounded by the keys of the last window.
 //! This module knows nothing of HTTP; the time is passed in, so the window math is tested with
@@ -78,8 +79,6 @@ enum Bucket {
     List,
     Report(&'static str),
     CallRecordsApp,
-    /// Every call-record fetch of this instance: held back as a whole by a `429` for any one.
-    Fetches,
     Other,
 }
 
@@ -89,6 +88,12 @@ struct State {
     windows: HashMap<Bucket, VecDeque<Instant>>,
     /// Not before this instant (from a `429`'s `Retry-After`).
     blocked_until: HashMap<Bucket, Instant>,
+    /// Eighths of the per-app share this instance now keeps to (8: all of it): a `429` for a
+    /// call record takes it down by one, to no less than half; a window without one gives it back.
+    app_eighths: usize,
+    /// The last `429` for a call record, and the last change of `app_eighths`.
+    last_429: Option<Instant>,
+    last_change: Option<Instant>,
     /// Prune idle buckets when there are more than this many.
     prune_at: usize,
 }
@@ -101,6 +106,10 @@ pub(crate) struct RateLimiter {
 }
 
 const MIN_PRUNE_AT: usize = 256;
+/// The whole per-app share, in eighths; a run of `429`s slows the instance's call-record requests
+/// down to half of it at most.
+const FULL_SHARE: usize = 8;
+const LEAST_SHARE: usize = 4;
 
 impl RateLimiter {
     pub(crate) fn new(limits: RateLimits) -> Self {
@@ -108,6 +117,7 @@ impl RateLimiter {
             limits,
             state: Mutex::new(State {
                 prune_at: MIN_PRUNE_AT,
+                app_eighths: FULL_SHARE,
                 ..State::default()
             }),
         }
@@ -129,8 +139,9 @@ impl RateLimiter {
     /// Takes a slot for `key` at `now`, or says how long until one may be free.
     pub(crate) fn try_acquire(&self, key: &RateKey, now: Instant) -> Result<(), Duration> {
         let mut state = self.lock();
+        self.recover(&mut state, now);
         let mut wait = blocked(&state, key, now);
-        let windows = self.windows_for(key);
+        let windows = self.windows_for(key, state.app_eighths);
         for (bucket, limit) in &windows {
             let span = limit.window + self.limits.margin;
             let sent = state.windows.entry(bucket.clone()).or_default();
@@ -164,15 +175,60 @@ impl RateLimiter {
         blocked(&self.lock(), key, now)
     }
 
-    /// After a `429`: nothing for `key` is sent before `until`, and for a call record, no fetch of
-    /// any record: Graph's limit per app and tenant is shared by every instance, so a `429` for one
-    /// record says that this instance's fetches together ask too much.
+    /// After a `429`: nothing for `key` is sent before `until`. For a call record, every request
+    /// of the instance slows down as well: Graph's limit per app and tenant is shared by every
+    /// instance, so a `429` for one record may say that all of them together ask too much. The
+    /// instance's share drops by an eighth (once a window: a burst of `429`s is one signal), to no
+    /// less than half, and comes back an eighth a window once none has come for a window.
     pub(crate) fn block(&self, key: &RateKey, until: Instant) {
+        self.block_at(key, until, Instant::now());
+    }
+
+    fn block_at(&self, key: &RateKey, until: Instant, now: Instant) {
         let mut state = self.lock();
-        for bucket in block_buckets(key) {
-            let entry = state.blocked_until.entry(bucket).or_insert(until);
-            *entry = (*entry).max(until);
+        let entry = state
+            .blocked_until
+            .entry(block_bucket(key))
+            .or_insert(until);
+        *entry = (*entry).max(until);
+        if let RateKey::CallRecord(_) = key {
+            let window = self.limits.call_records_app.window;
+            state.last_429 = Some(now);
+            if state
+                .last_change
+                .is_none_or(|at| now.duration_since(at) >= window)
+                && state.app_eighths > LEAST_SHARE
+            {
+                state.app_eighths -= 1;
+                state.last_change = Some(now);
+                tracing::warn!(
+                    share_eighths = state.app_eighths,
+                    "Graph throttled a call record; this instance slows its call-record requests"
+                );
+            }
         }
+    }
+
+    /// Gives back an eighth of the share for each window without a `429`.
+    fn recover(&self, state: &mut State, now: Instant) {
+        let window = self.limits.call_records_app.window;
+        if state.app_eighths < FULL_SHARE
+            && state
+                .last_429
+                .is_none_or(|at| now.duration_since(at) >= window)
+            && state
+                .last_change
+                .is_none_or(|at| now.duration_since(at) >= window)
+        {
+            state.app_eighths += 1;
+            state.last_change = Some(now);
+        }
+    }
+
+    /// The share of the per-app limit this instance keeps to now, in eighths.
+    #[cfg(test)]
+    fn share(&self) -> usize {
+        self.lock().app_eighths
     }
 
     /// How many buckets are remembered (for the memory-bound test).
@@ -187,17 +243,18 @@ impl RateLimiter {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn windows_for(&self, key: &RateKey) -> Vec<(Bucket, RateLimit)> {
+    fn windows_for(&self, key: &RateKey, app_eighths: usize) -> Vec<(Bucket, RateLimit)> {
         let l = &self.limits;
+        let app = RateLimit {
+            requests: (l.call_records_app.requests * app_eighths / FULL_SHARE).max(1),
+            ..l.call_records_app
+        };
         match key {
             RateKey::CallRecord(id) => vec![
                 (Bucket::Record(id.clone()), l.per_record),
-                (Bucket::CallRecordsApp, l.call_records_app),
+                (Bucket::CallRecordsApp, app),
             ],
-            RateKey::CallRecordList => vec![
-                (Bucket::List, l.list),
-                (Bucket::CallRecordsApp, l.call_records_app),
-            ],
+            RateKey::CallRecordList => vec![(Bucket::List, l.list), (Bucket::CallRecordsApp, app)],
             RateKey::Report(name) => vec![(Bucket::Report(name), l.report)],
             RateKey::Other => Vec::new(),
         }
@@ -220,7 +277,7 @@ impl RateLimiter {
             Bucket::List => l.list.window,
             Bucket::Report(_) => l.report.window,
             Bucket::CallRecordsApp => l.call_records_app.window,
-            Bucket::Fetches | Bucket::Other => Duration::ZERO,
+            Bucket::Other => Duration::ZERO,
         }
     }
 }
@@ -232,24 +289,22 @@ pub(crate) fn deadline(now: Instant, wait: Duration) -> Instant {
     now.checked_add(wait.min(LONGEST)).unwrap_or(now)
 }
 
-/// What a `429` for `key` holds back: its own key, and for a call record every fetch.
-fn block_buckets(key: &RateKey) -> Vec<Bucket> {
+/// A `429` holds back the request's own key: one record's `Retry-After` is not the others'.
+fn block_bucket(key: &RateKey) -> Bucket {
     match key {
-        RateKey::CallRecord(id) => vec![Bucket::Record(id.clone()), Bucket::Fetches],
-        RateKey::CallRecordList => vec![Bucket::List],
-        RateKey::Report(name) => vec![Bucket::Report(name)],
-        RateKey::Other => vec![Bucket::Other],
+        RateKey::CallRecord(id) => Bucket::Record(id.clone()),
+        RateKey::CallRecordList => Bucket::List,
+        RateKey::Report(name) => Bucket::Report(name),
+        RateKey::Other => Bucket::Other,
     }
 }
 
-/// How long `key` is still held back by `429`s at `now`.
+/// How long `key` is still held back by a `429` at `now`.
 fn blocked(state: &State, key: &RateKey, now: Instant) -> Duration {
-    block_buckets(key)
-        .iter()
-        .filter_map(|bucket| state.blocked_until.get(bucket))
-        .map(|until| until.saturating_duration_since(now))
-        .max()
-        .unwrap_or(Duration::ZERO)
+    state
+        .blocked_until
+        .get(&block_bucket(key))
+        .map_or(Duration::ZERO, |until| until.saturating_duration_since(now))
 }
 
 #[cfg(test)]
@@ -345,7 +400,7 @@ mod tests {
     }
 
     #[test]
-    fn a_429_for_one_record_holds_back_every_fetch_of_the_instance_but_not_the_list() {
+    fn a_block_holds_back_only_its_own_key_until_it_passes() {
         let limiter = limiter(Duration::ZERO);
         let t0 = Instant::now();
         limiter.block(&record("a"), t0 + s(3));
@@ -353,20 +408,49 @@ mod tests {
         limiter.block(&record("a"), t0 + s(1));
         assert_eq!(limiter.try_acquire(&record("a"), t0), Err(s(3)));
         assert_eq!(limiter.blocked_for(&record("a"), t0 + s(1)), s(2));
-        assert_eq!(limiter.blocked_for(&record("b"), t0), s(3));
-        assert_eq!(limiter.try_acquire(&record("b"), t0), Err(s(3)));
-        assert_eq!(limiter.try_acquire(&RateKey::CallRecordList, t0), Ok(()));
-        assert_eq!(limiter.try_acquire(&record("b"), t0 + s(3)), Ok(()));
+        assert_eq!(limiter.blocked_for(&record("b"), t0), Duration::ZERO);
+        assert_eq!(limiter.try_acquire(&record("b"), t0), Ok(()));
         assert_eq!(limiter.try_acquire(&record("a"), t0 + s(3)), Ok(()));
-        // A 429 for the list holds back the list only.
-        limiter.block(&RateKey::CallRecordList, t0 + s(5));
-        assert_eq!(limiter.try_acquire(&record("c"), t0 + s(3)), Ok(()));
-        assert_eq!(
-            limiter.try_acquire(&RateKey::CallRecordList, t0 + s(3)),
-            Err(s(2))
-        );
         limiter.block(&RateKey::Other, t0 + s(2));
         assert_eq!(limiter.try_acquire(&RateKey::Other, t0), Err(s(2)));
+    }
+
+    #[test]
+    fn a_429_for_a_record_slows_every_call_record_request_of_the_instance_then_recovers() {
+        let limiter = limiter(Duration::ZERO);
+        let t0 = Instant::now();
+        assert_eq!(limiter.share(), 8);
+        // A burst of 429s within one window is one signal.
+        limiter.block_at(&record("a"), t0, t0);
+        limiter.block_at(&record("b"), t0, t0 + s(1));
+        assert_eq!(limiter.share(), 7);
+        // 1,500 × 7/8 = 1,312 call-record requests per 20 s now, records and list together.
+        for n in 0..1312 {
+            limiter
+                .try_acquire(&record(&format!("r{n}")), t0 + s(1))
+                .unwrap();
+        }
+        assert!(
+            limiter
+                .try_acquire(&RateKey::CallRecordList, t0 + s(1))
+                .is_err()
+        );
+        // A 429 in each window: down to half, no lower.
+        let mut at = t0;
+        for _ in 0..10 {
+            at += s(20);
+            limiter.block_at(&record("a"), at, at);
+        }
+        assert_eq!(limiter.share(), 4);
+        // A 429 for the list does not slow the fetches.
+        limiter.block_at(&RateKey::CallRecordList, at, at);
+        assert_eq!(limiter.share(), 4);
+        // Windows without a 429 give it back, an eighth each.
+        for expected in 5..=8 {
+            at += s(20);
+            let _ = limiter.try_acquire(&RateKey::Other, at);
+            assert_eq!(limiter.share(), expected);
+        }
     }
 
     #[test]

@@ -360,13 +360,14 @@ async fn a_tenant_day_under_faults_loses_nothing_and_doubles_nothing() {
         ("STORAGE_REQUEST_TIMEOUT_SECONDS", "8".to_owned()),
         ("REPORTS_LEASE_SECONDS", "30".to_owned()),
         // Schedules stretched in tenant time: at 300x, Graph's real-time limits on the report
-        // and listing endpoints would not let the defaults (15 minutes, hourly) keep up. A sweep
-        // lists the day's 5,000 calls in about 45 s (Graph's 40 listings per 20 s); its budget
-        // lets it finish, and a sweep killed midway holds the next ones for 2 minutes (10 tenant
-        // hours), well inside the 26-hour look-back.
+        // and listing endpoints would not let the defaults (15 and 5 minutes) keep up. A sweep
+        // every 6 tenant hours lists the hours whose passes fell due (about 1,300 calls, some
+        // 20 s at Graph's 40 listings per 20 s), inside the smallest budget the app allows, 30 s:
+        // a sweep cut short keeps its place, so a short budget delays and never loses. A sweep
+        // killed midway holds the next ones for 1 minute (5 tenant hours).
         ("REPORTS_SCHEDULE", "0 0 * * * *".to_owned()),
         ("RECONCILE_SCHEDULE", "0 0 */6 * * *".to_owned()),
-        ("RECONCILE_BUDGET_SECONDS", "60".to_owned()),
+        ("RECONCILE_BUDGET_SECONDS", "30".to_owned()),
         ("RUST_LOG", "info".to_owned()),
     ];
     let mut env = binary_env(&sim, &[]);

@@ -1,0 +1,304 @@
+//! Benchmark of reconciliation at a large tenant: a day of 300,000 calls, 10 % of whose
+//! notifications were lost (their records are not stored; the other 90 % are, as the fetch leaves
+//! them), on the simulator's clock moved 5 minutes at a time with a `Reconcile` run after each
+//! step, until the last hour of the day has had its last pass. Graph's list limit (40 requests /
+//! 20 s) and per-app limit are enforced on both sides at the same scale as the clock: the clock is
+//! not real, so every limit, and the run's budget, is divided by `SCALE_FACTOR` (20 unless set).
+//!
+//! Run with `cargo bench --bench scale` (about 15 minutes; `SCALE_CALLS` for another size). It runs
+//! the day twice: with the default budget (240 s) and with the smallest one (30 s), and fails
+//! unless every unstored call was queued both times. It prints Markdown for `docs/BENCHMARKS.md`:
+//! list requests per call over the day, the longest sweep against its budget (tenant seconds:
+//! real seconds times the factor), storage requests per call listed, and the process's peak RSS
+//! (simulator, app and benchmark together).
+//!
+//! What it does not run: the fetches themselves (300,000 fetches through Azurite would take hours on
+//! two cores; `cargo bench --bench fetch` measures one fetch's requests), nor the notifications.
+
+// A benchmark that cannot set up has nothing to measure: panicking is its error report.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::counting_proxy::start_proxy;
+use support::fetch::{FetchApp, sim_record, spawn_fetch_app};
+use support::graph::{sim_config, sim_start, start_sim};
+use support::host::timer_invocation;
+use support::utc_day as day;
+use table_storage::{BatchOp, EdmValue, Entity, WriteMode};
+use teams_cdr_functions::{RateLimit, RateLimits};
+use teams_cdr_sim::{Endpoint, Limit, Limits, RunningSim};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+fn main() {
+    support::bench_main("scale", 2, run);
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A small deterministic generator: the day is the same on every run.
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One call of the day: id, start, and whether its record is stored.
+struct Call {
+    id: String,
+    start: OffsetDateTime,
+    stored: bool,
+}
+
+/// The day: 70 % of the calls in 8 business hours, the rest over the other 16; calls of 1–30
+/// minutes, 1 % meetings of 2–8 hours; each record published 0–150 minutes after its call ended.
+fn day_of_calls(sim: &RunningSim, calls: usize, day_start: OffsetDateTime) -> Vec<Call> {
+    let mut dice = Dice(0x5eed_2026_1204);
+    let mut out = Vec::with_capacity(calls);
+    for n in 0..calls {
+        let business = dice.below(10) < 7;
+        let second = if business {
+            8 * 3600 + dice.below(8 * 3600)
+        } else {
+            let s = dice.below(16 * 3600);
+            if s < 8 * 3600 { s } else { s + 8 * 3600 }
+        };
+        let start = day_start + time::Duration::seconds(i64::try_from(second).unwrap());
+        let minutes = if dice.below(100) == 0 {
+            120 + dice.below(360)
+        } else {
+            1 + dice.below(30)
+        };
+        let end = start + time::Duration::minutes(i64::try_from(minutes).unwrap());
+        let published = end + time::Duration::minutes(i64::try_from(dice.below(151)).unwrap());
+        let id = format!("{:08x}-0000-4000-8000-{n:012}", dice.next() as u32);
+        let base = json!({
+            "id": id,
+            "version": 1,
+            "type": "peerToPeer",
+            "startDateTime": start.format(&Rfc3339).unwrap(),
+            "endDateTime": end.format(&Rfc3339).unwrap(),
+            "lastModifiedDateTime": published.format(&Rfc3339).unwrap(),
+        });
+        let mut record = sim_record(&id, base, Vec::new(), Vec::new());
+        record.start = start;
+        record.end = end;
+        record.versions[0].issued_at = published;
+        sim.insert_record(record);
+        out.push(Call {
+            id,
+            start,
+            stored: dice.below(10) != 0,
+        });
+    }
+    out
+}
+
+/// Writes the `CallRecords` rows of the stored calls, as the fetch leaves them (the columns the
+/// sweep reads).
+async fn store(app: &FetchApp, calls: &[Call]) {
+    let mut by_day: std::collections::BTreeMap<String, Vec<Entity>> = Default::default();
+    for call in calls.iter().filter(|c| c.stored) {
+        let row = Entity::new(day(call.start), &call.id)
+            .with("Version", EdmValue::Int64(1))
+            .with("StartDateTime", EdmValue::DateTime(call.start));
+        by_day.entry(day(call.start)).or_default().push(row);
+    }
+    for (partition, rows) in by_day {
+        for chunk in rows.chunks(100) {
+            let ops = chunk
+                .iter()
+                .map(|e| BatchOp::Upsert(e.clone(), WriteMode::Replace))
+                .collect();
+            app.tables.records.batch(&partition, ops).await.unwrap();
+        }
+    }
+}
+
+/// What one day measured.
+struct Day {
+    budget_seconds: u64,
+    runs: usize,
+    list_requests: usize,
+    throttled: usize,
+    listed: i64,
+    longest_tenant_seconds: f64,
+    cut_short: usize,
+    storage_requests: u64,
+    queued: usize,
+    unstored: usize,
+    seconds: f64,
+}
+
+async fn one_day(calls_per_day: usize, factor: u32, budget_seconds: u64) -> Day {
+    let scaled = |d: Duration| d / factor;
+    let mut config = sim_config(0);
+    config.limits = Limits {
+        list: Limit {
+            requests: 40,
+            window: scaled(Duration::from_secs(20)),
+        },
+        per_app: Limit {
+            requests: 1500,
+            window: scaled(Duration::from_secs(20)),
+        },
+        ..Limits::default()
+    };
+    let sim = start_sim(config).await;
+    let day_start = sim_start();
+    let calls = day_of_calls(&sim, calls_per_day, day_start);
+    let (table_proxy, table_requests) = start_proxy(&support::azurite().table_endpoint).await;
+    let client = RateLimits {
+        list: RateLimit {
+            requests: 40,
+            window: scaled(Duration::from_secs(20)),
+        },
+        call_records_app: RateLimit {
+            requests: 1500,
+            window: scaled(Duration::from_secs(20)),
+        },
+        margin: scaled(Duration::from_millis(500)),
+        ..RateLimits::default()
+    };
+    let budget = scaled(Duration::from_secs(budget_seconds));
+    let app = spawn_fetch_app(sim, move |config, options| {
+        config.storage.table_endpoint = table_proxy.parse().unwrap();
+        config.subscription.reconcile_budget = budget;
+        options.graph_limits = Some(client);
+    })
+    .await;
+    store(&app, &calls).await;
+    let unstored: BTreeSet<String> = calls
+        .iter()
+        .filter(|c| !c.stored)
+        .map(|c| c.id.clone())
+        .collect();
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let storage_before = table_requests.load(Ordering::SeqCst);
+    let started = Instant::now();
+    let mut queued = BTreeSet::new();
+    let (mut runs, mut listed, mut cut_short, mut longest) = (0, 0, 0, 0.0f64);
+    // The day, then 27 hours more: the last hour's last pass is due 26 hours after it ends.
+    let steps = (24 + 27) * 12;
+    for _ in 0..steps {
+        app.sim.clock().advance(time::Duration::minutes(5));
+        let run_started = Instant::now();
+        let status = http
+            .post(format!("{}/Reconcile", app.host.base()))
+            .json(&timer_invocation(false))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        let took = run_started.elapsed().as_secs_f64() * f64::from(factor);
+        assert!(status.is_success(), "{status}");
+        runs += 1;
+        longest = longest.max(took);
+        let row = app
+            .tables
+            .app_state
+            .get("Reconcile", "status")
+            .await
+            .unwrap()
+            .unwrap();
+        listed += row.get_i64("LastListed").unwrap_or(0);
+        if row.get_datetime("LastSuccessAt") != row.get_datetime("LastRunAt") {
+            cut_short += 1;
+        }
+        queued.extend(app.take_queued_ids().await);
+    }
+    // The queue reads above went through the queue endpoint, not the table proxy.
+    let storage_requests = table_requests.load(Ordering::SeqCst) - storage_before;
+    let missing: Vec<&String> = unstored.difference(&queued).take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "budget {budget_seconds} s: {} of {} unstored calls never queued, e.g. {missing:?}",
+        unstored.difference(&queued).count(),
+        unstored.len()
+    );
+    let stored_queued = queued.difference(&unstored).count();
+    assert_eq!(stored_queued, 0, "stored calls queued");
+    Day {
+        budget_seconds,
+        runs,
+        list_requests: app.sim.ledger().count(Endpoint::ListCallRecords),
+        throttled: app.sim.ledger().count_status(429),
+        listed,
+        longest_tenant_seconds: longest,
+        cut_short,
+        storage_requests,
+        queued: queued.len(),
+        unstored: unstored.len(),
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// The process's peak resident set (`VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+async fn run() {
+    let calls = usize::try_from(env_number("SCALE_CALLS", 300_000)).unwrap();
+    let factor = u32::try_from(env_number("SCALE_FACTOR", 20)).unwrap();
+    let days = [
+        one_day(calls, factor, 240).await,
+        one_day(calls, factor, 30).await,
+    ];
+    println!("## A day of {calls} calls (`cargo bench --bench scale`)\n");
+    println!(
+        "Clock and limits at {factor}x; a `Reconcile` run every 5 tenant minutes over the day and the 27 hours after it; 10 % of the calls unstored.\n"
+    );
+    println!(
+        "| budget | runs | list requests | per call | `429` | calls listed | longest sweep (tenant s) | runs cut short | storage requests per call listed | unstored | queued | real s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    #[allow(clippy::cast_precision_loss)]
+    for d in &days {
+        println!(
+            "| {} s | {} | {} | {:.3} | {} | {} | {:.0} | {} | {:.4} | {} | {} | {:.0} |",
+            d.budget_seconds,
+            d.runs,
+            d.list_requests,
+            d.list_requests as f64 / calls as f64,
+            d.throttled,
+            d.listed,
+            d.longest_tenant_seconds,
+            d.cut_short,
+            d.storage_requests as f64 / d.listed.max(1) as f64,
+            d.unstored,
+            d.queued,
+            d.seconds,
+        );
+    }
+    if let Some(mib) = peak_rss_mib() {
+        println!(
+            "\nPeak RSS of the benchmark process (simulator holding the day, app, benchmark): {mib} MiB."
+        );
+    }
+}
