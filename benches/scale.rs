@@ -115,6 +115,8 @@ fn day_of_calls(sim: &RunningSim, calls: usize, day_start: OffsetDateTime) -> Ve
 /// Writes the `CallRecords` rows of the stored calls, as the fetch leaves them (the columns the
 /// sweep reads).
 async fn store(app: &FetchApp, calls: &[Call]) {
+    // The app creates its tables on first use; these rows come first.
+    app.tables.records.ensure_exists().await.unwrap();
     let mut by_day: std::collections::BTreeMap<String, Vec<Entity>> = Default::default();
     for call in calls.iter().filter(|c| c.stored) {
         let row = Entity::new(day(call.start), &call.id)

@@ -262,7 +262,7 @@ pub struct GraphConfig {
     /// `GRAPH_MAX_INLINE_RETRY_AFTER_SECONDS` (default 30): a `Retry-After` up to this long is slept
     /// in-process; a longer one is handed back to the caller (re-enqueue with that delay).
     pub max_inline_retry_after: Duration,
-    /// `GRAPH_CALL_RECORD_REQUESTS_PER_20_SECONDS` (1,500, 40–1,500): this process's share of
+    /// `GRAPH_CALL_RECORD_REQUESTS_PER_20_SECONDS` (1,500, 1–1,500): this process's share of
     /// Graph's call-record limit per app and tenant (1,500 requests / 20 s), which every instance
     /// shares. The deployment divides the limit by the most instances the plan may start.
     pub call_record_requests_per_20s: u32,
@@ -587,7 +587,7 @@ fn graph_config(settings: &Settings, tenant_id: &str) -> Result<GraphConfig, Con
             settings,
             "GRAPH_CALL_RECORD_REQUESTS_PER_20_SECONDS",
             1500,
-            40..=1500,
+            1..=1500,
         )?,
     })
 }

@@ -166,9 +166,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     GRAPH_REQUEST_TIMEOUT_SECONDS: '30'
     GRAPH_MAX_INLINE_RETRY_AFTER_SECONDS: '30'
     // Graph's call-record limit per app and tenant (1,500 requests / 20 s) is shared by every
-    // instance: each keeps to its share of 1,400 (100 left for the sweep's listing, at most 40,
-    // and for margin). docs/ADMIN.md#large-tenants has the arithmetic.
-    GRAPH_CALL_RECORD_REQUESTS_PER_20_SECONDS: string(max(40, 1400 / maximumInstanceCount))
+    // instance: each keeps to its share of 1,400 (35 at 40 instances; the sweep's listing counts
+    // against its own instance's share), leaving 100 of margin. docs/ADMIN.md#large-tenants has the arithmetic.
+    GRAPH_CALL_RECORD_REQUESTS_PER_20_SECONDS: string(max(1, 1400 / maximumInstanceCount))
     CALLRECORD_WRITE_LEASE_SECONDS: '300'
     STORAGE_REQUEST_TIMEOUT_SECONDS: '30'
     FETCH_NOT_FOUND_HORIZON_HOURS: '8'

@@ -265,6 +265,10 @@ impl Sweep<'_> {
         };
         // An hour not listed before is guessed to be as dense as the last one listed.
         let mut density = hour.density.or(self.density);
+        // A pass resumed from an earlier run listed its first slices then: it counts as one pass
+        // only, never for the passes that fell due since (they must list those slices again).
+        let resumed = hour.next > hour.from;
+        let began = self.state.clock.now();
         while hour.next < hour.to {
             let from = hour.next;
             // A slice that would not fit what is left of the budget is narrowed to what does, and
@@ -309,7 +313,11 @@ impl Sweep<'_> {
             }
         }
         let schedule = &self.state.subscription.reconcile_passes;
-        let passes = passes_after(hour.to, hour.passes, schedule, self.state.clock.now());
+        let passes = if resumed {
+            hour.passes + 1
+        } else {
+            passes_after(hour.to, hour.passes, schedule, began)
+        };
         let done = passes as usize >= schedule.len();
         if lifecycle
             .hour_passed(hour, passes, done, slice, density)
