@@ -424,27 +424,9 @@ impl LifecycleStore {
         slice_seconds: i64,
         density: Option<f64>,
     ) -> Result<Result<(), HourTaken>, StoreError> {
-        let mut row = Entity::new(HOUR_PARTITION, format_datetime(hour.from))
-            .with("NextFrom", EdmValue::DateTime(next))
-            .with("SliceSeconds", EdmValue::Int64(slice_seconds));
-        if let Some(density) = density {
-            row = row.with("CallsPerSecond", EdmValue::Double(density));
-        }
-        match self
-            .app_state
-            .update(&row, WriteMode::Merge, &hour.etag)
+        let passes = hour.passes;
+        self.write_hour(hour, passes, next, slice_seconds, density)
             .await
-        {
-            Ok(etag) => {
-                hour.etag = etag;
-                hour.next = next;
-                hour.slice_seconds = slice_seconds;
-                hour.density = density;
-                Ok(Ok(()))
-            }
-            Err(StoreError::PreconditionFailed | StoreError::NotFound) => Ok(Err(HourTaken)),
-            Err(e) => Err(e),
-        }
     }
 
     /// Records that `hour` has had `passes` passes (the next starts from its beginning, in slices
@@ -460,32 +442,55 @@ impl LifecycleStore {
         slice_seconds: i64,
         density: Option<f64>,
     ) -> Result<Result<(), HourTaken>, StoreError> {
-        let key = format_datetime(hour.from);
-        let written = if done {
-            self.app_state
-                .delete(HOUR_PARTITION, &key, Some(&hour.etag))
-                .await
-                .map(|_| ())
-        } else {
-            let mut row = Entity::new(HOUR_PARTITION, &key)
-                .with(
-                    "Passes",
-                    EdmValue::Int32(i32::try_from(passes).unwrap_or(i32::MAX)),
-                )
-                .with("NextFrom", EdmValue::DateTime(hour.from))
-                .with("SliceSeconds", EdmValue::Int64(slice_seconds));
-            if let Some(density) = density {
-                row = row.with("CallsPerSecond", EdmValue::Double(density));
-            }
-            self.app_state
-                .update(&row, WriteMode::Merge, &hour.etag)
-                .await
-                .map(|etag| hour.etag = etag)
-        };
-        match written {
-            Ok(()) => {
+        if !done {
+            let from = hour.from;
+            return self
+                .write_hour(hour, passes, from, slice_seconds, density)
+                .await;
+        }
+        match self
+            .app_state
+            .delete(
+                HOUR_PARTITION,
+                &format_datetime(hour.from),
+                Some(&hour.etag),
+            )
+            .await
+        {
+            Ok(_) => Ok(Ok(())),
+            Err(StoreError::PreconditionFailed | StoreError::NotFound) => Ok(Err(HourTaken)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The one write of an hour's row, conditional on the ETag it was read (or last written) with.
+    async fn write_hour(
+        &self,
+        hour: &mut Hour,
+        passes: u32,
+        next: OffsetDateTime,
+        slice_seconds: i64,
+        density: Option<f64>,
+    ) -> Result<Result<(), HourTaken>, StoreError> {
+        let mut row = Entity::new(HOUR_PARTITION, format_datetime(hour.from))
+            .with(
+                "Passes",
+                EdmValue::Int32(i32::try_from(passes).unwrap_or(i32::MAX)),
+            )
+            .with("NextFrom", EdmValue::DateTime(next))
+            .with("SliceSeconds", EdmValue::Int64(slice_seconds));
+        if let Some(density) = density {
+            row = row.with("CallsPerSecond", EdmValue::Double(density));
+        }
+        match self
+            .app_state
+            .update(&row, WriteMode::Merge, &hour.etag)
+            .await
+        {
+            Ok(etag) => {
+                hour.etag = etag;
                 hour.passes = passes;
-                hour.next = hour.from;
+                hour.next = next;
                 hour.slice_seconds = slice_seconds;
                 hour.density = density;
                 Ok(Ok(()))
