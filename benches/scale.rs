@@ -207,17 +207,28 @@ async fn one_day(calls_per_day: usize, factor: u32, budget_seconds: u64) -> Day 
     for _ in 0..steps {
         app.sim.clock().advance(time::Duration::minutes(5));
         let run_started = Instant::now();
-        let status = http
+        let response = http
             .post(format!("{}/Reconcile", app.host.base()))
             .json(&timer_invocation(false))
             .send()
             .await
-            .unwrap()
-            .status();
+            .unwrap();
         let took = run_started.elapsed().as_secs_f64() * f64::from(factor);
-        assert!(status.is_success(), "{status}");
+        let status = response.status();
+        assert!(
+            status.is_success(),
+            "run {runs}: {status} {}",
+            response.text().await.unwrap_or_default()
+        );
         runs += 1;
         longest = longest.max(took);
+        if std::env::var_os("SCALE_TRACE").is_some() {
+            eprintln!(
+                "run {runs}: {:.2} s real, storage {}",
+                took / f64::from(factor),
+                table_requests.load(Ordering::SeqCst)
+            );
+        }
         let row = app
             .tables
             .app_state
@@ -229,7 +240,8 @@ async fn one_day(calls_per_day: usize, factor: u32, budget_seconds: u64) -> Day 
         if row.get_datetime("LastSuccessAt") != row.get_datetime("LastRunAt") {
             cut_short += 1;
         }
-        queued.extend(app.take_queued_ids().await);
+        // Read, not deleted: Azurite would stall deleting tens of thousands (docs/TESTING.md).
+        queued.extend(app.hide_queued_ids().await);
     }
     // The queue reads above went through the queue endpoint, not the table proxy.
     let storage_requests = table_requests.load(Ordering::SeqCst) - storage_before;

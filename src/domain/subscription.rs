@@ -16,14 +16,14 @@ pub(crate) const MAX_LIFETIME: time::Duration = time::Duration::minutes(4230);
 const CLOCK_MARGIN: time::Duration = time::Duration::minutes(5);
 /// Graph keeps call records this long; nothing older can be listed or fetched.
 pub(crate) const RETENTION: time::Duration = time::Duration::days(30);
-/// A reconciliation span is listed in slices this long; progress is kept after each.
-pub(crate) const SLICE: time::Duration = time::Duration::hours(6);
-/// An hour's pass is listed in slices of about this many calls (30 pages of 60, some 15 s at
-/// Graph's list limit): progress is kept after each, so a run cut short lists at most about this
-/// much again, and a sparse hour is one request.
+/// An hour's pass, or a waiting span, is listed in slices of about this many calls (30 pages of
+/// 60, some 15 s at Graph's list limit): progress is kept after each, so a run cut short lists at
+/// most about this much again, and a sparse hour is one request.
 pub(crate) const SLICE_CALLS: u64 = 1_800;
-/// The longest slice: a whole hour.
+/// The longest slice of an hour's pass: the whole hour.
 pub(crate) const MAX_SLICE: time::Duration = time::Duration::HOUR;
+/// The longest slice of a waiting span: a quiet tenant's 26-hour gap is five requests.
+pub(crate) const MAX_SPAN_SLICE: time::Duration = time::Duration::hours(6);
 /// The shortest: a slice cut short is halved for the next try, down to this.
 pub(crate) const MIN_SLICE: time::Duration = time::Duration::minutes(1);
 /// At most this many hours get their rows at once: Graph's retention (a deployment that did not
@@ -186,14 +186,6 @@ pub(crate) fn gap(
     (from < now).then_some((from, now))
 }
 
-/// The next slice of a span `[from, to)`: at most [`SLICE`] long.
-pub(crate) fn next_slice(
-    from: OffsetDateTime,
-    to: OffsetDateTime,
-) -> Option<(OffsetDateTime, OffsetDateTime)> {
-    (from < to).then(|| (from, (from + SLICE).min(to)))
-}
-
 /// The start of the hour `at` is in.
 pub(crate) fn hour_floor(at: OffsetDateTime) -> OffsetDateTime {
     at.replace_minute(0)
@@ -229,9 +221,9 @@ pub(crate) fn hours_to_add(
 }
 
 /// The length of the next slice, from how many calls the last one (`seconds` long) listed: about
-/// [`SLICE_CALLS`], within [`MIN_SLICE`] and [`MAX_SLICE`].
-pub(crate) fn next_slice_seconds(seconds: i64, listed: u64) -> i64 {
-    let (min, max) = (MIN_SLICE.whole_seconds(), MAX_SLICE.whole_seconds());
+/// [`SLICE_CALLS`], within [`MIN_SLICE`] and `longest`.
+pub(crate) fn next_slice_seconds(seconds: i64, listed: u64, longest: time::Duration) -> i64 {
+    let (min, max) = (MIN_SLICE.whole_seconds(), longest.whole_seconds());
     if listed == 0 {
         return max;
     }
@@ -569,25 +561,13 @@ mod tests {
     #[test]
     fn slices_shrink_to_about_thirty_pages_of_dense_hours_and_grow_back_over_sparse_ones() {
         // A whole hour of 25,000 calls: about 4 minutes next time.
-        assert_eq!(next_slice_seconds(3600, 25_000), 259);
-        assert_eq!(next_slice_seconds(3600, 900), 3600);
-        assert_eq!(next_slice_seconds(300, 0), 3600);
-        assert_eq!(next_slice_seconds(60, 100_000), 60);
-    }
-
-    #[test]
-    fn slices_cover_a_span_without_overlap() {
-        let from = datetime!(2026-11-27 01:00 UTC);
-        let to = datetime!(2026-11-28 02:30 UTC);
-        let mut at = from;
-        let mut slices = 0;
-        while let Some((a, b)) = next_slice(at, to) {
-            assert_eq!(a, at);
-            assert!(b - a <= SLICE);
-            at = b;
-            slices += 1;
-        }
-        assert_eq!((at, slices), (to, 5));
+        assert_eq!(next_slice_seconds(3600, 25_000, MAX_SLICE), 259);
+        assert_eq!(next_slice_seconds(3600, 900, MAX_SLICE), 3600);
+        assert_eq!(next_slice_seconds(300, 0, MAX_SLICE), 3600);
+        assert_eq!(next_slice_seconds(60, 100_000, MAX_SLICE), 60);
+        // A span's slices grow to six hours where calls are few.
+        assert_eq!(next_slice_seconds(3600, 100, MAX_SPAN_SLICE), 21_600);
+        assert_eq!(next_slice_seconds(3600, 25_000, MAX_SPAN_SLICE), 259);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tracing::Instrument as _;
 use crate::domain::job::CallRecordJob;
 use crate::domain::notification::{is_valid_id, normalize_id};
 use crate::domain::subscription::{
-    Due, ListedPage, MAX_SLICE, MIN_SLICE, RETENTION, hours_to_add, needs_fetch, next_slice,
+    Due, ListedPage, MAX_SLICE, MAX_SPAN_SLICE, MIN_SLICE, RETENTION, hours_to_add, needs_fetch,
     next_slice_seconds, pass_due, passes_after, retry_given_up,
 };
 use crate::error::InvocationError;
@@ -169,11 +169,20 @@ impl Sweep<'_> {
     /// The passes owed, the waiting spans, the records given up on. `false`: incomplete (out of
     /// time, or a pass or span stopped by Graph; the reason is in the report).
     async fn all(&mut self) -> Result<bool, StoreError> {
+        let complete = self.listings().await?;
+        // A few queue writes, whatever became of the listings: a pass or span that never fits
+        // one run must not hold them up.
+        self.retry_given_up().await?;
+        Ok(complete)
+    }
+
+    /// The passes owed, then the waiting spans.
+    async fn listings(&mut self) -> Result<bool, StoreError> {
         let mut complete = self.hours().await?;
         if !complete && self.out_of_time() {
             return Ok(false);
         }
-        'passes: for _ in 0..MAX_SPAN_ROUNDS {
+        for _ in 0..MAX_SPAN_ROUNDS {
             let windows = self.state.lifecycle.windows().await?;
             if windows.is_empty() {
                 break;
@@ -192,10 +201,9 @@ impl Sweep<'_> {
                 }
             }
             if !progressed {
-                break 'passes;
+                break;
             }
         }
-        self.retry_given_up().await?;
         Ok(complete)
     }
 
@@ -271,41 +279,19 @@ impl Sweep<'_> {
         let began = self.state.clock.now();
         while hour.next < hour.to {
             let from = hour.next;
-            // A slice that would not fit what is left of the budget is narrowed to what does, and
-            // none is started where not even the narrowest would: listing that the budget cuts
-            // short is listing done again.
-            let Some(fits) = self.fitting_slice(slice, density) else {
-                return Err(Stop::OutOfTime);
-            };
-            let to = (from + time::Duration::seconds(fits)).min(hour.to);
-            let listed = self.report.listed;
-            let result = self.slice(from, to).await;
-            self.slices += 1;
-            let (seconds, calls) = ((to - from).whole_seconds(), self.report.listed - listed);
-            #[allow(clippy::cast_precision_loss)]
-            let seen = calls as f64 / seconds.max(1) as f64;
-            match result {
-                Ok(()) => {
-                    density = Some(seen);
-                    self.density = density;
-                    slice = next_slice_seconds(seconds, calls);
-                    self.slice_hint = slice;
-                    if to < hour.to {
-                        let progress = lifecycle.hour_progress(hour, to, slice, density).await?;
-                        if progress.is_err() {
-                            tracing::warn!(hour = %hour.from, "another sweep moved this hour on; left to it");
-                            return Ok(());
-                        }
-                    } else {
-                        hour.next = to;
+            match self
+                .sized_slice(from, hour.to, MAX_SLICE, &mut slice, &mut density)
+                .await
+            {
+                Ok(to) if to < hour.to => {
+                    let progress = lifecycle.hour_progress(hour, to, slice, density).await?;
+                    if progress.is_err() {
+                        tracing::warn!(hour = %hour.from, "another sweep moved this hour on; left to it");
+                        return Ok(());
                     }
                 }
+                Ok(to) => hour.next = to,
                 Err(Stop::Cut) => {
-                    // What this slice listed before the budget ran out is listed again by the
-                    // next run. The hour is at least as dense as what was seen of it, and a
-                    // narrower slice makes sure that the next try fits.
-                    density = Some(density.unwrap_or(0.0).max(seen));
-                    slice = (seconds / 2).max(MIN_SLICE.whole_seconds());
                     drop(lifecycle.hour_progress(hour, from, slice, density).await?);
                     return Err(Stop::Cut);
                 }
@@ -328,6 +314,50 @@ impl Sweep<'_> {
             tracing::info!(hour = %hour.from, passes, "an hour of calls was listed");
         }
         Ok(())
+    }
+
+    /// Lists the next slice of `[from, end)`: `slice` seconds (about [`SLICE_CALLS`] calls at
+    /// `density`), narrowed to what fits the budget. Updates `slice` (at most `longest`) and
+    /// `density` from what it saw, and returns where the slice ended. When the budget cuts it
+    /// short, what it listed is listed again by the next run: the calls are at least as dense as
+    /// seen, and a slice half as wide makes sure that the next try fits.
+    ///
+    /// [`SLICE_CALLS`]: crate::domain::subscription::SLICE_CALLS
+    async fn sized_slice(
+        &mut self,
+        from: OffsetDateTime,
+        end: OffsetDateTime,
+        longest: time::Duration,
+        slice: &mut i64,
+        density: &mut Option<f64>,
+    ) -> Result<OffsetDateTime, Stop> {
+        // None is started where not even the narrowest would fit: listing that the budget cuts
+        // short is listing done again.
+        let Some(fits) = self.fitting_slice(*slice, *density) else {
+            return Err(Stop::OutOfTime);
+        };
+        let to = (from + time::Duration::seconds(fits)).min(end);
+        let listed = self.report.listed;
+        let result = self.slice(from, to).await;
+        self.slices += 1;
+        let (seconds, calls) = ((to - from).whole_seconds(), self.report.listed - listed);
+        #[allow(clippy::cast_precision_loss)]
+        let seen = calls as f64 / seconds.max(1) as f64;
+        match result {
+            Ok(()) => {
+                *density = Some(seen);
+                self.density = *density;
+                *slice = next_slice_seconds(seconds, calls, longest);
+                self.slice_hint = (*slice).min(MAX_SLICE.whole_seconds());
+                Ok(to)
+            }
+            Err(Stop::Cut) => {
+                *density = Some(density.unwrap_or(0.0).max(seen));
+                *slice = (seconds / 2).max(MIN_SLICE.whole_seconds());
+                Err(Stop::Cut)
+            }
+            Err(other) => Err(other),
+        }
     }
 
     /// `slice` seconds, or fewer so that the slice fits the rest of the budget at `density` (calls
@@ -355,24 +385,42 @@ impl Sweep<'_> {
         }
     }
 
-    /// Sweeps a waiting span oldest first, recording its progress after each slice. `false`: out
-    /// of time.
+    /// Sweeps a waiting span oldest first in slices sized as the hours' are, recording its
+    /// progress after each slice. `false`: out of time.
     async fn span(&mut self, window: &Window) -> Result<bool, Stop> {
+        let lifecycle = &self.state.lifecycle;
         // Graph lists nothing older than its retention.
         let mut at = window.next.max(self.state.clock.now() - RETENTION);
-        while let Some((a, b)) = next_slice(at, window.to) {
-            match self.slice(a, b).await {
-                Ok(()) => {}
-                Err(Stop::OutOfTime | Stop::Cut) => return Ok(false),
+        let mut density = window.density.or(self.density);
+        // A span not listed before starts as dense as the last slice listed (six hours when none
+        // was, or it was empty).
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let mut slice = if window.slice_seconds > 0 {
+            window.slice_seconds
+        } else {
+            let per_hour = density.map_or(0, |d| (d * 3600.0).round() as u64);
+            next_slice_seconds(3600, per_hour, MAX_SPAN_SLICE)
+        };
+        while at < window.to {
+            match self
+                .sized_slice(at, window.to, MAX_SPAN_SLICE, &mut slice, &mut density)
+                .await
+            {
+                Ok(to) => {
+                    at = to;
+                    lifecycle.advance_window(window, to, slice, density).await?;
+                }
+                Err(Stop::OutOfTime) => return Ok(false),
+                Err(Stop::Cut) => {
+                    lifecycle.advance_window(window, at, slice, density).await?;
+                    return Ok(false);
+                }
                 Err(other) => return Err(other),
             }
-            at = b;
-            self.state.lifecycle.advance_window(window, b).await?;
         }
         // Nothing (or nothing within retention) was left of it: it is done.
-        self.state
-            .lifecycle
-            .advance_window(window, window.to)
+        lifecycle
+            .advance_window(window, window.to, slice, density)
             .await?;
         Ok(true)
     }

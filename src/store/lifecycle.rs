@@ -69,6 +69,10 @@ pub(crate) struct Window {
     /// Swept up to here.
     pub(crate) next: OffsetDateTime,
     pub(crate) reason: String,
+    /// The slice length (seconds) its last slice suggested (0 before the first), and the calls
+    /// per second of start time it saw: a run that resumes it sizes its slices as the hours'.
+    pub(crate) slice_seconds: i64,
+    pub(crate) density: Option<f64>,
 }
 
 /// An hour of call starts and its passes (`domain::subscription::passes`).
@@ -300,6 +304,8 @@ impl LifecycleStore {
                     Window {
                         next: row.get_datetime("NextFrom").unwrap_or(from),
                         reason: row.get_str("Reason").unwrap_or_default().to_owned(),
+                        slice_seconds: row.get_i64("SliceSeconds").unwrap_or(0),
+                        density: row.get_f64("CallsPerSecond"),
                         key: row.row_key,
                         to,
                     },
@@ -310,7 +316,8 @@ impl LifecycleStore {
         Ok(windows.into_iter().map(|(_, w)| w).collect())
     }
 
-    /// Records that `window` is swept up to `next`; removes it once swept to its end.
+    /// Records that `window` is swept up to `next`, in slices of `slice_seconds` at `density`;
+    /// removes it once swept to its end.
     ///
     /// # Errors
     /// When storage fails or refuses.
@@ -318,6 +325,8 @@ impl LifecycleStore {
         &self,
         window: &Window,
         next: OffsetDateTime,
+        slice_seconds: i64,
+        density: Option<f64>,
     ) -> Result<(), StoreError> {
         if next >= window.to {
             self.app_state
@@ -325,8 +334,12 @@ impl LifecycleStore {
                 .await?;
             return Ok(());
         }
-        let row =
-            Entity::new(WINDOW_PARTITION, &window.key).with("NextFrom", EdmValue::DateTime(next));
+        let mut row = Entity::new(WINDOW_PARTITION, &window.key)
+            .with("NextFrom", EdmValue::DateTime(next))
+            .with("SliceSeconds", EdmValue::Int64(slice_seconds));
+        if let Some(density) = density {
+            row = row.with("CallsPerSecond", EdmValue::Double(density));
+        }
         // An update, not an upsert: a window another sweep finished (and deleted) stays deleted.
         match self
             .app_state

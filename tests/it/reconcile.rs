@@ -9,6 +9,7 @@ use std::time::Duration;
 use support::TENANT_ID;
 use support::fetch::{FetchApp, spawn_fetch_app};
 use support::graph::{sim_config, sim_start, start_sim};
+use support::lifecycle::{eventually, when};
 use teams_cdr_functions::{RateLimit, RateLimits};
 use teams_cdr_sim::{Endpoint, Limits, SimConfig};
 
@@ -177,4 +178,67 @@ async fn a_fresh_deployment_owes_a_pass_for_every_hour_of_its_look_back() {
         ]
     );
     assert_eq!(app.sim.ledger().count(Endpoint::ListCallRecords), 23);
+}
+
+#[tokio::test]
+async fn a_backfill_too_dense_for_one_run_is_listed_in_slices_that_fit_until_it_is_done() {
+    const CALLS: usize = 900;
+    let mut sim = tenant(CALLS);
+    // As above: a run gets through about seven pages. The seven hours asked for hold 15 pages;
+    // listed whole, as spans once were (in six-hour slices), they would never fit a run.
+    sim.faults.slow_rate = 1.0;
+    sim.faults.slow_by = Duration::from_millis(400);
+    let app = fast_listing_app(sim, |config| {
+        config.subscription.reconcile_budget = Duration::from_secs(3);
+        // Only the backfill finds the calls (03:00–06:00): the hours' look-back is the last one.
+        config.subscription.reconcile_passes = vec![Duration::from_secs(3600)];
+    })
+    .await;
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/api/ops/backfill?from=2026-11-20T01:00:00Z&to=2026-11-20T08:00:00Z",
+            app.host.base()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    // The backfill starts a sweep of its own; the runs below follow it.
+    let app = &app;
+    eventually(Duration::from_secs(20), || async move {
+        let row = app.reconcile_row().await;
+        when(row.is_some(), format!("sweep status: {row:?}"))
+    })
+    .await
+    .expect("the backfill's own sweep recorded itself");
+    let mut queued = app.take_queued_ids().await;
+    let (mut runs, mut listed) = (
+        1,
+        app.reconcile_row()
+            .await
+            .unwrap()
+            .get_i64("LastListed")
+            .unwrap_or(0),
+    );
+    while !app.app_state_rows("ReconcileWindow").await.is_empty() {
+        runs += 1;
+        assert!(
+            runs <= 40,
+            "the backfill still waits after 40 runs: {:?}; {} of {CALLS} queued",
+            app.app_state_rows("ReconcileWindow").await,
+            queued.iter().collect::<BTreeSet<_>>().len()
+        );
+        listed += reconcile(app).await.0;
+        queued.extend(app.take_queued_ids().await);
+    }
+    assert!(runs > 2, "the budget never cut a run short ({runs} runs)");
+    let queued: BTreeSet<String> = queued.into_iter().collect();
+    assert_eq!(
+        queued,
+        app.tenant_ids().into_iter().collect::<BTreeSet<_>>()
+    );
+    // A span starts without knowing how dense it is (the hours before it were empty): each run
+    // that the budget cuts short lists at most one budget's pages again, here half the span.
+    let calls = i64::try_from(CALLS).unwrap();
+    assert!(listed < calls * 3, "listed {listed} for {calls} calls");
 }
