@@ -166,14 +166,13 @@ struct Sweep<'a> {
 }
 
 impl Sweep<'_> {
-    /// The passes owed, the waiting spans, the records given up on. `false`: incomplete (out of
+    /// The records given up on, the passes owed, the waiting spans. `false`: incomplete (out of
     /// time, or a pass or span stopped by Graph; the reason is in the report).
     async fn all(&mut self) -> Result<bool, StoreError> {
-        let complete = self.listings().await?;
-        // A few queue writes, whatever became of the listings: a pass or span that never fits
-        // one run must not hold them up.
+        // A few queue writes, first: a pass or span that never fits one run must not hold them
+        // up, and the listing's budget then covers them instead of running past it.
         self.retry_given_up().await?;
-        Ok(complete)
+        self.listings().await
     }
 
     /// The passes owed, then the waiting spans.
@@ -352,8 +351,12 @@ impl Sweep<'_> {
                 Ok(to)
             }
             Err(Stop::Cut) => {
+                // The slice held more than was seen of it: at least half as wide next time, and
+                // narrower still where what was seen already fills more than a slice.
                 *density = Some(density.unwrap_or(0.0).max(seen));
-                *slice = (seconds / 2).max(MIN_SLICE.whole_seconds());
+                *slice = next_slice_seconds(seconds, calls, longest)
+                    .min(seconds / 2)
+                    .max(MIN_SLICE.whole_seconds());
                 Err(Stop::Cut)
             }
             Err(other) => Err(other),
@@ -392,14 +395,16 @@ impl Sweep<'_> {
         // Graph lists nothing older than its retention.
         let mut at = window.next.max(self.state.clock.now() - RETENTION);
         let mut density = window.density.or(self.density);
-        // A span not listed before starts as dense as the last slice listed (six hours when none
-        // was, or it was empty).
+        // A span not listed before starts as dense as the last slice listed; where none was, or
+        // it was empty, with an hour, as an hour's pass does: six hours unseen could hold a
+        // large tenant's business day, which no budget lists.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let mut slice = if window.slice_seconds > 0 {
-            window.slice_seconds
-        } else {
-            let per_hour = density.map_or(0, |d| (d * 3600.0).round() as u64);
-            next_slice_seconds(3600, per_hour, MAX_SPAN_SLICE)
+        let mut slice = match (window.slice_seconds, density) {
+            (s, _) if s > 0 => s,
+            (_, Some(d)) if d > 0.0 => {
+                next_slice_seconds(3600, (d * 3600.0).round() as u64, MAX_SPAN_SLICE)
+            }
+            _ => MAX_SLICE.whole_seconds(),
         };
         while at < window.to {
             match self
