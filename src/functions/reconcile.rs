@@ -128,6 +128,7 @@ pub(crate) async fn run(state: &Services) -> Result<Option<SweepReport>, Invocat
     tracing::info!(
         passes = report.passes,
         listed = report.listed,
+        relisted = report.relisted,
         enqueued = report.enqueued,
         retried_given_up = report.retried,
         complete = report.complete,
@@ -342,6 +343,9 @@ impl Sweep<'_> {
         let (seconds, calls) = ((to - from).whole_seconds(), self.report.listed - listed);
         #[allow(clippy::cast_precision_loss)]
         let seen = calls as f64 / seconds.max(1) as f64;
+        if result.is_err() {
+            self.report.relisted += calls;
+        }
         match result {
             Ok(()) => {
                 *density = Some(seen);

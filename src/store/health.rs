@@ -258,6 +258,7 @@ impl HealthStore {
                 "lastRunAt": time_text(at(reconcile.as_ref(), "LastRunAt")),
                 "lastSuccessAt": time_text(signals.reconciled),
                 "lastListed": count(reconcile.as_ref(), "LastListed"),
+                "lastRelisted": count(reconcile.as_ref(), "LastRelisted"),
                 "lastQueued": count(reconcile.as_ref(), "LastEnqueued"),
                 "lastError": text(reconcile.as_ref(), "LastError"),
             },

@@ -102,6 +102,10 @@ pub(crate) struct SweepReport {
     /// Passes over an hour finished by this run.
     pub(crate) passes: u64,
     pub(crate) listed: u64,
+    /// Of `listed`, those in slices that stopped before their last page (the budget, Graph or
+    /// storage): the next run lists them again. Steadily high, it says the budget is too short
+    /// for the tenant.
+    pub(crate) relisted: u64,
     pub(crate) enqueued: u64,
     pub(crate) retried: u64,
     pub(crate) complete: bool,
@@ -555,6 +559,7 @@ impl LifecycleStore {
         let mut columns = vec![
             ("LastRunAt", EdmValue::DateTime(now)),
             ("LastListed", count(report.listed)),
+            ("LastRelisted", count(report.relisted)),
             ("LastPasses", count(report.passes)),
             ("LastEnqueued", count(report.enqueued)),
             ("LastRetriedGivenUp", count(report.retried)),

@@ -89,6 +89,11 @@ impl Azurite {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+        // Azurite's debug log (every request, and how long each queue GC took): for diagnosing a
+        // stalled emulator, never on by default (it grows by hundreds of MB a suite).
+        if let Some(path) = std::env::var_os("AZURITE_DEBUG_LOG") {
+            args.extend(["--debug".to_owned(), path.to_string_lossy().into_owned()]);
+        }
         if let Some((cert, key)) = options.tls {
             args.extend([
                 "--cert".to_owned(),
