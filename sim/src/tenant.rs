@@ -506,11 +506,13 @@ fn direct_routing_row(
             (404, "Not Found"),
             (480, "Temporarily Unavailable"),
             (503, "Service Unavailable"),
+            (603, "Decline"),
         ]);
         row["successfulCall"] = json!(false);
         row["startDateTime"] = json!(NO_DATE);
         row["failureDateTime"] = json!(graph_time(failure));
-        row["endDateTime"] = json!(graph_time(failure));
+        // "Only exists for successful (fully established) calls."
+        row["endDateTime"] = json!(NO_DATE);
         row["duration"] = json!(0);
         row["finalSipCode"] = json!(code);
         row["finalSipCodePhrase"] = json!(phrase);

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use table_storage::{EdmValue, Entity};
 use time::format_description::well_known::Rfc3339;
 
+use super::teams_admin;
 use crate::store::feed::{Dataset, ENTRY_PARTITION, ENTRY_ROW};
 use crate::store::reports::SOURCE_HASH;
 
@@ -45,6 +46,7 @@ pub(crate) const CALL_RECORD_COLUMNS: &[&str] = &[
     "UnreadableSessions",
     "SessionCount",
     "SegmentCount",
+    "Outcome",
     "StoredAt",
     "BodySize",
 ];
@@ -82,7 +84,7 @@ pub(crate) const SESSION_COLUMNS: &[&str] = &[
     "FailureReason",
 ];
 
-/// `pstnCallLogRow` as Graph documents it, then our derived column.
+/// `pstnCallLogRow` as Graph documents it, then our derived columns.
 pub(crate) const PSTN_COLUMNS: &[&str] = &[
     "id",
     "callId",
@@ -109,6 +111,8 @@ pub(crate) const PSTN_COLUMNS: &[&str] = &[
     "callDurationSource",
     "otherPartyCountryCode",
     "Direction",
+    "Outcome",
+    "TalkSeconds",
 ];
 
 /// `directRoutingLogRow` as Graph documents it, then our derived columns.
@@ -138,14 +142,40 @@ pub(crate) const DIRECT_ROUTING_COLUMNS: &[&str] = &[
     "otherPartyCountryCode",
     "Direction",
     "RingSeconds",
+    "Outcome",
+    "TalkSeconds",
 ];
 
-pub(crate) fn columns(dataset: Dataset) -> &'static [&'static str] {
-    match dataset {
-        Dataset::CallRecords => CALL_RECORD_COLUMNS,
-        Dataset::PstnCalls => PSTN_COLUMNS,
-        Dataset::DirectRoutingCalls => DIRECT_ROUTING_COLUMNS,
+/// A list's `layout`: the data set's own columns, or the Teams admin center's export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    Table,
+    TeamsAdmin,
+}
+
+impl Layout {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        match text {
+            "table" => Some(Self::Table),
+            "teams-admin" => Some(Self::TeamsAdmin),
+            _ => None,
+        }
     }
+}
+
+/// The CSV columns of `dataset` in `layout`; `None` where the data set has no such layout (the
+/// admin center exports no call records).
+pub(crate) fn columns(dataset: Dataset, layout: Layout) -> Option<Columns> {
+    Some(match (dataset, layout) {
+        (Dataset::CallRecords, Layout::Table) => Columns::Table(CALL_RECORD_COLUMNS),
+        (Dataset::PstnCalls, Layout::Table) => Columns::Table(PSTN_COLUMNS),
+        (Dataset::DirectRoutingCalls, Layout::Table) => Columns::Table(DIRECT_ROUTING_COLUMNS),
+        (Dataset::PstnCalls, Layout::TeamsAdmin) => Columns::TeamsAdmin(teams_admin::PSTN),
+        (Dataset::DirectRoutingCalls, Layout::TeamsAdmin) => {
+            Columns::TeamsAdmin(teams_admin::DIRECT_ROUTING)
+        }
+        (Dataset::CallRecords, Layout::TeamsAdmin) => return None,
+    })
 }
 
 /// The response formats of a list.
@@ -215,22 +245,24 @@ pub(crate) fn row_object(row: &Entity) -> Map<String, Value> {
         .collect()
 }
 
+/// Which columns a CSV response has: the data set's own, or the Teams admin center's export layout.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Columns {
+    Table(&'static [&'static str]),
+    TeamsAdmin(&'static [teams_admin::Column]),
+}
+
 /// Encodes one response: [`Encoder::head`], [`Encoder::rows`] per storage page, [`Encoder::tail`].
 pub(crate) struct Encoder {
     format: Format,
-    columns: &'static [&'static str],
+    columns: Columns,
     first: bool,
     /// JSON only: what closes the page object (the next cursor and whether there is more).
     tail: String,
 }
 
 impl Encoder {
-    pub(crate) fn new(
-        format: Format,
-        columns: &'static [&'static str],
-        cursor: &str,
-        more: bool,
-    ) -> Self {
+    pub(crate) fn new(format: Format, columns: Columns, cursor: &str, more: bool) -> Self {
         let tail = format!(
             "],\"cursor\":{},\"more\":{more}}}",
             Value::String(cursor.to_owned())
@@ -247,7 +279,10 @@ impl Encoder {
         match self.format {
             Format::Json => b"{\"items\":[".to_vec(),
             Format::Ndjson => Vec::new(),
-            Format::Csv => csv_line(self.columns.iter().map(|c| (*c).to_owned())),
+            Format::Csv => match self.columns {
+                Columns::Table(names) => csv_line(names.iter().map(|c| (*c).to_owned())),
+                Columns::TeamsAdmin(layout) => csv_line(layout.iter().map(|c| c.name.to_owned())),
+            },
         }
     }
 
@@ -265,9 +300,14 @@ impl Encoder {
                     out.extend(Value::Object(row_object(row)).to_string().into_bytes());
                     out.push(b'\n');
                 }
-                Format::Csv => out.extend(csv_line(
-                    self.columns.iter().map(|c| cell(row.properties.get(*c))),
-                )),
+                Format::Csv => out.extend(match self.columns {
+                    Columns::Table(names) => {
+                        csv_line(names.iter().map(|c| cell(row.properties.get(*c))))
+                    }
+                    Columns::TeamsAdmin(layout) => {
+                        csv_line(layout.iter().map(|c| teams_admin::cell(c, row)))
+                    }
+                }),
             }
             self.first = false;
         }
@@ -318,14 +358,14 @@ mod tests {
     fn csv_quotes_what_rfc_4180_requires_and_keeps_the_columns_in_order() {
         let mut encoder = Encoder::new(
             Format::Csv,
-            &[
+            Columns::Table(&[
                 "id",
                 "userDisplayName",
                 "charge",
                 "duration",
                 "startDateTime",
                 "missing",
-            ],
+            ]),
             "c",
             false,
         );
@@ -341,7 +381,7 @@ mod tests {
 
     #[test]
     fn json_pages_hold_every_column_but_the_internal_ones_then_the_cursor() {
-        let mut encoder = Encoder::new(Format::Json, &[], "next", true);
+        let mut encoder = Encoder::new(Format::Json, Columns::Table(&[]), "next", true);
         let mut out = encoder.head();
         out.extend(encoder.rows(&[row(), row()]));
         out.extend(encoder.tail());

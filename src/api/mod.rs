@@ -17,6 +17,7 @@
 pub(crate) mod cursor;
 pub(crate) mod format;
 mod openapi;
+mod teams_admin;
 
 use axum::Router;
 use axum::body::Body;
@@ -34,7 +35,7 @@ use crate::error::ApiError;
 use crate::services::{ReadApi, Services};
 use crate::store::feed::{Dataset, Scan};
 use cursor::Position;
-use format::{Encoder, Format};
+use format::{Encoder, Format, Layout};
 
 pub(crate) use openapi::document;
 
@@ -117,6 +118,7 @@ struct Params {
     cursor: Option<String>,
     limit: Option<String>,
     format: Option<String>,
+    layout: Option<String>,
     from: Option<String>,
     to: Option<String>,
 }
@@ -131,6 +133,7 @@ impl Params {
                 "cursor" => Some(&mut params.cursor),
                 "limit" => Some(&mut params.limit),
                 "format" => Some(&mut params.format),
+                "layout" => Some(&mut params.layout),
                 "from" => Some(&mut params.from),
                 "to" => Some(&mut params.to),
                 _ => None,
@@ -173,6 +176,27 @@ impl Params {
                 message: "format must be json, ndjson or csv",
             }),
         }
+    }
+
+    /// The CSV columns of `dataset` in the requested layout, which must fit `format`.
+    fn columns(&self, dataset: Dataset, format: Format) -> Result<format::Columns, ApiError> {
+        let layout = match &self.layout {
+            None => Layout::Table,
+            Some(text) => Layout::parse(text).ok_or(ApiError::Invalid {
+                code: "InvalidLayout",
+                message: "layout must be table or teams-admin",
+            })?,
+        };
+        if layout == Layout::TeamsAdmin && format != Format::Csv {
+            return Err(ApiError::Invalid {
+                code: "InvalidLayout",
+                message: "layout=teams-admin is a CSV layout: add format=csv",
+            });
+        }
+        format::columns(dataset, layout).ok_or(ApiError::Invalid {
+            code: "InvalidLayout",
+            message: "layout=teams-admin is for pstncalls and directroutingcalls",
+        })
     }
 
     async fn position(&self, state: &ReadApi) -> Result<Option<Position>, ApiError> {
@@ -235,6 +259,7 @@ const CURSOR_MISMATCH: ApiError = ApiError::Invalid {
         ("cursor" = Option<String>, Query, description = "Where the previous page ended, exactly as returned"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 5000, description = "Rows per page (default 500)"),
         ("format" = Option<openapi::FormatName>, Query, description = "json (default), ndjson or csv"),
+        ("layout" = Option<openapi::LayoutName>, Query, description = "CSV columns: `table` (default), the data set's own; `teams-admin`, the Teams admin center's export (\"Export to Excel\" in the PSTN usage report): its column names, order and formats, for pstncalls and directroutingcalls with format=csv"),
         ("from" = Option<String>, Query, format = DateTime, description = "Range start (RFC 3339), with `to`"),
         ("to" = Option<String>, Query, format = DateTime, description = "Range end, exclusive (RFC 3339), with `from`"),
     ),
@@ -269,10 +294,11 @@ pub(crate) async fn list(
     ))?;
     let params = Params::parse(
         query.as_deref(),
-        &["cursor", "limit", "format", "from", "to"],
+        &["cursor", "limit", "format", "layout", "from", "to"],
     )?;
     let limit = params.limit()?;
     let format = params.format()?;
+    let columns = params.columns(dataset, format)?;
     let from = time_param(params.from.as_deref())?;
     let to = time_param(params.to.as_deref())?;
     let position = params.position(&state).await?;
@@ -362,8 +388,7 @@ pub(crate) async fn list(
     };
     let feed_read = matches!(start, Position::Feed { .. });
     let horizon = state.feed.horizon();
-    let (response, end) =
-        respond(&state, scan, start, limit, format, format::columns(dataset)).await?;
+    let (response, end) = respond(&state, scan, start, limit, format, columns).await?;
     if feed_read {
         // Where the consumer now stands: at the settle horizon when it has read everything there
         // is, else at the last row it was given.
@@ -466,11 +491,16 @@ pub(crate) async fn sessions(
     }
     let scan = state.feed.sessions(&id, after.as_deref());
     let start = Position::Sessions { id, a: after };
-    Ok(
-        respond(&state, scan, start, limit, format, format::SESSION_COLUMNS)
-            .await?
-            .0,
+    Ok(respond(
+        &state,
+        scan,
+        start,
+        limit,
+        format,
+        format::Columns::Table(format::SESSION_COLUMNS),
     )
+    .await?
+    .0)
 }
 
 #[utoipa::path(
@@ -550,7 +580,7 @@ async fn respond(
     start: Position,
     limit: u32,
     format: Format,
-    columns: &'static [&'static str],
+    columns: format::Columns,
 ) -> Result<(Response, End), ApiError> {
     let mut taken = 0u32;
     let mut last = None;

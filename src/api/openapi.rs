@@ -24,6 +24,15 @@ pub(crate) enum FormatName {
     Csv,
 }
 
+/// The CSV layout of a list.
+#[derive(ToSchema)]
+#[schema(rename_all = "kebab-case")]
+#[allow(dead_code)] // Only its schema is used.
+pub(crate) enum LayoutName {
+    Table,
+    TeamsAdmin,
+}
+
 /// A page of rows in JSON.
 #[derive(ToSchema)]
 #[allow(dead_code)] // Only its schema is used.
@@ -46,7 +55,7 @@ pub(crate) struct ErrorBody {
 #[derive(ToSchema)]
 #[allow(dead_code)] // Only its schema is used.
 pub(crate) struct ErrorDetail {
-    /// Stable: `InvalidLimit`, `InvalidFormat`, `InvalidTime`, `InvalidRange`, `RangeTooLong`,
+    /// Stable: `InvalidLimit`, `InvalidFormat`, `InvalidLayout`, `InvalidTime`, `InvalidRange`, `RangeTooLong`,
     /// `IncompleteRange`, `InvalidCursor`, `CursorMismatch`, `UnknownParameter`,
     /// `RepeatedParameter`, `InvalidId`, `Unauthorized`, `Forbidden`, `NotFound`,
     /// `MethodNotAllowed`, `Unavailable`, `InternalError`.
@@ -85,7 +94,7 @@ impl Modify for Keys {
             deployment's own storage account. See the README's \"Read API\" section.",
     ),
     paths(super::list, super::call_record, super::sessions, super::openapi_json),
-    components(schemas(Page, ErrorBody, ErrorDetail, DatasetName, FormatName)),
+    components(schemas(Page, ErrorBody, ErrorDetail, DatasetName, FormatName, LayoutName)),
     modifiers(&Keys)
 )]
 struct ReadApiDoc;

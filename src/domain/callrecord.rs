@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::models::{CallRecord, Endpoint, Identity, Session};
+use super::outcome::{Outcome, call_record_outcome};
 use super::write::Incoming;
 
 /// The merged document does not parse as a call record.
@@ -87,6 +88,8 @@ pub(crate) struct Summary {
     /// Distinct session ids.
     pub(crate) session_count: i32,
     pub(crate) segment_count: i32,
+    /// How the call ended, where the record's documented fields say it ([`call_record_outcome`]).
+    pub(crate) outcome: Outcome,
 }
 
 /// One session of a call record (a `CallRecordSessions` row).
@@ -164,6 +167,11 @@ pub(crate) fn flatten(document: &[u8]) -> Result<(Summary, Vec<SessionRow>), Not
         segment_count += session.segments.len();
         sessions.push(session_row(key, &session));
     }
+    let failures: Vec<Option<&str>> = sessions
+        .iter()
+        .map(|s| s.failure_stage.as_deref())
+        .collect();
+    let outcome = call_record_outcome(record.kind.as_deref(), &failures);
     let summary = Summary {
         id: record.id.clone(),
         version: record.version.unwrap_or(0),
@@ -180,6 +188,7 @@ pub(crate) fn flatten(document: &[u8]) -> Result<(Summary, Vec<SessionRow>), Not
         unreadable_sessions: saturating_i32(unreadable),
         session_count: saturating_i32(sessions.len()),
         segment_count: saturating_i32(segment_count),
+        outcome,
     };
     Ok((summary, sessions))
 }
@@ -281,6 +290,18 @@ mod tests {
             Some("821809f5-0000-0000-0000-3b5136c0e777")
         );
         assert!(sessions.is_empty());
+    }
+
+    #[test]
+    fn the_documented_peer_to_peer_record_was_answered_and_one_without_sessions_is_unknown() {
+        let (summary, _) =
+            flatten(&fixture("callrecord-get-expand-sessions-segments.json")).unwrap();
+        assert_eq!(summary.outcome, Outcome::Answered);
+        let (summary, _) = flatten(&fixture(
+            "callrecord-get-basic-legacy-organizer-participants.json",
+        ))
+        .unwrap();
+        assert_eq!(summary.outcome, Outcome::Unknown);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub(crate) mod health;
 pub(crate) mod job;
 pub(crate) mod models;
 pub(crate) mod notification;
+pub(crate) mod outcome;
 pub(crate) mod reports;
 pub(crate) mod schedule;
 pub(crate) mod secret;

@@ -66,14 +66,18 @@ impl Report {
     }
 }
 
-/// Seconds from the invite to the answer, or to the failure of an attempt that was not answered:
-/// how long it rang (Direct Routing). `None` without an invite, or when the times disagree.
+/// Seconds from the invite to the answer (`answered`: the call's start), or to the failure of an
+/// attempt that was not answered: how long it rang (Direct Routing). An attempt without a failure
+/// time rang until its start, which Graph may set "equal to the invite or failure time" for failed
+/// and unanswered calls. `None` without an invite, or when the times disagree.
 pub(crate) fn ring_seconds(
     invite: Option<OffsetDateTime>,
-    answered: Option<OffsetDateTime>,
+    answered: bool,
+    start: Option<OffsetDateTime>,
     failed: Option<OffsetDateTime>,
 ) -> Option<f64> {
-    let seconds = (answered.or(failed)? - invite?).as_seconds_f64();
+    let rang_until = if answered { start } else { failed.or(start) };
+    let seconds = (rang_until? - invite?).as_seconds_f64();
     (seconds >= 0.0).then_some(seconds)
 }
 
@@ -361,9 +365,12 @@ mod tests {
         let invite = Some(datetime!(2019-11-01 00:00:21.949 UTC));
         let start = Some(datetime!(2019-11-01 00:00:25.105 UTC));
         let failure = Some(datetime!(2019-11-01 00:00:30 UTC));
-        assert!((ring_seconds(invite, start, None).unwrap() - 3.156).abs() < 1e-9);
-        assert!((ring_seconds(invite, None, failure).unwrap() - 8.051).abs() < 1e-9);
-        assert_eq!(ring_seconds(None, start, failure), None);
-        assert_eq!(ring_seconds(start, invite, None), None);
+        assert!((ring_seconds(invite, true, start, None).unwrap() - 3.156).abs() < 1e-9);
+        assert!((ring_seconds(invite, false, None, failure).unwrap() - 8.051).abs() < 1e-9);
+        // A failed attempt with a start too rang until it failed.
+        assert!((ring_seconds(invite, false, start, failure).unwrap() - 8.051).abs() < 1e-9);
+        assert!((ring_seconds(invite, false, start, None).unwrap() - 3.156).abs() < 1e-9);
+        assert_eq!(ring_seconds(None, true, start, failure), None);
+        assert_eq!(ring_seconds(start, true, invite, None), None);
     }
 }

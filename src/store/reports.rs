@@ -7,9 +7,10 @@
 //! DateTime (Graph's `0001-01-01` placeholder absent), whole numbers as Int64 (Int32 for the
 //! documented Int32 fields), booleans, strings; money (`charge`, `connectionCharge`) and any other
 //! fraction as the exact decimal text Graph sent (String, never through a float); objects and
-//! arrays as their JSON text. Columns we derive are PascalCase (`Direction`, `RingSeconds`), so they
-//! can never collide with a property Graph adds later. Writes are upserts in entity-group
-//! transactions of up to 100 rows of one partition: a row read twice is written twice, never doubled.
+//! arrays as their JSON text. Columns we derive are PascalCase (`Direction`, `RingSeconds`,
+//! `Outcome`, `TalkSeconds`), so they can never collide with a property Graph adds later. Writes are
+//! upserts in entity-group transactions of up to 100 rows of one partition: a row read twice is
+//! written twice, never doubled.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +30,9 @@ use super::columns::{column_text, partition_day};
 use super::feed::{Dataset, FeedStore};
 use crate::domain::callrecord::graph_time;
 use crate::domain::notification::normalize_id;
+use crate::domain::outcome::{
+    Outcome, direct_routing_outcome, direct_routing_talk_seconds, pstn_talk_seconds,
+};
 use crate::domain::reports::{Checkpoint, Report, ring_seconds};
 
 use super::app_state::{self, Claim, Lease, REPORT_CHECKPOINT_PARTITION as CHECKPOINT_PARTITION};
@@ -47,7 +51,7 @@ pub(crate) const SOURCE_HASH: &str = "SourceHash";
 /// Changes whenever [`report_entity`] stores a row differently (a new derived column, another
 /// type): every row read again then differs from its stored hash and goes to the log once more, so
 /// that the feed carries the new shape too.
-const CONVERSION: &str = "report-entity-v1";
+const CONVERSION: &str = "report-entity-v2";
 
 fn source_hash(json: &str) -> String {
     use sha2::Digest as _;
@@ -98,6 +102,20 @@ pub(crate) fn report_entity(report: Report, raw: &RawValue) -> Result<Entity, Ba
         .partition_times()
         .iter()
         .find_map(|name| times.get(name).copied());
+    let whole = |name: &str| {
+        properties.iter().find_map(|(n, v)| match v {
+            EdmValue::Int32(x) if n == name => Some(i64::from(*x)),
+            EdmValue::Int64(x) if n == name => Some(*x),
+            _ => None,
+        })
+    };
+    let (duration, final_sip_code) = (whole("duration"), whole("finalSipCode"));
+    let successful = properties.iter().find_map(|(n, v)| match v {
+        EdmValue::Boolean(b) if n == "successfulCall" => Some(*b),
+        _ => None,
+    });
+    let time = |name: &str| times.get(name).copied();
+    let (start, end) = (time("startDateTime"), time("endDateTime"));
     let mut entity = Entity::new(partition_day(day), id)
         .with(SOURCE_HASH, EdmValue::String(source_hash(raw.get())));
     for (name, value) in properties {
@@ -109,14 +127,26 @@ pub(crate) fn report_entity(report: Report, raw: &RawValue) -> Result<Entity, Ba
     if let Some(direction) = call_type.and_then(|t| report.direction(&t)) {
         entity = entity.with("Direction", EdmValue::String(direction.to_owned()));
     }
-    if report == Report::DirectRouting
-        && let Some(ring) = ring_seconds(
-            times.get("inviteDateTime").copied(),
-            times.get("startDateTime").copied(),
-            times.get("failureDateTime").copied(),
-        )
-    {
-        entity = entity.with("RingSeconds", EdmValue::Double(ring));
+    let (outcome, talk) = match report {
+        // A PSTN row is a connected call.
+        Report::Pstn => (Outcome::Answered, pstn_talk_seconds(duration, start, end)),
+        Report::DirectRouting => {
+            let outcome = direct_routing_outcome(successful, final_sip_code, end.is_some());
+            let talk = direct_routing_talk_seconds(outcome, start, end, duration);
+            if let Some(ring) = ring_seconds(
+                time("inviteDateTime"),
+                outcome == Outcome::Answered,
+                start,
+                time("failureDateTime"),
+            ) {
+                entity = entity.with("RingSeconds", EdmValue::Double(ring));
+            }
+            (outcome, talk)
+        }
+    };
+    entity = entity.with("Outcome", EdmValue::String(outcome.as_str().to_owned()));
+    if let Some(talk) = talk {
+        entity = entity.with("TalkSeconds", EdmValue::Double(talk));
     }
     Ok(entity)
 }
@@ -643,6 +673,8 @@ mod tests {
             Some(&EdmValue::String("inbound".into()))
         );
         assert!(!p.contains_key("destinationContext"), "null is absent");
+        assert_eq!(p.get("Outcome"), Some(&EdmValue::String("answered".into())));
+        assert_eq!(p.get("TalkSeconds"), Some(&EdmValue::Double(219.0)));
         assert_eq!(
             p.get("id"),
             Some(&EdmValue::String(
@@ -671,6 +703,23 @@ mod tests {
             p.get("Direction"),
             Some(&EdmValue::String("inbound".into()))
         );
+        assert_eq!(p.get("Outcome"), Some(&EdmValue::String("answered".into())));
+        assert_eq!(p.get("TalkSeconds"), Some(&EdmValue::Double(5.0)));
+    }
+
+    #[test]
+    fn a_declined_direct_routing_call_is_busy_and_talked_for_no_time() {
+        let row = raw(
+            r#"{"id":"b","inviteDateTime":"2026-11-28T10:00:00Z","startDateTime":"2026-11-28T10:00:00Z",
+                "failureDateTime":"2026-11-28T10:00:12.5Z","endDateTime":"0001-01-01T00:00:00Z",
+                "duration":0,"successfulCall":false,"finalSipCode":603,"callType":"ByotOut"}"#,
+        );
+        let e = report_entity(Report::DirectRouting, &row).unwrap();
+        let p = &e.properties;
+        assert_eq!(p.get("Outcome"), Some(&EdmValue::String("busy".into())));
+        assert_eq!(p.get("TalkSeconds"), Some(&EdmValue::Double(0.0)));
+        // It rang until it failed, not until its start (which Graph set to the invite).
+        assert_eq!(p.get("RingSeconds"), Some(&EdmValue::Double(12.5)));
     }
 
     #[test]
@@ -734,6 +783,9 @@ mod tests {
         );
         assert!(!p.contains_key("startDateTime"));
         assert_eq!(p.get("RingSeconds"), Some(&EdmValue::Double(10.0)));
+        // Neither successfulCall nor an end time nor a SIP code: an attempt that failed.
+        assert_eq!(p.get("Outcome"), Some(&EdmValue::String("failed".into())));
+        assert_eq!(p.get("TalkSeconds"), Some(&EdmValue::Double(0.0)));
         assert_eq!(
             p.get("Direction"),
             Some(&EdmValue::String("outbound".into()))

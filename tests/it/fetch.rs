@@ -98,6 +98,22 @@ async fn every_documented_call_record_is_stored_exactly_as_graph_served_it() {
             record.id
         );
     }
+    // How each call ended, where its documented fields say it: the peer-to-peer records with a
+    // session that did not fail were answered; without sessions, or a list item of `type: unknown`,
+    // nothing says (INTEGRATION, "The outcome of a call record").
+    for (id, outcome) in [
+        ("e523d2ed-2966-4b6b-925b-754a88034cc5", "answered"),
+        ("614e3ff0-4728-4394-8c03-52fb3b967fde", "answered"),
+        ("0a1b2c3d-0000-4000-8000-000000000001", "unknown"),
+        ("0a1b2c3d-0000-4000-8000-000000000100", "unknown"),
+    ] {
+        let row = record_row(&app, id).await;
+        assert_eq!(
+            row.properties.get("Outcome"),
+            Some(&EdmValue::String(outcome.into())),
+            "{id}"
+        );
+    }
     // The documented session: caller and callee columns without JSON parsing.
     let sessions = app
         .store

@@ -669,6 +669,16 @@ async fn every_bad_parameter_is_a_400_with_its_code_and_a_tampered_cursor_too() 
         ("/api/v1/callrecords?limit=ten", "InvalidLimit"),
         ("/api/v1/callrecords?format=xml", "InvalidFormat"),
         ("/api/v1/callrecords?format=", "InvalidFormat"),
+        ("/api/v1/pstncalls?format=csv&layout=excel", "InvalidLayout"),
+        ("/api/v1/pstncalls?layout=teams-admin", "InvalidLayout"),
+        (
+            "/api/v1/directroutingcalls?format=ndjson&layout=teams-admin",
+            "InvalidLayout",
+        ),
+        (
+            "/api/v1/callrecords?format=csv&layout=teams-admin",
+            "InvalidLayout",
+        ),
         (
             "/api/v1/callrecords?from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z",
             "InvalidRange",
@@ -809,4 +819,176 @@ async fn table_counts(app: &FetchApp) -> Vec<usize> {
         counts.push(app.rows(&table).await.len());
     }
     counts
+}
+
+/// The columns of one export in `tests/fixtures/teams-admin-export/COLUMNS.md` (Microsoft's list,
+/// copied): name and SQL Server type, in order.
+fn export_columns(section: &str) -> Vec<(String, String)> {
+    let path = format!(
+        "{}/tests/fixtures/teams-admin-export/COLUMNS.md",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let body = text
+        .split("\n## ")
+        .find(|s| s.starts_with(section))
+        .unwrap_or_else(|| panic!("no section {section}"));
+    body.lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            // `| 0 | UsageId | uniqueidentifier | id |`
+            (cells.len() >= 5 && cells[1].parse::<u32>().is_ok())
+                .then(|| (cells[2].to_owned(), cells[3].replace(' ', "")))
+        })
+        .collect()
+}
+
+/// Whether `value` is one that SQL Server reads into `sql` (an empty cell is NULL).
+fn fits(value: &str, sql: &str) -> bool {
+    if value.is_empty() {
+        return true;
+    }
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    match sql {
+        "uniqueidentifier" => {
+            let g: Vec<&str> = value.split('-').collect();
+            g.len() == 5 && g.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| hex(p, n))
+        }
+        "int" => value.parse::<i32>().is_ok(),
+        "numeric(16,2)" => {
+            let digits = value.strip_prefix('-').unwrap_or(value);
+            digits.split_once('.').is_some_and(|(whole, cents)| {
+                (1..=14).contains(&whole.len())
+                    && whole.bytes().all(|b| b.is_ascii_digit())
+                    && hex(cents, 2)
+                    && cents.bytes().all(|b| b.is_ascii_digit())
+            })
+        }
+        "datetimeoffset" => {
+            // UTC ISO 8601 with at most seven fractional digits (datetimeoffset's precision).
+            value.ends_with('Z')
+                && value.split_once('.').is_none_or(|(_, f)| f.len() <= 8)
+                && time::OffsetDateTime::parse(
+                    value,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .is_ok()
+        }
+        text if text.starts_with("nvarchar(") => {
+            let n: usize = text["nvarchar(".len()..text.len() - 1].parse().unwrap();
+            value.encode_utf16().count() <= n
+        }
+        other => panic!("a type the export does not use: {other}"),
+    }
+}
+
+/// Reads a CSV answer with a standard reader: its header and its records.
+fn csv_records(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let records = reader
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+        .collect();
+    (header, records)
+}
+
+#[tokio::test]
+async fn the_teams_admin_layouts_have_the_exports_exact_header_and_every_value_fits_its_sql_type() {
+    let mut config = sim_config(0);
+    config.tenant.pstn_rows = 30;
+    config.tenant.direct_routing_rows = 30;
+    config.tenant.direct_routing_failure_share = 0.4;
+    let app = reports_app(config).await;
+    // Every row published (at most an hour after its call, which started 03:00–06:00).
+    app.sim.clock().advance(time::Duration::hours(2));
+    assert_eq!(app.pull_reports().await, 200);
+    app.sim.clock().advance(SETTLE + time::Duration::seconds(1));
+
+    for (dataset, section, id_column, graph_id) in [
+        ("pstncalls", "Calling Plans", "UsageId", "id"),
+        (
+            "directroutingcalls",
+            "Direct Routing",
+            "CorrelationId",
+            "correlationId",
+        ),
+    ] {
+        let columns = export_columns(section);
+        assert_eq!(columns.len(), 25, "{section}");
+        // The feed, in pages of 7 followed by their cursors.
+        let mut records = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/api/v1/{dataset}?format=csv&layout=teams-admin&limit=7");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={}", urlencode(c)));
+            }
+            let answer = get(&app, &path).await;
+            assert_eq!(answer.status, 200, "{path}: {}", answer.text);
+            let (header, page) = csv_records(&answer.text);
+            let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(
+                header, names,
+                "{dataset}: the export's header, in its order"
+            );
+            records.extend(page);
+            cursor = answer.header("x-next-cursor").map(str::to_owned);
+            if answer.header("x-more") != Some("true") {
+                break;
+            }
+        }
+        // Every stored row once, under the id the export keys it by.
+        let json = get(&app, &format!("/api/v1/{dataset}?limit=5000"))
+            .await
+            .json();
+        let stored: BTreeMap<String, Value> = json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r[graph_id].as_str().unwrap().to_owned(), r.clone()))
+            .collect();
+        assert_eq!(stored.len(), 30, "{dataset}");
+        let at = |name: &str| columns.iter().position(|(n, _)| n == name).unwrap();
+        let ids: BTreeSet<String> = records.iter().map(|r| r[at(id_column)].clone()).collect();
+        assert_eq!(ids, stored.keys().cloned().collect(), "{dataset}");
+        assert_eq!(records.len(), 30, "{dataset}: each row once");
+        for record in &records {
+            for ((name, sql), value) in columns.iter().zip(record) {
+                assert!(fits(value, sql), "{dataset} {name} ({sql}): {value:?}");
+            }
+            let row = &stored[&record[at(id_column)]];
+            if dataset == "pstncalls" {
+                assert_eq!(record[at("Duration Seconds")], row["duration"].to_string());
+                assert!(!record[at("Charge")].is_empty(), "{row}");
+                assert!(!record[at("Start Time")].is_empty());
+            } else {
+                let success = row["successfulCall"].as_bool().unwrap();
+                assert_eq!(record[at("Success")], if success { "Yes" } else { "No" });
+                assert_eq!(record[at("Media bypass")], "No");
+                assert_eq!(
+                    record[at("Final SIP code")],
+                    row["finalSipCode"].to_string()
+                );
+                // Graph has no shared correlation id: always empty.
+                assert_eq!(record[at("Shared correlation ID")], "");
+                assert_eq!(record[at("Failure time")].is_empty(), success);
+            }
+        }
+    }
+
+    // A time range in the layout holds the same rows as the feed.
+    let range = "from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z";
+    let answer = get(
+        &app,
+        &format!("/api/v1/directroutingcalls?{range}&format=csv&layout=teams-admin&limit=5000"),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(csv_records(&answer.text).1.len(), 30);
 }

@@ -69,6 +69,12 @@ async fn documented_rows_are_stored_with_their_edm_types_and_exact_money() {
         Some(&EdmValue::String("inbound".into()))
     );
     assert!(prop(exact, "destinationContext").is_none());
+    // A PSTN row is a connected call, talking for its `duration`.
+    assert_eq!(
+        prop(exact, "Outcome"),
+        Some(&EdmValue::String("answered".into()))
+    );
+    assert_eq!(prop(exact, "TalkSeconds"), Some(&EdmValue::Double(219.0)));
 
     let dr = all_rows(&app.tables.direct_routing).await;
     let answered = find(&dr, "5e3b0d5a-0000-4000-8000-0000000000d1");
@@ -81,6 +87,17 @@ async fn documented_rows_are_stored_with_their_edm_types_and_exact_money() {
     assert_eq!(prop(failed, "finalSipCode"), Some(&EdmValue::Int32(487)));
     assert_eq!(prop(answered, "RingSeconds"), Some(&EdmValue::Double(4.0)));
     assert_eq!(prop(failed, "RingSeconds"), Some(&EdmValue::Double(9.0)));
+    assert_eq!(
+        prop(answered, "Outcome"),
+        Some(&EdmValue::String("answered".into()))
+    );
+    assert_eq!(prop(answered, "TalkSeconds"), Some(&EdmValue::Double(5.0)));
+    // 487 Request Terminated: the caller hung up while it rang.
+    assert_eq!(
+        prop(failed, "Outcome"),
+        Some(&EdmValue::String("unanswered".into()))
+    );
+    assert_eq!(prop(failed, "TalkSeconds"), Some(&EdmValue::Double(0.0)));
     // Both filed under the invite's day, the failed one included.
     let day = format!("{}", start.date());
     assert_eq!(failed.partition_key, day);

@@ -73,10 +73,15 @@ pub fn direct_routing_row(id: &str, invite: OffsetDateTime, failed: bool) -> Val
     if failed {
         row["startDateTime"] = json!(NO_DATE);
         row["failureDateTime"] = json!(graph_time(invite + time::Duration::seconds(9)));
+        row["endDateTime"] = json!(NO_DATE);
+        row["duration"] = json!(0);
         row["successfulCall"] = json!(false);
         row["finalSipCode"] = json!(487);
     } else {
-        row["startDateTime"] = json!(graph_time(invite + time::Duration::seconds(4)));
+        // Answered after 4 s, connected for the documented row's 5 s.
+        let start = invite + time::Duration::seconds(4);
+        row["startDateTime"] = json!(graph_time(start));
+        row["endDateTime"] = json!(graph_time(start + time::Duration::seconds(5)));
         row["failureDateTime"] = json!(NO_DATE);
     }
     row

@@ -85,6 +85,10 @@ pub(super) fn record_entity(
         )
         .with("SessionCount", EdmValue::Int32(summary.session_count))
         .with("SegmentCount", EdmValue::Int32(summary.segment_count))
+        .with(
+            "Outcome",
+            EdmValue::String(summary.outcome.as_str().to_owned()),
+        )
         .with("StoredAt", EdmValue::DateTime(stored_at))
         .with("BodyEncoding", EdmValue::String("gzip".to_owned()))
         .with("BodyPrefix", EdmValue::String(body_prefix.to_owned()))
