@@ -46,9 +46,10 @@ pub(crate) const CALL_RECORD_COLUMNS: &[&str] = &[
     "UnreadableSessions",
     "SessionCount",
     "SegmentCount",
-    "Outcome",
     "StoredAt",
     "BodySize",
+    // Added later: appended, so that a reader that maps columns by position keeps working.
+    "Outcome",
 ];
 
 pub(crate) const SESSION_COLUMNS: &[&str] = &[

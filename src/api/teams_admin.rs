@@ -16,8 +16,11 @@ use time::OffsetDateTime;
 pub(crate) enum Sql {
     /// `uniqueidentifier`.
     Guid,
-    /// `nvarchar(n)`.
+    /// `nvarchar(n)` holding a code or an identifier (a number, a country, an FQDN): a longer value
+    /// is an empty cell, since a cut one would be another, wrong value.
     Text(usize),
+    /// `nvarchar(n)` holding free text (a name, a SIP phrase): a longer value is cut.
+    Prose(usize),
     /// `datetimeoffset`: UTC, ISO 8601, seven fractional digits.
     Time,
     /// `int`.
@@ -60,8 +63,8 @@ pub(crate) const PSTN: &[Column] = &[
     col("Conference ID", Sql::Text(64), "conferenceId"),
     col("User Location", Sql::Text(2), "usageCountryCode"),
     col("Microsoft Entra ObjectId", Sql::Guid, "userId"),
-    col("UPN", Sql::Text(128), "userPrincipalName"),
-    col("User Display Name", Sql::Text(128), "userDisplayName"),
+    col("UPN", Sql::Prose(128), "userPrincipalName"),
+    col("User Display Name", Sql::Prose(128), "userDisplayName"),
     col("Caller ID", Sql::Text(128), "callerNumber"),
     col("Call Type", Sql::Text(32), "callType"),
     col("Call Direction", Sql::Text(32), "Direction"),
@@ -71,7 +74,7 @@ pub(crate) const PSTN: &[Column] = &[
         Sql::Text(16),
         "destinationContext",
     ),
-    col("Destination Dialed", Sql::Text(64), "destinationName"),
+    col("Destination Dialed", Sql::Prose(64), "destinationName"),
     col("Destination Number", Sql::Text(32), "calleeNumber"),
     col("External Country", Sql::Text(16), "otherPartyCountryCode"),
     col("Start Time", Sql::Time, "startDateTime"),
@@ -95,8 +98,8 @@ pub(crate) const PSTN: &[Column] = &[
 pub(crate) const DIRECT_ROUTING: &[Column] = &[
     col("CorrelationId", Sql::Guid, "correlationId"),
     col("Microsoft Entra ObjectId", Sql::Guid, "userId"),
-    col("UPN", Sql::Text(128), "userPrincipalName"),
-    col("Display Name", Sql::Text(128), "userDisplayName"),
+    col("UPN", Sql::Prose(128), "userPrincipalName"),
+    col("Display Name", Sql::Prose(128), "userDisplayName"),
     col("User country", Sql::Text(2), "userCountryCode"),
     col("Invite time", Sql::Time, "inviteDateTime"),
     col("Start time", Sql::Time, "startDateTime"),
@@ -116,7 +119,7 @@ pub(crate) const DIRECT_ROUTING: &[Column] = &[
     ),
     col("Final SIP code", Sql::Int, "finalSipCode"),
     col("Final Microsoft subcode", Sql::Int, "callEndSubReason"),
-    col("Final SIP Phrase", Sql::Text(256), "finalSipCodePhrase"),
+    col("Final SIP Phrase", Sql::Prose(256), "finalSipCodePhrase"),
     col("SBC FQDN", Sql::Text(64), "trunkFullyQualifiedDomainName"),
     col("Media bypass", Sql::YesNo, "mediaBypassEnabled"),
     // Only in the admin center's export: Graph has no shared correlation id.
@@ -127,8 +130,8 @@ pub(crate) const DIRECT_ROUTING: &[Column] = &[
 ];
 
 /// The cell of `column` for `row`: empty where the row has no value, or none that fits the type
-/// (a `userId` that is not a GUID, an amount past `numeric(16, 2)`); text longer than its
-/// `nvarchar` is cut.
+/// (a `userId` that is not a GUID, an amount past `numeric(16, 2)`, a number longer than its
+/// `nvarchar`); a name longer than its `nvarchar` is cut.
 pub(crate) fn cell(column: &Column, row: &Entity) -> String {
     let Some(value) = column.from.and_then(|name| row.properties.get(name)) else {
         return String::new();
@@ -144,7 +147,10 @@ pub(crate) fn cell(column: &Column, row: &Entity) -> String {
         }
         (Sql::Money, EdmValue::String(s)) => money(s).unwrap_or_default(),
         (Sql::YesNo, EdmValue::Boolean(b)) => if *b { "Yes" } else { "No" }.to_owned(),
-        (Sql::Text(n), value) => text(value).map(|s| cut(&s, n)).unwrap_or_default(),
+        (Sql::Text(n), value) => text(value)
+            .filter(|s| s.encode_utf16().count() <= n)
+            .unwrap_or_default(),
+        (Sql::Prose(n), value) => text(value).map(|s| cut(&s, n)).unwrap_or_default(),
         // A value of another type than the column's (Graph changed a property's type).
         _ => String::new(),
     }
@@ -288,7 +294,11 @@ mod tests {
         assert_eq!(at("Duration Seconds"), "219");
         assert_eq!(at("Charge"), "0.02");
         assert_eq!(at("Connection Fee"), "", "absent");
-        assert_eq!(at("User Location"), "US", "nvarchar(2)");
+        assert_eq!(
+            at("User Location"),
+            "",
+            "longer than nvarchar(2): not cut into another code"
+        );
         assert_eq!(at("Call Direction"), "inbound");
         assert_eq!(at("Administrative Units"), "");
         let name = at("User Display Name");

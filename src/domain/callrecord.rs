@@ -167,9 +167,14 @@ pub(crate) fn flatten(document: &[u8]) -> Result<(Summary, Vec<SessionRow>), Not
         segment_count += session.segments.len();
         sessions.push(session_row(key, &session));
     }
+    // A failure without a stage is still a failure: at an unknown stage.
     let failures: Vec<Option<&str>> = sessions
         .iter()
-        .map(|s| s.failure_stage.as_deref())
+        .map(|s| match (&s.failure_stage, &s.failure_reason) {
+            (Some(stage), _) => Some(stage.as_str()),
+            (None, Some(_)) => Some("unknown"),
+            (None, None) => None,
+        })
         .collect();
     let outcome = call_record_outcome(record.kind.as_deref(), &failures);
     let summary = Summary {
@@ -302,6 +307,23 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(summary.outcome, Outcome::Unknown);
+    }
+
+    #[test]
+    fn a_session_that_failed_at_no_stated_stage_does_not_make_the_call_answered() {
+        let record = |failure: &str| {
+            format!(r#"{{"id":"x","type":"peerToPeer","sessions":[{{"id":"s1"{failure}}}]}}"#)
+        };
+        let outcome = |failure: &str| flatten(record(failure).as_bytes()).unwrap().0.outcome;
+        assert_eq!(outcome(""), Outcome::Answered);
+        assert_eq!(
+            outcome(r#","failureInfo":{"reason":"x"}"#),
+            Outcome::Unknown
+        );
+        assert_eq!(
+            outcome(r#","failureInfo":{"stage":"callSetup","reason":"x"}"#),
+            Outcome::Failed
+        );
     }
 
     #[test]

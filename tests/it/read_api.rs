@@ -963,11 +963,51 @@ async fn the_teams_admin_layouts_have_the_exports_exact_header_and_every_value_f
                 assert!(fits(value, sql), "{dataset} {name} ({sql}): {value:?}");
             }
             let row = &stored[&record[at(id_column)]];
+            // Each column holds its own property: times as the same instants, text as stored,
+            // money within half a cent of Graph's exact amount.
+            let same_time = |column: &str, property: &str| {
+                let parse = |t: &str| {
+                    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                };
+                assert_eq!(
+                    parse(&record[at(column)]),
+                    row[property].as_str().and_then(parse),
+                    "{dataset} {column}"
+                );
+            };
+            let same_text = |column: &str, property: &str| {
+                assert_eq!(
+                    record[at(column)],
+                    row[property].as_str().unwrap_or_default(),
+                    "{dataset} {column}"
+                );
+            };
+            let cents = |column: &str, property: &str| {
+                let csv: f64 = record[at(column)].parse().unwrap();
+                let exact: f64 = row[property].as_str().unwrap().parse().unwrap();
+                assert!(
+                    (csv - exact).abs() <= 0.005 + 1e-9,
+                    "{dataset} {column}: {csv} for {exact}"
+                );
+            };
             if dataset == "pstncalls" {
                 assert_eq!(record[at("Duration Seconds")], row["duration"].to_string());
-                assert!(!record[at("Charge")].is_empty(), "{row}");
-                assert!(!record[at("Start Time")].is_empty());
+                same_time("Start Time", "startDateTime");
+                same_time("End Time", "endDateTime");
+                same_text("Caller ID", "callerNumber");
+                same_text("Destination Number", "calleeNumber");
+                same_text("Call Type", "callType");
+                same_text("Call Direction", "Direction");
+                cents("Charge", "charge");
+                cents("Connection Fee", "connectionCharge");
             } else {
+                same_time("Invite time", "inviteDateTime");
+                same_time("Start time", "startDateTime");
+                same_time("End time", "endDateTime");
+                same_text("Caller Number", "callerNumber");
+                same_text("Callee Number", "calleeNumber");
+                same_text("UPN", "userPrincipalName");
                 let success = row["successfulCall"].as_bool().unwrap();
                 assert_eq!(record[at("Success")], if success { "Yes" } else { "No" });
                 assert_eq!(record[at("Media bypass")], "No");
