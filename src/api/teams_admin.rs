@@ -8,8 +8,7 @@
 use std::str::FromStr as _;
 
 use rust_decimal::{Decimal, RoundingStrategy};
-use table_storage::{EdmValue, Entity};
-use time::OffsetDateTime;
+use table_storage::{EdmValue, Entity, format_datetime};
 
 /// A column's SQL Server type, as the export documents it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +139,9 @@ pub(crate) fn cell(column: &Column, row: &Entity) -> String {
         (Sql::Guid, EdmValue::String(s) | EdmValue::Guid(s)) if crate::config::is_guid(s) => {
             s.to_ascii_lowercase()
         }
-        (Sql::Time, EdmValue::DateTime(t)) => time_text(*t),
+        // `2019-11-01T00:00:08.2589935Z`: seven fractional digits, what `datetimeoffset` holds, as
+        // Table storage writes it.
+        (Sql::Time, EdmValue::DateTime(t)) => format_datetime(*t),
         (Sql::Int, EdmValue::Int32(n)) => n.to_string(),
         (Sql::Int, EdmValue::Int64(n)) => {
             i32::try_from(*n).map(|n| n.to_string()).unwrap_or_default()
@@ -175,21 +176,6 @@ fn cut(text: &str, units: usize) -> String {
             used <= units
         })
         .collect()
-}
-
-/// `2019-11-01T00:00:08.2589935Z`: what `datetimeoffset` (seven fractional digits) reads exactly.
-fn time_text(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:07}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.nanosecond() / 100
-    )
 }
 
 /// Graph's exact decimal text rounded to cents (half away from zero, as SQL Server rounds), or
