@@ -25,6 +25,9 @@ param storageAccountName string = take('st${toLower(baseName)}${uniqueString(res
 @description('Grant the Graph application permission CallRecords.Read.All to the app\'s identity here. Set false when the deployer has no Entra role for it; an Entra admin then runs the command in the README once.')
 param grantGraphPermission bool = true
 
+@description('Department and cost centre on call rows: the SyncDirectory timer keeps a Users table in step with Entra ID (users delta query). Off by default; when on, the Graph application permission User.Read.All is granted as well (with grantGraphPermission), and only then.')
+param directorySync bool = false
+
 @description('Secret Graph echoes in every notification. Generated on every deployment unless given: pass the current value (app setting NOTIFICATION_CLIENT_STATE) when you redeploy, or the app replaces the subscription at start-up and sweeps the minutes in between.')
 @secure()
 param notificationClientState string = newGuid()
@@ -126,6 +129,7 @@ module app 'modules/functionapp.bicep' = {
     enableReadApiAuth: enableReadApiAuth
     readApiAppId: readApiAppId
     readApiRequiredRole: readApiRequiredRole
+    directorySync: directorySync
     tags: tags
   }
 }
@@ -135,6 +139,16 @@ module graphPermission 'modules/graph-permission.bicep' = if (grantGraphPermissi
   name: 'graph-permission'
   params: {
     principalId: identity.properties.principalId
+  }
+}
+
+// User.Read.All, for the directory sync only: the least application permission that reads
+// department, employeeOrgData and usageLocation (User.ReadBasic.All has none of them).
+module directoryPermission 'modules/graph-permission.bicep' = if (grantGraphPermission && directorySync) {
+  name: 'graph-permission-directory'
+  params: {
+    principalId: identity.properties.principalId
+    appRole: 'User.Read.All'
   }
 }
 

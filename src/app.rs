@@ -41,6 +41,7 @@ use crate::store::lifecycle::LifecycleStore;
 use crate::store::purge::Purger;
 use crate::store::queue::QueueStore;
 use crate::store::reports::ReportStore;
+use crate::store::users::UserStore;
 
 /// Knobs tests and benchmarks turn; production uses [`AppOptions::default`].
 #[derive(Debug, Clone)]
@@ -226,6 +227,11 @@ impl App {
             feed.clone(),
         );
         let lifecycle = LifecycleStore::new(table(&config.tables.app_state)?);
+        let users = UserStore::new(
+            table(&config.tables.users)?,
+            table(&config.tables.app_state)?,
+            config.directory.enabled,
+        );
         let poison = QueueStore::new(
             &config.storage.queue_endpoint,
             &format!("{}-poison", config.notifications.queue),
@@ -293,6 +299,8 @@ impl App {
                 config: Arc::new(config.read_api.clone()),
                 clock: options.clock,
             },
+            users,
+            directory: Arc::new(config.directory.clone()),
         };
         let listener = TcpListener::bind(config.listen)
             .await

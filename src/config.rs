@@ -87,6 +87,8 @@ pub struct Config {
     pub subscription: SubscriptionConfig,
     /// How long stored rows are kept (`Purge`).
     pub retention: RetentionConfig,
+    /// Department and cost centre from Entra ID (`SyncDirectory`), off by default.
+    pub directory: DirectoryConfig,
     /// `READ_API_KEYS` (standalone mode): comma-separated keys that the routes the host would guard
     /// with function keys accept (`x-functions-key` header or `code` parameter), compared in
     /// constant time. Empty: those routes refuse every request.
@@ -192,6 +194,20 @@ pub struct RetentionConfig {
     pub budget: Duration,
 }
 
+/// The directory sync (`SyncDirectory`) and the `Department` and `CostCenter` columns it feeds.
+#[derive(Debug, Clone)]
+pub struct DirectoryConfig {
+    /// `DIRECTORY_SYNC` (`true`/`false`, default `false`): keep the `Users` table in step with
+    /// Entra ID and write department and cost centre on call rows. Needs the Graph application
+    /// permission `User.Read.All`, which the deployment grants only when this is on.
+    pub enabled: bool,
+    /// `DIRECTORY_SYNC_SCHEDULE` (default hourly at minute 7): when `SyncDirectory` runs. Graph's
+    /// delta links for users last 7 days; a sync that fails for longer starts a full sync again.
+    pub schedule: String,
+    /// How long one run may go on before it leaves the rest of the pages to the next run.
+    pub budget: Duration,
+}
+
 /// Names of the tables the app writes (Bicep creates them; the app creates missing ones).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableNames {
@@ -203,6 +219,8 @@ pub struct TableNames {
     pub direct_routing_calls: String,
     /// The read API's ingestion log (`store::feed`).
     pub feed: String,
+    /// The directory sync's users and their departments over time (`store::users`).
+    pub users: String,
 }
 
 impl Default for TableNames {
@@ -222,6 +240,7 @@ impl TableNames {
             pstn_calls: format!("{prefix}PstnCalls"),
             direct_routing_calls: format!("{prefix}DirectRoutingCalls"),
             feed: format!("{prefix}Feed"),
+            users: format!("{prefix}Users"),
         }
     }
 }
@@ -434,6 +453,15 @@ impl Config {
             schedule: schedule(&settings, "PURGE_SCHEDULE", DEFAULT_PURGE_SCHEDULE)?,
             budget: Duration::from_secs(300),
         };
+        let directory = DirectoryConfig {
+            enabled: flag(&settings, "DIRECTORY_SYNC", false)?,
+            schedule: schedule(
+                &settings,
+                "DIRECTORY_SYNC_SCHEDULE",
+                DEFAULT_DIRECTORY_SYNC_SCHEDULE,
+            )?,
+            budget: Duration::from_secs(240),
+        };
         let read_api_keys = settings
             .get("READ_API_KEYS")
             .unwrap_or_default()
@@ -467,6 +495,7 @@ impl Config {
             reports,
             subscription,
             retention,
+            directory,
             read_api_keys,
             read_api,
             accelerated_clock,
@@ -668,6 +697,16 @@ fn number(
         })
 }
 
+/// A `true`/`false` setting (either case); absent is `default`.
+fn flag(settings: &Settings, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match settings.get(name).map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(_) => Err(ConfigError::malformed(name, "expected true or false")),
+    }
+}
+
 fn seconds(
     settings: &Settings,
     name: &'static str,
@@ -705,6 +744,7 @@ impl Config {
             "SUBSCRIPTION_SCHEDULE" => Some(&self.subscription.schedule),
             "RECONCILE_SCHEDULE" => Some(&self.subscription.reconcile_schedule),
             "PURGE_SCHEDULE" => Some(&self.retention.schedule),
+            "DIRECTORY_SYNC_SCHEDULE" => Some(&self.directory.schedule),
             _ => None,
         }
     }
@@ -715,6 +755,8 @@ impl Config {
 pub const DEFAULT_SUBSCRIPTION_SCHEDULE: &str = "0 0 */2 * * *";
 /// Daily at 03:15 UTC, away from the other timers' minutes.
 pub const DEFAULT_PURGE_SCHEDULE: &str = "0 15 3 * * *";
+/// Hourly at minute 7, away from the other timers' minutes.
+pub const DEFAULT_DIRECTORY_SYNC_SCHEDULE: &str = "0 7 * * * *";
 /// Every five minutes, two minutes off the report pulls on the quarter hours.
 pub const DEFAULT_RECONCILE_SCHEDULE: &str = "0 2-59/5 * * * *";
 

@@ -17,7 +17,8 @@ use axum::extract::FromRef;
 use crate::auth::Auth;
 use crate::clock::Clock;
 use crate::config::{
-    NotificationConfig, ReadApiConfig, ReportsConfig, RetentionConfig, SubscriptionConfig,
+    DirectoryConfig, NotificationConfig, ReadApiConfig, ReportsConfig, RetentionConfig,
+    SubscriptionConfig,
 };
 use crate::domain::fetch::FetchPolicy;
 use crate::domain::health::Status;
@@ -29,6 +30,7 @@ use crate::store::lifecycle::LifecycleStore;
 use crate::store::purge::Purger;
 use crate::store::queue::QueueStore;
 use crate::store::reports::ReportStore;
+use crate::store::users::UserStore;
 
 /// What the handlers can reach. Cheap to clone (all shared).
 #[derive(Clone)]
@@ -66,6 +68,9 @@ pub(crate) struct Services {
     pub(crate) retention: Arc<RetentionConfig>,
     /// The read API's log and scans, and its settings.
     pub(crate) read: ReadApi,
+    /// The `Users` table and the directory the call rows read, and the sync's settings.
+    pub(crate) users: UserStore,
+    pub(crate) directory: Arc<DirectoryConfig>,
 }
 
 /// What the read API's handlers reach: the ingestion log and the stored documents, its settings,

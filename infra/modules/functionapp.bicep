@@ -60,6 +60,9 @@ param readApiAppId string
 @description('App role a caller of the read API must hold when enableReadApiAuth.')
 param readApiRequiredRole string
 
+@description('DIRECTORY_SYNC: the SyncDirectory timer and the Department and CostCenter columns.')
+param directorySync bool
+
 param tags object = {}
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
@@ -187,6 +190,10 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     RECONCILE_PASS_HOURS: '3,26'
     RECONCILE_BUDGET_SECONDS: '240'
     PURGE_SCHEDULE: '0 15 3 * * *'
+    // Named by handlers/SyncDirectory (%DIRECTORY_SYNC_SCHEDULE%); the timer does nothing while
+    // DIRECTORY_SYNC is false.
+    DIRECTORY_SYNC: directorySync ? 'true' : 'false'
+    DIRECTORY_SYNC_SCHEDULE: '0 7 * * * *'
     NOTIFICATION_URL: 'https://${hostName}/api/notifications'
     LIFECYCLE_NOTIFICATION_URL: 'https://${hostName}/api/lifecycle'
     NOTIFICATION_CLIENT_STATE: notificationClientState

@@ -91,7 +91,7 @@ resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-0
 }
 
 // The tables of DESIGN.md section 3.4 (the app also creates them when missing).
-resource table 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = [for t in ['CallRecords', 'CallRecordSessions', 'CallRecordBodies', 'PstnCalls', 'DirectRoutingCalls', 'AppState', 'Feed']: {
+resource table 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = [for t in ['CallRecords', 'CallRecordSessions', 'CallRecordBodies', 'PstnCalls', 'DirectRoutingCalls', 'AppState', 'Feed', 'Users']: {
   parent: tableService
   name: t
 }]

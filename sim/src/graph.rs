@@ -143,6 +143,15 @@ async fn gate(
     }
 }
 
+/// The gate of an endpoint without a limit of its own (the app-wide limit still applies).
+pub(crate) async fn gate_plain(
+    state: &SimState,
+    headers: &HeaderMap,
+    endpoint: Endpoint,
+) -> Result<(), Response> {
+    gate(state, headers, endpoint, None, None).await
+}
+
 /// The documented `429` (`throttled-429-response.json`) with its `Retry-After`.
 fn too_many_requests(retry_after: &str) -> Response {
     let now = OffsetDateTime::now_utc();

@@ -17,6 +17,8 @@ pub enum Endpoint {
     ListCallRecords,
     PstnCalls,
     DirectRoutingCalls,
+    /// `GET /users/delta`, every page.
+    UsersDelta,
     /// `GET /subscriptions` and `GET /subscriptions/{id}`.
     Subscriptions,
     SubscriptionCreate,

@@ -20,6 +20,7 @@
 
 mod auth;
 pub mod clock;
+pub mod directory;
 pub mod faults;
 mod graph;
 pub mod ledger;
@@ -109,6 +110,8 @@ pub struct SimConfig {
     /// List subscriptions with `clientState: null` (Graph's documentation does not promise that a
     /// listing echoes it), so that the app must remember which client state it subscribed with.
     pub hide_client_state_in_listings: bool,
+    /// Users per `users/delta` page.
+    pub users_delta_page: usize,
 }
 
 /// PEM files for HTTPS serving.
@@ -136,6 +139,7 @@ impl Default for SimConfig {
             token_lifetime: Duration::from_secs(3600),
             participants_v2_unsupported: None,
             hide_client_state_in_listings: false,
+            users_delta_page: directory::USERS_PAGE,
         }
     }
 }
@@ -160,6 +164,8 @@ pub(crate) struct SimState {
     pub(crate) stale_listings: std::sync::atomic::AtomicU32,
     /// `DELETE /subscriptions/{id}` answers `503` while set.
     pub(crate) failing_deletes: std::sync::atomic::AtomicBool,
+    /// The directory behind `users/delta`, seeded from the tenant's users.
+    pub(crate) directory: Mutex<directory::Directory>,
 }
 
 impl SimState {
@@ -259,6 +265,32 @@ impl RunningSim {
         rows.insert(at, row);
     }
 
+    /// Sets a property of user `id` in the directory (`department`, or `employeeOrgData.costCenter`
+    /// and the like; `Value::Null` clears it): the next delta sync returns the user. `false` for
+    /// an unknown user.
+    pub fn set_user_property(&self, id: &str, property: &str, value: serde_json::Value) -> bool {
+        self.directory().set(id, property, value)
+    }
+
+    /// Removes user `id` from the directory: the next delta sync returns it as `@removed`.
+    pub fn remove_user(&self, id: &str) -> bool {
+        self.directory().remove(id)
+    }
+
+    /// Makes every delta and skip token handed out so far invalid, as Graph's expiry after 7 days
+    /// does: their next use is answered `400 syncStateNotFound`.
+    pub fn expire_delta_tokens(&self) {
+        self.directory().generation += 1;
+    }
+
+    fn directory(&self) -> std::sync::MutexGuard<'_, directory::Directory> {
+        // Changed whole under the lock: a panic elsewhere cannot leave it torn.
+        self.state
+            .directory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The live subscriptions, as Graph would list them to the app.
     pub fn subscriptions(&self) -> Vec<SubscriptionView> {
         subscriptions::views(&self.state)
@@ -315,9 +347,15 @@ pub async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
         .timeout(config.delivery.timeout)
         .build()
         .map_err(std::io::Error::other)?;
+    let tenant = Tenant::generate(&config.tenant);
+    let directory = Mutex::new(directory::Directory::new(
+        &tenant.users,
+        config.users_delta_page,
+    ));
     let state = Arc::new(SimState {
         base_url: format!("{scheme}://{addr}"),
-        tenant: RwLock::new(Tenant::generate(&config.tenant)),
+        tenant: RwLock::new(tenant),
+        directory,
         clock: config.clock.clone(),
         ledger: Ledger::default(),
         dice: faults::FaultDice::new(config.faults.clone(), seed),
@@ -335,6 +373,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
         .merge(auth::routes())
         .merge(graph::routes())
         .merge(subscriptions::routes())
+        .merge(directory::routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_in_ledger,

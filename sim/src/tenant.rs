@@ -74,6 +74,12 @@ pub struct User {
     pub id: String,
     pub display_name: String,
     pub upn: String,
+    /// The directory's view (`users/delta`): department, `employeeOrgData`, office, usage location.
+    pub department: Option<String>,
+    pub cost_center: Option<String>,
+    pub division: Option<String>,
+    pub office_location: Option<String>,
+    pub usage_location: Option<String>,
 }
 
 /// One version of a call record as Graph serves it.
@@ -169,6 +175,14 @@ const LAST: &[&str] = &[
     "Haddad", "Petrov",
 ];
 
+/// Department, cost centre and division of the generated users, in turn.
+const DEPARTMENTS: &[(&str, &str, &str)] = &[
+    ("Sales", "CC-1100", "Commercial"),
+    ("Finance", "CC-2100", "Corporate"),
+    ("Support", "CC-3100", "Commercial"),
+    ("Engineering", "CC-4100", "Product"),
+];
+
 struct Templates {
     record: Value,
     session: Value,
@@ -201,6 +215,11 @@ impl Tenant {
                         first.to_lowercase(),
                         last.to_lowercase()
                     ),
+                    department: Some(DEPARTMENTS[i % DEPARTMENTS.len()].0.to_owned()),
+                    cost_center: Some(DEPARTMENTS[i % DEPARTMENTS.len()].1.to_owned()),
+                    division: Some(DEPARTMENTS[i % DEPARTMENTS.len()].2.to_owned()),
+                    office_location: Some(format!("Building {}", i % 3 + 1)),
+                    usage_location: Some(if i % 4 == 3 { "US" } else { "DE" }.to_owned()),
                 }
             })
             .collect();
@@ -318,6 +337,11 @@ fn build_record(
                     display_name: format!("External participant {i}"),
                     upn: format!("participant{i}@fabrikam.example"),
                     id,
+                    department: None,
+                    cost_center: None,
+                    division: None,
+                    office_location: None,
+                    usage_location: None,
                 }
             };
             let mut p = t.participant.clone();

@@ -83,6 +83,11 @@ pub(crate) const SESSION_COLUMNS: &[&str] = &[
     "CalleeProductFamily",
     "FailureStage",
     "FailureReason",
+    // From the directory sync (DIRECTORY_SYNC): appended, as columns added later are.
+    "CallerDepartment",
+    "CallerCostCenter",
+    "CalleeDepartment",
+    "CalleeCostCenter",
 ];
 
 /// `pstnCallLogRow` as Graph documents it, then our derived columns.
@@ -114,6 +119,8 @@ pub(crate) const PSTN_COLUMNS: &[&str] = &[
     "Direction",
     "Outcome",
     "TalkSeconds",
+    "Department",
+    "CostCenter",
 ];
 
 /// `directRoutingLogRow` as Graph documents it, then our derived columns.
@@ -145,6 +152,8 @@ pub(crate) const DIRECT_ROUTING_COLUMNS: &[&str] = &[
     "RingSeconds",
     "Outcome",
     "TalkSeconds",
+    "Department",
+    "CostCenter",
 ];
 
 /// A list's `layout`: the data set's own columns, or the Teams admin center's export.

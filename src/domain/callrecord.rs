@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::directory::Directory;
 use super::models::{CallRecord, Endpoint, Identity, Session};
 use super::outcome::{Outcome, call_record_outcome};
 use super::write::Incoming;
@@ -24,6 +25,9 @@ pub(crate) struct Party {
     pub(crate) display_name: Option<String>,
     pub(crate) user_principal_name: Option<String>,
     pub(crate) tenant_id: Option<String>,
+    /// From the directory sync, not from Graph's record ([`attribute`]).
+    pub(crate) department: Option<String>,
+    pub(crate) cost_center: Option<String>,
 }
 
 impl Party {
@@ -34,6 +38,8 @@ impl Party {
             display_name: identity.display_name.clone(),
             user_principal_name: identity.user_principal_name.clone(),
             tenant_id: identity.tenant_id.clone(),
+            department: None,
+            cost_center: None,
         }
     }
 }
@@ -107,6 +113,29 @@ pub(crate) struct SessionRow {
     pub(crate) failure_stage: Option<String>,
     pub(crate) failure_reason: Option<String>,
     pub(crate) segment_count: i32,
+}
+
+/// Gives each session's caller and callee the department and cost centre `directory` holds for
+/// their id at the call's `start` (`domain::directory`); parties it does not know get none.
+pub(crate) fn attribute(
+    sessions: &mut [SessionRow],
+    start: Option<OffsetDateTime>,
+    directory: &Directory,
+) {
+    for session in sessions {
+        for end in [&mut session.caller, &mut session.callee]
+            .into_iter()
+            .flatten()
+        {
+            let known = end
+                .party
+                .id
+                .as_deref()
+                .and_then(|id| directory.at(id, start));
+            end.party.department = known.and_then(|a| a.department.clone());
+            end.party.cost_center = known.and_then(|a| a.cost_center.clone());
+        }
+    }
 }
 
 /// The typed view of a merged document: its summary and its sessions, each session id once.

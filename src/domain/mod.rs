@@ -5,6 +5,7 @@
 //! (`models`) live here because only the domain reads them; `graph` hands over bytes.
 
 pub(crate) mod callrecord;
+pub(crate) mod directory;
 pub(crate) mod fetch;
 pub(crate) mod health;
 pub(crate) mod job;

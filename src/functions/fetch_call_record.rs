@@ -14,8 +14,8 @@ use axum::http::HeaderMap;
 use time::OffsetDateTime;
 use tracing::Instrument as _;
 
-use crate::domain::callrecord::flatten;
 use crate::domain::callrecord::parse_time;
+use crate::domain::callrecord::{attribute, flatten};
 use crate::domain::fetch::{self, GiveUp, Next, Setback};
 use crate::domain::job::CallRecordJob;
 use crate::domain::notification::is_valid_id;
@@ -34,6 +34,9 @@ pub(crate) const BINDING: &str = "job";
 
 /// The longest the Graph part of one fetch may take (every page, with the client's waits).
 const FETCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
+/// How often an instance asks whether the directory sync changed the `Users` table (one `AppState`
+/// read), rather than on every record: a user's move reaches the records fetched this much later.
+const DIRECTORY_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub(crate) async fn handle(
     State(state): State<Services>,
@@ -135,7 +138,7 @@ async fn fetch(state: &Services, job: CallRecordJob) -> Result<(), InvocationErr
         Ok(Err(e)) => return setback(state, &job, e).await,
         Err(_) => return setback(state, &job, FetchError::Deadline).await,
     };
-    let (mut summary, sessions) = match flatten(&document) {
+    let (mut summary, mut sessions) = match flatten(&document) {
         // The rows are keyed by the id we were asked for: a document about another record is not
         // one we can store under it.
         Ok(flat) if flat.0.id.eq_ignore_ascii_case(&job.id) => flat,
@@ -147,6 +150,9 @@ async fn fetch(state: &Services, job: CallRecordJob) -> Result<(), InvocationErr
     };
     // One key for reading and writing: the job's id, normalised where it entered.
     summary.id.clone_from(&job.id);
+    // Department and cost centre of the parties (none while DIRECTORY_SYNC is off).
+    let directory = state.users.snapshot(DIRECTORY_RECHECK).await?;
+    attribute(&mut sessions, summary.start, &directory);
     let clock = state.clock.clone();
     let saved = state
         .records

@@ -13,6 +13,7 @@ pub(crate) mod ops;
 pub(crate) mod pull_reports;
 pub(crate) mod purge;
 pub(crate) mod reconcile;
+pub(crate) mod sync_directory;
 mod webhook;
 
 pub(crate) use webhook::MAX_BODY_BYTES;
@@ -132,6 +133,12 @@ pub(crate) const FUNCTIONS: &[Function] = &[
         purge::BINDING,
         include_str!("../../handlers/Purge/function.json"),
         |s| Box::pin(async move { purge::run(&s).await.map(drop) }),
+    ),
+    Function::timer(
+        "SyncDirectory",
+        sync_directory::BINDING,
+        include_str!("../../handlers/SyncDirectory/function.json"),
+        |s| Box::pin(async move { sync_directory::run(&s).await.map(drop) }),
     ),
 ];
 

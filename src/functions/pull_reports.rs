@@ -11,6 +11,7 @@
 
 use tracing::Instrument as _;
 
+use crate::domain::directory::Directory;
 use crate::domain::reports::{Plan, Report, Window, frontier_first, plan};
 use crate::error::InvocationError;
 use crate::graph::GraphError;
@@ -105,6 +106,9 @@ async fn pull(state: &Services, report: Report) -> Result<(), InvocationError> {
             return Ok(());
         }
     };
+    // The department and cost centre the rows get (none while DIRECTORY_SYNC is off); read once a
+    // pull, so that a sync finished meanwhile counts from the next.
+    let directory = state.users.snapshot(std::time::Duration::ZERO).await?;
     let Plan { windows, deep } = plan(&held.checkpoint, now, &config.settings);
     // New windows first (their rows are new to the read API's log, or were stored by a pull that
     // died before its checkpoint and are logged again: allowed), then the re-reads.
@@ -121,7 +125,7 @@ async fn pull(state: &Services, report: Report) -> Result<(), InvocationError> {
             finish.error = Some("the run's time budget ran out; the next run goes on".to_owned());
             break;
         }
-        match pull_window(state, &mut held, *window, *fresh, &mut requests).await {
+        match pull_window(state, &mut held, *window, *fresh, &directory, &mut requests).await {
             Ok((stored, bad)) => {
                 rows += stored;
                 completed += 1;
@@ -225,6 +229,7 @@ async fn pull_window(
     held: &mut Held,
     window: Window,
     fresh: bool,
+    directory: &Directory,
     requests: &mut u64,
 ) -> Result<(u64, Vec<BadRow>), Stop> {
     let report = held.report;
@@ -240,7 +245,10 @@ async fn pull_window(
     loop {
         let page = ListPage::parse(&response.body)
             .map_err(|e| Stop::Pages(format!("{} page: {e}", report.function())))?;
-        let written = state.reports.write_page(report, &page.value, fresh).await?;
+        let written = state
+            .reports
+            .write_page(report, &page.value, fresh, directory)
+            .await?;
         log_bad_rows(&written.bad);
         stored += written.stored;
         bad.extend(written.bad);

@@ -23,6 +23,7 @@ mod rate;
 pub(crate) mod reports;
 mod retry;
 pub(crate) mod subscriptions;
+pub(crate) mod users;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

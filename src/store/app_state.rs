@@ -12,6 +12,7 @@
 //! | `ReconcileHour` | hour of call starts (`2026-11-20T09:00:00Z`) | `lifecycle` | passes an hour has had and is owed, and where the running one stopped |
 //! | `Reconcile` | `frontier` | `lifecycle` | the end of the newest hour given its row |
 //! | `Purge` | `status` | `lifecycle` | the last purge; its lease |
+//! | `DirectorySync` | `users` | `users` | where the users delta query stands (its next and delta links), the last sync and its counts; the sync's lease |
 //! | `ReportCheckpoint` | `pstn`, `directRouting` | `reports` | each report's checkpoint and counts; the pull's lease |
 //! | `FetchFailure` | call-record id | `callrecords` | records given up on, and why |
 //! | `GraphStatus` | `refused` | `callrecords` | Graph's last refusal of our token |
@@ -44,6 +45,7 @@ pub(crate) const RECONCILE_HOUR_PARTITION: &str = "ReconcileHour";
 /// Its own row, so that the sweep's lease on the status row is not invalidated by writing it.
 pub(crate) const RECONCILE_FRONTIER: (&str, &str) = ("Reconcile", "frontier");
 pub(crate) const PURGE: (&str, &str) = ("Purge", "status");
+pub(crate) const DIRECTORY_SYNC: (&str, &str) = ("DirectorySync", "users");
 pub(crate) const REPORT_CHECKPOINT_PARTITION: &str = "ReportCheckpoint";
 pub(crate) const FETCH_FAILURE_PARTITION: &str = "FetchFailure";
 pub(crate) const GRAPH_STATUS: (&str, &str) = ("GraphStatus", "refused");

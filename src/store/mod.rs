@@ -10,7 +10,7 @@
 //!   the 1.x SDK has no table crate; the modules here use it, and the queue client its pipeline.
 //! - [`auth`]: which credential the configuration names (an account key, a SAS, a managed
 //!   identity), turned into the crate's `StorageAuth`.
-//! - [`callrecords`], [`feed`], [`reports`], [`health`], [`lifecycle`], [`purge`]: the app's tables
+//! - [`callrecords`], [`feed`], [`reports`], [`users`], [`health`], [`lifecycle`], [`purge`]: the app's tables
 //!   and their write protocols; [`columns`]: what their rows share; [`app_state`]: the layout of the
 //!   `AppState` table and the one ETag lease.
 //!
@@ -26,6 +26,7 @@ pub(crate) mod lifecycle;
 pub(crate) mod purge;
 pub(crate) mod queue;
 pub(crate) mod reports;
+pub(crate) mod users;
 
 use tokio::sync::OnceCell;
 

@@ -7,7 +7,7 @@
 //! DateTime (Graph's `0001-01-01` placeholder absent), whole numbers as Int64 (Int32 for the
 //! documented Int32 fields), booleans, strings; money (`charge`, `connectionCharge`) and any other
 //! fraction as the exact decimal text Graph sent (String, never through a float); objects and
-//! arrays as their JSON text. Columns we derive are PascalCase (`Direction`, `RingSeconds`,
+//! arrays as their JSON text. Columns we derive are PascalCase (`Direction`, `RingSeconds`, `Department`, `CostCenter`,
 //! `Outcome`, `TalkSeconds`), so they can never collide with a property Graph adds later. Writes are
 //! upserts in entity-group transactions of up to 100 rows of one partition: a row read twice is
 //! written twice, never doubled.
@@ -29,6 +29,7 @@ use super::StoreError;
 use super::columns::{column_text, partition_day};
 use super::feed::{Dataset, FeedStore};
 use crate::domain::callrecord::graph_time;
+use crate::domain::directory::{Attribution, Directory};
 use crate::domain::notification::normalize_id;
 use crate::domain::outcome::{
     Outcome, direct_routing_outcome, direct_routing_talk_seconds, pstn_talk_seconds,
@@ -53,12 +54,21 @@ pub(crate) const SOURCE_HASH: &str = "SourceHash";
 /// that the feed carries the new shape too.
 const CONVERSION: &str = "report-entity-v2";
 
-fn source_hash(json: &str) -> String {
+/// The hash of the row as Graph sent it and, where the directory attributes it, of its department
+/// and cost centre: a row read again after its attribution came to be known is logged again, so
+/// that the feed carries what the table holds. Without one the hash is what it always was.
+fn source_hash(json: &str, attribution: Option<&Attribution>) -> String {
     use sha2::Digest as _;
     let mut hasher = sha2::Sha256::new();
     hasher.update(CONVERSION.as_bytes());
     hasher.update(b"\n");
     hasher.update(json.as_bytes());
+    if let Some(a) = attribution {
+        for value in [&a.department, &a.cost_center] {
+            hasher.update(b"\n");
+            hasher.update(value.as_deref().unwrap_or_default().as_bytes());
+        }
+    }
     hasher.finalize()[..16]
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -70,12 +80,17 @@ fn source_hash(json: &str) -> String {
 #[error("{0}")]
 pub(crate) struct BadRow(pub(crate) String);
 
-/// The entity for one Graph row of `report`.
+/// The entity for one Graph row of `report`, with the department and cost centre `directory`
+/// gives its `userId` for the call's start (`domain::directory`).
 ///
 /// # Errors
 /// [`BadRow`] for a row without a usable `id`, with a time that is not one, or money that is not a
 /// number.
-pub(crate) fn report_entity(report: Report, raw: &RawValue) -> Result<Entity, BadRow> {
+pub(crate) fn report_entity(
+    report: Report,
+    raw: &RawValue,
+    directory: &Directory,
+) -> Result<Entity, BadRow> {
     let fields: BTreeMap<String, &RawValue> = serde_json::from_str(raw.get())
         .map_err(|_| BadRow("the row is not a JSON object".to_owned()))?;
     let id = fields
@@ -116,8 +131,14 @@ pub(crate) fn report_entity(report: Report, raw: &RawValue) -> Result<Entity, Ba
     });
     let time = |name: &str| times.get(name).copied();
     let (start, end) = (time("startDateTime"), time("endDateTime"));
-    let mut entity = Entity::new(partition_day(day), id)
-        .with(SOURCE_HASH, EdmValue::String(source_hash(raw.get())));
+    let attribution = fields
+        .get("userId")
+        .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+        .and_then(|user| directory.at(&user, day));
+    let mut entity = Entity::new(partition_day(day), id).with(
+        SOURCE_HASH,
+        EdmValue::String(source_hash(raw.get(), attribution)),
+    );
     for (name, value) in properties {
         entity = entity.with(name, value);
     }
@@ -147,6 +168,14 @@ pub(crate) fn report_entity(report: Report, raw: &RawValue) -> Result<Entity, Ba
     entity = entity.with("Outcome", EdmValue::String(outcome.as_str().to_owned()));
     if let Some(talk) = talk {
         entity = entity.with("TalkSeconds", EdmValue::Double(talk));
+    }
+    if let Some(a) = attribution {
+        if let Some(d) = &a.department {
+            entity = entity.with("Department", EdmValue::String(column_text(d)));
+        }
+        if let Some(c) = &a.cost_center {
+            entity = entity.with("CostCenter", EdmValue::String(column_text(c)));
+        }
     }
     Ok(entity)
 }
@@ -413,6 +442,7 @@ impl ReportStore {
         report: Report,
         rows: &[&RawValue],
         fresh: bool,
+        directory: &Directory,
     ) -> Result<PageWrite, StoreError> {
         self.ready().await?;
         let mut result = PageWrite::default();
@@ -420,7 +450,7 @@ impl ReportStore {
         for raw in rows {
             // A row Table storage would refuse (checked here, before anything is sent) is a bad
             // row like any other: refused in a batch, it would fail the page on every run.
-            let converted = report_entity(report, raw).and_then(|entity| {
+            let converted = report_entity(report, raw, directory).and_then(|entity| {
                 entity
                     .validate()
                     .map(|()| entity)
@@ -655,7 +685,12 @@ mod tests {
 
     #[test]
     fn the_documented_pstn_row_is_typed_by_its_graph_names() {
-        let e = report_entity(Report::Pstn, &fixture_row("getpstncalls-response.json")).unwrap();
+        let e = report_entity(
+            Report::Pstn,
+            &fixture_row("getpstncalls-response.json"),
+            &Directory::default(),
+        )
+        .unwrap();
         assert_eq!(e.partition_key, "2019-11-01");
         assert_eq!(e.row_key, "9c4984c7-6c3c-427d-a30c-bd0b2eacee90");
         let p = &e.properties;
@@ -687,7 +722,7 @@ mod tests {
     #[test]
     fn the_documented_direct_routing_row_has_its_ring_time_and_no_placeholder() {
         let row = fixture_row("getdirectroutingcalls-response.json");
-        let e = report_entity(Report::DirectRouting, &row).unwrap();
+        let e = report_entity(Report::DirectRouting, &row, &Directory::default()).unwrap();
         let p = &e.properties;
         assert_eq!(e.partition_key, "2019-11-01");
         assert!(!p.contains_key("failureDateTime"), "0001-01-01 is absent");
@@ -714,7 +749,7 @@ mod tests {
                 "failureDateTime":"2026-11-28T10:00:12.5Z","endDateTime":"0001-01-01T00:00:00Z",
                 "duration":0,"successfulCall":false,"finalSipCode":603,"callType":"ByotOut"}"#,
         );
-        let e = report_entity(Report::DirectRouting, &row).unwrap();
+        let e = report_entity(Report::DirectRouting, &row, &Directory::default()).unwrap();
         let p = &e.properties;
         assert_eq!(p.get("Outcome"), Some(&EdmValue::String("busy".into())));
         assert_eq!(p.get("TalkSeconds"), Some(&EdmValue::Double(0.0)));
@@ -728,7 +763,7 @@ mod tests {
             let row = raw(&format!(
                 r#"{{"id":"a","startDateTime":"2026-11-28T10:00:00Z","charge":{text},"connectionCharge":"{text}"}}"#
             ));
-            let e = report_entity(Report::Pstn, &row).unwrap();
+            let e = report_entity(Report::Pstn, &row, &Directory::default()).unwrap();
             assert_eq!(
                 e.properties.get("charge"),
                 Some(&EdmValue::String(text.into()))
@@ -757,7 +792,7 @@ mod tests {
             ("[1,2]", "not a JSON object"),
         ];
         for (row, why) in cases {
-            let error = report_entity(Report::Pstn, &raw(row)).unwrap_err();
+            let error = report_entity(Report::Pstn, &raw(row), &Directory::default()).unwrap_err();
             assert!(error.0.contains(why), "{row}: {error}");
             assert!(!error.0.contains("yesterday") && !error.0.contains("1,50"));
         }
@@ -770,7 +805,7 @@ mod tests {
                 "failureDateTime":"2026-11-28T00:00:09Z","newCounter":12345678901,"newRatio":0.25,
                 "newFlag":true,"newList":[{"x":1}],"@odata.type":"#x","callType":"ByotOut"}"##,
         );
-        let e = report_entity(Report::DirectRouting, &row).unwrap();
+        let e = report_entity(Report::DirectRouting, &row, &Directory::default()).unwrap();
         assert_eq!(e.row_key, "a");
         assert_eq!(e.partition_key, "2026-11-27");
         let p = &e.properties;

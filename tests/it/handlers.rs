@@ -277,6 +277,36 @@ fn the_deployments_alerts_watch_what_the_app_emits() {
 }
 
 #[test]
+fn the_deployment_grants_user_read_all_only_with_the_directory_sync() {
+    let read = |path: &str| std::fs::read_to_string(manifest_dir().join(path)).unwrap();
+    let main = read("infra/main.bicep");
+    assert!(main.contains("param directorySync bool = false"));
+    // Every grant of the permission is a module deployed only when the sync is on.
+    let grants: Vec<&str> = main
+        .split("\nmodule ")
+        .filter(|module| module.contains("'User.Read.All'"))
+        .collect();
+    assert_eq!(grants.len(), 1, "one grant of User.Read.All");
+    assert!(
+        grants[0]
+            .lines()
+            .next()
+            .is_some_and(|head| head.contains("if (grantGraphPermission && directorySync)")),
+        "{}",
+        grants[0]
+    );
+    // The default grant stays CallRecords.Read.All alone.
+    assert!(
+        read("infra/modules/graph-permission.bicep")
+            .contains("param appRole string = 'CallRecords.Read.All'")
+    );
+    assert!(
+        read("infra/modules/functionapp.bicep")
+            .contains("DIRECTORY_SYNC: directorySync ? 'true' : 'false'")
+    );
+}
+
+#[test]
 fn host_json_configures_the_custom_handler_as_deployed() {
     let host = read_json(&manifest_dir().join("host.json"));
     assert_eq!(host["version"], "2.0");

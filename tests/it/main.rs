@@ -15,6 +15,7 @@ mod api_contract;
 mod architecture;
 mod bad_input;
 mod crash;
+mod directory;
 mod fetch;
 mod fetch_hardening;
 mod graph_client;

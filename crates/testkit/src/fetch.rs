@@ -28,6 +28,7 @@ pub struct Tables {
     pub app_state: TableStore,
     pub pstn: TableStore,
     pub direct_routing: TableStore,
+    pub users: TableStore,
 }
 
 impl Tables {
@@ -40,6 +41,7 @@ impl Tables {
             app_state: azurite_table(&names.app_state),
             pstn: azurite_table(&names.pstn_calls),
             direct_routing: azurite_table(&names.direct_routing_calls),
+            users: azurite_table(&names.users),
         }
     }
 
@@ -180,6 +182,15 @@ impl FetchApp {
     pub async fn pull_reports(&self) -> u16 {
         self.host
             .invoke("PullReports", &super::host::timer_invocation(false))
+            .await
+            .status()
+            .as_u16()
+    }
+
+    /// One `SyncDirectory` run, as the host's timer trigger invokes it; the status it answered.
+    pub async fn sync_directory(&self) -> u16 {
+        self.host
+            .invoke("SyncDirectory", &super::host::timer_invocation(false))
             .await
             .status()
             .as_u16()

@@ -30,6 +30,14 @@ pub fn fast_limits() -> (Limits, RateLimits) {
 }
 
 pub async fn reports_app(config: SimConfig) -> FetchApp {
+    reports_app_with(config, |_| {}).await
+}
+
+/// [`reports_app`], after `tweak` has adjusted the app's configuration.
+pub async fn reports_app_with(
+    config: SimConfig,
+    tweak: impl FnOnce(&mut teams_cdr_functions::config::Config),
+) -> FetchApp {
     let (sim_limits, client_limits) = fast_limits();
     let sim = start_sim(SimConfig {
         limits: sim_limits,
@@ -40,6 +48,7 @@ pub async fn reports_app(config: SimConfig) -> FetchApp {
         options.graph_limits = Some(client_limits);
         // The host emulator waits 30 s for an answer: a long back-fill goes on over several runs.
         config.reports.run_budget = Duration::from_secs(8);
+        tweak(config);
     })
     .await
 }

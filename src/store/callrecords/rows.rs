@@ -36,6 +36,8 @@ fn put_party(entity: Entity, prefix: &str, party: &Party) -> Entity {
             ("DisplayName", party.display_name.as_ref()),
             ("UserPrincipalName", party.user_principal_name.as_ref()),
             ("TenantId", party.tenant_id.as_ref()),
+            ("Department", party.department.as_ref()),
+            ("CostCenter", party.cost_center.as_ref()),
         ],
     )
 }
