@@ -9,7 +9,8 @@
 //!   the poison queue; records given up on in the last 7 days; notifications rejected for a wrong
 //!   client state in the last 24 hours (a redeployment with a new secret, before the subscription
 //!   is replaced); a report not pulled successfully for 2 hours; no complete reconciliation sweep for
-//!   3 hours; no complete purge for 2 days; a Graph refusal in the last 24 hours that has since
+//!   3 hours; no complete purge for 2 days; with `DIRECTORY_SYNC` on, no complete directory sync
+//!   for 25 hours; a Graph refusal in the last 24 hours that has since
 //!   been followed by success;
 //!   a feed read before but not for `CONSUMER_STALE_DAYS` (3); a feed's consumer whose cursor is
 //!   within 7 days of `RETENTION_DAYS` (its unread rows are about to be deleted);
@@ -81,6 +82,16 @@ pub(crate) struct Signals {
     /// `CONSUMER_STALE_DAYS`, and how long rows are kept (`RETENTION_DAYS`).
     pub(crate) consumer_stale: std::time::Duration,
     pub(crate) retention: Option<std::time::Duration>,
+    /// The directory sync, when `DIRECTORY_SYNC` is on.
+    pub(crate) directory: Option<DirectorySignal>,
+}
+
+/// The directory sync's last runs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DirectorySignal {
+    /// The last run that reached Graph's delta link.
+    pub(crate) last_sync: Option<OffsetDateTime>,
+    pub(crate) last_error: Option<String>,
 }
 
 /// A feed's consumer, as its last read recorded it.
@@ -104,6 +115,8 @@ const REPORT_STALE: time::Duration = time::Duration::hours(2);
 const RECONCILE_STALE: time::Duration = time::Duration::hours(3);
 const REFUSED_RECENT: time::Duration = time::Duration::hours(24);
 const PURGE_STALE: time::Duration = time::Duration::days(2);
+/// A day of hourly syncs, and one more run.
+const DIRECTORY_STALE: time::Duration = time::Duration::hours(25);
 
 /// The verdict and its findings, worst first.
 pub(crate) fn assess(s: &Signals, now: OffsetDateTime) -> (Status, Vec<Finding>) {
@@ -225,6 +238,24 @@ pub(crate) fn assess(s: &Signals, now: OffsetDateTime) -> (Status, Vec<Finding>)
             "no complete purge for 2 days: rows older than RETENTION_DAYS are piling up".into(),
         );
     }
+    if let Some(directory) = &s.directory
+        && stale(directory.last_sync, DIRECTORY_STALE)
+    {
+        let why = directory
+            .last_error
+            .as_deref()
+            .filter(|e| !e.is_empty())
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        find(
+            Status::Degraded,
+            "directoryStale",
+            format!(
+                "the directory has not been synced completely for 25 hours (DIRECTORY_SYNC): new \
+                 call rows get the departments of the last sync{why}"
+            ),
+        );
+    }
     if stale(s.reconciled, RECONCILE_STALE) {
         find(
             Status::Degraded,
@@ -331,6 +362,33 @@ mod tests {
         );
         // Gone for longer than the retention: forgotten.
         s.consumers = vec![consumer(91, 91)];
+        assert_eq!(codes(&s), (Status::Ok, vec![]));
+    }
+
+    #[test]
+    fn a_directory_sync_that_has_not_completed_for_a_day_is_degraded_only_when_it_is_on() {
+        let mut s = healthy();
+        s.directory = Some(DirectorySignal {
+            last_sync: Some(NOW - time::Duration::hours(2)),
+            last_error: None,
+        });
+        assert_eq!(codes(&s), (Status::Ok, vec![]));
+        s.directory = Some(DirectorySignal {
+            last_sync: Some(NOW - time::Duration::hours(26)),
+            last_error: Some("Graph: Graph refused the request (HTTP 403, Forbidden)".into()),
+        });
+        let (status, findings) = assess(&s, NOW);
+        assert_eq!(status, Status::Degraded);
+        assert_eq!(findings[0].code, "directoryStale");
+        assert!(
+            findings[0].message.contains("HTTP 403"),
+            "{}",
+            findings[0].message
+        );
+        // Never synced: stale once the installation is older than the limit (10 days here).
+        s.directory = Some(DirectorySignal::default());
+        assert_eq!(codes(&s), (Status::Degraded, vec!["directoryStale"]));
+        s.directory = None;
         assert_eq!(codes(&s), (Status::Ok, vec![]));
     }
 

@@ -72,8 +72,12 @@ async fn observe(
     observed.signals.retention = Some(std::time::Duration::from_secs(
         86_400 * u64::from(state.retention.days),
     ));
+    if state.directory.enabled {
+        observed.signals.directory = Some(observed.directory.clone());
+    }
     let (status, findings) = assess(&observed.signals, now);
     observed.details["queue"] = json!({"depth": depth, "poison": poison});
+    observed.details["directory"]["enabled"] = json!(state.directory.enabled);
     Ok((status, findings, observed.details))
 }
 

@@ -13,11 +13,14 @@ use tokio::sync::OnceCell;
 
 use super::StoreError;
 use super::app_state::{
-    ACTIVITY_PARTITION, CONSUMER_PARTITION, FETCH_FAILURE_PARTITION as FAILURE_PARTITION,
-    GRAPH_STATUS, NOTIFICATION_REJECTED_PARTITION as REJECTED_PARTITION, PURGE, RECONCILE,
+    ACTIVITY_PARTITION, CONSUMER_PARTITION, DIRECTORY_SYNC,
+    FETCH_FAILURE_PARTITION as FAILURE_PARTITION, GRAPH_STATUS,
+    NOTIFICATION_REJECTED_PARTITION as REJECTED_PARTITION, PURGE, RECONCILE,
     REPORT_CHECKPOINT_PARTITION as CHECKPOINT_PARTITION, SUBSCRIPTION,
 };
-use crate::domain::health::{ConsumerSignal, ReportSignal, Signals, SubscriptionSignal};
+use crate::domain::health::{
+    ConsumerSignal, DirectorySignal, ReportSignal, Signals, SubscriptionSignal,
+};
 use crate::domain::reports::Report;
 
 /// At most one mark write per kind per process in this many seconds.
@@ -70,6 +73,8 @@ pub(crate) struct Observed {
     pub(crate) signals: Signals,
     /// For the details: the rows as they are, without secrets.
     pub(crate) details: Value,
+    /// The directory sync's row, for the caller to add to the signals when the sync is on.
+    pub(crate) directory: DirectorySignal,
 }
 
 #[derive(Clone)]
@@ -134,6 +139,10 @@ impl HealthStore {
         let activity = self.partition(ACTIVITY_PARTITION).await?;
         let refused = self.app_state.get(GRAPH_STATUS.0, GRAPH_STATUS.1).await?;
         let purge = self.app_state.get(PURGE.0, PURGE.1).await?;
+        let directory = self
+            .app_state
+            .get(DIRECTORY_SYNC.0, DIRECTORY_SYNC.1)
+            .await?;
         let rejected = self.partition(REJECTED_PARTITION).await?;
         let checkpoints = self.partition(CHECKPOINT_PARTITION).await?;
         let consumers = self.partition(CONSUMER_PARTITION).await?;
@@ -204,6 +213,8 @@ impl HealthStore {
                 .collect(),
             consumer_stale: std::time::Duration::MAX,
             retention: None,
+            // Set by the caller, which knows whether the sync is on.
+            directory: None,
         };
         let mut signals = signals;
         let stored = at(
@@ -274,12 +285,31 @@ impl HealthStore {
                 "lastReadAt": time_text(row.get_datetime("LastReadAt")),
                 "cursorAt": time_text(row.get_datetime("CursorAt")),
             })).collect::<Vec<_>>(),
+            "directory": {
+                "lastSyncAt": time_text(at(directory.as_ref(), "LastSyncAt")),
+                "lastFullSyncAt": time_text(at(directory.as_ref(), "LastFullSyncAt")),
+                "lastRunAt": time_text(at(directory.as_ref(), "LastRunAt")),
+                "users": count(directory.as_ref(), "Users"),
+                "lastChanged": count(directory.as_ref(), "LastChanged"),
+                "lastError": text(directory.as_ref(), "LastError"),
+                "lastErrorAt": time_text(at(directory.as_ref(), "LastErrorAt")),
+            },
             "graph": {
                 "lastRefusalAt": time_text(signals.graph_refused),
                 "lastRefusalStatus": refused.as_ref().and_then(|r| r.get_i32("Status")),
                 "lastRefusalCode": text(refused.as_ref(), "Code"),
             },
         });
-        Ok(Observed { signals, details })
+        Ok(Observed {
+            signals,
+            details,
+            directory: DirectorySignal {
+                last_sync: at(directory.as_ref(), "LastSyncAt"),
+                last_error: directory
+                    .as_ref()
+                    .and_then(|r| r.get_str("LastError"))
+                    .map(str::to_owned),
+            },
+        })
     }
 }

@@ -137,6 +137,43 @@ async fn the_first_sync_pages_through_every_user_and_a_move_changes_only_later_c
         Some(&EdmValue::String("CC-9000".into()))
     );
 
+    // The read API's feed serves both columns in its default layout, and each row once: the
+    // re-read of the earlier call, unchanged, did not log it again.
+    app.sim.clock().advance(time::Duration::minutes(6));
+    let answer = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/pstncalls?format=csv&limit=100",
+            app.host.base()
+        ))
+        .header("x-functions-key", "any")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no {name} in {header:?}"))
+    };
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    for (record, department) in rows
+        .iter()
+        .zip([user.department.as_deref().unwrap(), "Legal"])
+    {
+        assert_eq!(&record[column("Department")], department, "{text}");
+    }
+    assert_eq!(&rows[1][column("CostCenter")], "CC-9000");
+
     // Nothing changed since: the next sync reads one page and writes nothing.
     assert_eq!(app.sync_directory().await, 200);
     assert_eq!(app.sim.ledger().count(Endpoint::UsersDelta), 5);

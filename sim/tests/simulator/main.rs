@@ -1331,3 +1331,83 @@ async fn list_paging_is_not_shifted_by_records_becoming_visible_meanwhile() {
         "the test needs records to appear meanwhile"
     );
 }
+
+/// Pages a users delta query from `start` to its delta link: the items and the delta link.
+async fn delta_pages(client: &Client, start: &str) -> (Vec<Value>, String, usize) {
+    let mut items = Vec::new();
+    let mut url = start.to_owned();
+    for pages in 1..=100 {
+        let (status, page) = client.get(&url).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        items.extend(page["value"].as_array().unwrap().iter().cloned());
+        assert!(
+            page.get("@odata.nextLink").is_none() || page.get("@odata.deltaLink").is_none(),
+            "a page has one link or the other"
+        );
+        match (
+            page["@odata.nextLink"].as_str(),
+            page["@odata.deltaLink"].as_str(),
+        ) {
+            (Some(next), _) => url = next.to_owned(),
+            (None, Some(delta)) => return (items, delta.to_owned(), pages),
+            _ => panic!("a page without a link: {page}"),
+        }
+    }
+    panic!("users delta never ended");
+}
+
+#[tokio::test]
+async fn users_delta_pages_a_full_sync_then_serves_only_changes_and_refuses_expired_tokens() {
+    let mut config = config(TenantSpec { users: 7, ..spec() });
+    config.users_delta_page = 3;
+    let sim = teams_cdr_sim::start(config).await.unwrap();
+    let client = Client::new(&sim);
+    let select = "id,userPrincipalName,displayName,department,employeeOrgData,officeLocation,usageLocation,companyName";
+
+    let (users, delta, pages) =
+        delta_pages(&client, &format!("/v1.0/users/delta?$select={select}")).await;
+    assert_eq!(pages, 3);
+    let ids: BTreeSet<&str> = users.iter().map(|u| u["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 7, "each user once");
+    assert!(
+        users
+            .iter()
+            .all(|u| u["department"].is_string() && u["employeeOrgData"]["costCenter"].is_string())
+    );
+
+    // Nothing changed: an empty page and a new delta link.
+    let (none, delta, _) = delta_pages(&client, &delta).await;
+    assert!(none.is_empty(), "{none:?}");
+
+    // One user moves, one is deleted: exactly those two come back.
+    let tenant = sim.tenant();
+    assert!(sim.set_user_property(&tenant.users[0].id, "department", json!("Legal")));
+    assert!(sim.remove_user(&tenant.users[1].id));
+    let (changed, delta, _) = delta_pages(&client, &delta).await;
+    assert_eq!(changed.len(), 2, "{changed:?}");
+    let moved = changed
+        .iter()
+        .find(|u| u["id"] == tenant.users[0].id.as_str())
+        .unwrap();
+    assert_eq!(moved["department"], "Legal");
+    assert_eq!(
+        moved["displayName"],
+        tenant.users[0].display_name.as_str(),
+        "every selected property"
+    );
+    let gone = changed
+        .iter()
+        .find(|u| u["id"] == tenant.users[1].id.as_str())
+        .unwrap();
+    assert_eq!(gone["@removed"]["reason"], "deleted");
+
+    // Expired tokens: 400 syncStateNotFound; a new full sync works and leaves the removed user out.
+    sim.expire_delta_tokens();
+    let (status, body) = client.get(&delta).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "syncStateNotFound");
+    let (users, _, _) = delta_pages(&client, &format!("/v1.0/users/delta?$select={select}")).await;
+    assert_eq!(users.len(), 6);
+    // Full sync, no change, two changes, the refusal, full sync of six.
+    assert_eq!(sim.ledger().count(Endpoint::UsersDelta), 3 + 1 + 1 + 1 + 2);
+}
