@@ -91,6 +91,9 @@ pub(crate) struct Signals {
 pub(crate) struct DirectorySignal {
     /// The last run that reached Graph's delta link.
     pub(crate) last_sync: Option<OffsetDateTime>,
+    /// The first run: a sync that never completed is stale counting from it (the sync may have
+    /// been turned on long after the installation).
+    pub(crate) first_run: Option<OffsetDateTime>,
     pub(crate) last_error: Option<String>,
 }
 
@@ -239,7 +242,10 @@ pub(crate) fn assess(s: &Signals, now: OffsetDateTime) -> (Status, Vec<Finding>)
         );
     }
     if let Some(directory) = &s.directory
-        && stale(directory.last_sync, DIRECTORY_STALE)
+        && directory
+            .last_sync
+            .or(directory.first_run)
+            .is_some_and(|t| now - t > DIRECTORY_STALE)
     {
         let why = directory
             .last_error
@@ -370,11 +376,13 @@ mod tests {
         let mut s = healthy();
         s.directory = Some(DirectorySignal {
             last_sync: Some(NOW - time::Duration::hours(2)),
+            first_run: Some(NOW - time::Duration::days(3)),
             last_error: None,
         });
         assert_eq!(codes(&s), (Status::Ok, vec![]));
         s.directory = Some(DirectorySignal {
             last_sync: Some(NOW - time::Duration::hours(26)),
+            first_run: Some(NOW - time::Duration::days(3)),
             last_error: Some("Graph: Graph refused the request (HTTP 403, Forbidden)".into()),
         });
         let (status, findings) = assess(&s, NOW);
@@ -385,9 +393,19 @@ mod tests {
             "{}",
             findings[0].message
         );
-        // Never synced: stale once the installation is older than the limit (10 days here).
-        s.directory = Some(DirectorySignal::default());
+        // Never completed: stale 25 hours after its first run, not before (just turned on).
+        s.directory = Some(DirectorySignal {
+            first_run: Some(NOW - time::Duration::hours(26)),
+            ..DirectorySignal::default()
+        });
         assert_eq!(codes(&s), (Status::Degraded, vec!["directoryStale"]));
+        s.directory = Some(DirectorySignal {
+            first_run: Some(NOW - time::Duration::hours(1)),
+            ..DirectorySignal::default()
+        });
+        assert_eq!(codes(&s), (Status::Ok, vec![]));
+        s.directory = Some(DirectorySignal::default());
+        assert_eq!(codes(&s), (Status::Ok, vec![]), "not run yet");
         s.directory = None;
         assert_eq!(codes(&s), (Status::Ok, vec![]));
     }

@@ -148,6 +148,9 @@ pub(crate) async fn run(state: &Services) -> Result<Option<Synced>, InvocationEr
     if restarted {
         columns.push(("LastRestartAt", EdmValue::DateTime(now)));
     }
+    if sync.first_run.is_none() {
+        columns.push(("FirstRunAt", EdmValue::DateTime(now)));
+    }
     match delta {
         Ok(delta) => {
             done.complete = true;

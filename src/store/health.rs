@@ -305,6 +305,7 @@ impl HealthStore {
             details,
             directory: DirectorySignal {
                 last_sync: at(directory.as_ref(), "LastSyncAt"),
+                first_run: at(directory.as_ref(), "FirstRunAt"),
                 last_error: directory
                     .as_ref()
                     .and_then(|r| r.get_str("LastError"))

@@ -43,6 +43,8 @@ pub(crate) struct SyncState {
     pub(crate) delta_link: Option<String>,
     /// Counts every page that changed the table: readers reload when it moves.
     pub(crate) revision: i64,
+    /// When the first run started (the health check's "never synced" counts from it).
+    pub(crate) first_run: Option<OffsetDateTime>,
 }
 
 /// The table as one run of the sync holds it: every user's current row and versions.
@@ -277,6 +279,7 @@ fn sync_state(row: Option<&Entity>) -> SyncState {
         next_link: link("NextLink"),
         delta_link: link("DeltaLink"),
         revision: row.and_then(|r| r.get_i64("Revision")).unwrap_or(0),
+        first_run: row.and_then(|r| r.get_datetime("FirstRunAt")),
     }
 }
 
