@@ -152,6 +152,9 @@ pub struct ReportsConfig {
 /// (`Reconcile`).
 #[derive(Debug, Clone)]
 pub struct SubscriptionConfig {
+    /// `NOTIFICATION_DELIVERY`: how Graph delivers notifications, `webhook` (the default) or
+    /// `eventGrid` (an Event Grid partner topic that writes them into the call-record queue).
+    pub delivery: NotificationDelivery,
     /// `NOTIFICATION_URL`: the public HTTPS URL of `/api/notifications` that Graph posts to. Not
     /// required at start-up (the other functions work without it); `MaintainSubscription` fails,
     /// naming it, while it is missing.
@@ -172,6 +175,45 @@ pub struct SubscriptionConfig {
     /// a run still records its report after the budget. Its lease is twice this, so a run that
     /// crashed holds up the next ones that long.
     pub reconcile_budget: Duration,
+}
+
+/// How Graph delivers change notifications for call records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotificationDelivery {
+    /// HTTPS posts to the `Notifications` and `Lifecycle` webhooks.
+    Webhook,
+    /// Through an Azure Event Grid partner topic into the call-record queue: no inbound endpoint.
+    EventGrid(EventGridTopic),
+}
+
+impl NotificationDelivery {
+    /// The setting's value.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::EventGrid(_) => "eventGrid",
+        }
+    }
+}
+
+/// The Event Grid partner topic Graph publishes to: `EVENT_GRID_SUBSCRIPTION_ID`,
+/// `EVENT_GRID_RESOURCE_GROUP`, `EVENT_GRID_PARTNER_TOPIC`, `EVENT_GRID_LOCATION`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventGridTopic {
+    pub subscription_id: String,
+    pub resource_group: String,
+    pub partner_topic: String,
+    pub location: String,
+}
+
+impl EventGridTopic {
+    /// The `notificationUrl` (and `lifecycleNotificationUrl`) Graph takes for this topic.
+    pub fn url(&self) -> String {
+        format!(
+            "EventGrid:?azuresubscriptionid={}&resourcegroup={}&partnertopic={}&location={}",
+            self.subscription_id, self.resource_group, self.partner_topic, self.location
+        )
+    }
 }
 
 impl SubscriptionConfig {
@@ -785,9 +827,57 @@ fn webhook_url(settings: &Settings, name: &'static str) -> Result<Option<Url>, C
     Ok(Some(url))
 }
 
+fn notification_delivery(settings: &Settings) -> Result<NotificationDelivery, ConfigError> {
+    match settings.get("NOTIFICATION_DELIVERY").map(str::trim) {
+        None | Some("") => Ok(NotificationDelivery::Webhook),
+        Some(v) if v.eq_ignore_ascii_case("webhook") => Ok(NotificationDelivery::Webhook),
+        Some(v) if v.eq_ignore_ascii_case("eventGrid") => {
+            // Values that go into the `EventGrid:` URL's query: Azure's own name rules, so that
+            // nothing can add a parameter or end the URL.
+            let name = |setting: &'static str, max: usize, extra: &[char]| {
+                let value = settings.require(setting)?.trim();
+                let fits = !value.is_empty()
+                    && value.len() <= max
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c));
+                if fits {
+                    Ok(value.to_owned())
+                } else {
+                    Err(ConfigError::malformed(
+                        setting,
+                        format!(
+                            "expected 1 to {max} letters, digits or {}",
+                            extra.iter().collect::<String>()
+                        ),
+                    ))
+                }
+            };
+            let subscription_id = settings.require("EVENT_GRID_SUBSCRIPTION_ID")?.trim();
+            if !is_guid(subscription_id) {
+                return Err(ConfigError::malformed(
+                    "EVENT_GRID_SUBSCRIPTION_ID",
+                    "expected an Azure subscription id (a GUID)",
+                ));
+            }
+            Ok(NotificationDelivery::EventGrid(EventGridTopic {
+                subscription_id: subscription_id.to_ascii_lowercase(),
+                resource_group: name("EVENT_GRID_RESOURCE_GROUP", 90, &['-', '_', '.', '(', ')'])?,
+                partner_topic: name("EVENT_GRID_PARTNER_TOPIC", 50, &['-'])?,
+                location: name("EVENT_GRID_LOCATION", 50, &[])?.to_ascii_lowercase(),
+            }))
+        }
+        Some(_) => Err(ConfigError::malformed(
+            "NOTIFICATION_DELIVERY",
+            "expected webhook or eventGrid",
+        )),
+    }
+}
+
 fn subscription_config(settings: &Settings) -> Result<SubscriptionConfig, ConfigError> {
     let passes = reconcile_passes(settings)?;
     Ok(SubscriptionConfig {
+        delivery: notification_delivery(settings)?,
         notification_url: webhook_url(settings, "NOTIFICATION_URL")?,
         lifecycle_url: webhook_url(settings, "LIFECYCLE_NOTIFICATION_URL")?,
         schedule: schedule(
@@ -1042,6 +1132,50 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn event_grid_delivery_needs_its_topic_and_refuses_what_would_change_the_url() {
+        let topic = [
+            ("AzureWebJobsStorage", "UseDevelopmentStorage=true"),
+            ("NOTIFICATION_DELIVERY", "eventGrid"),
+            (
+                "EVENT_GRID_SUBSCRIPTION_ID",
+                "8D2B7A3E-0000-4000-8000-000000000001",
+            ),
+            ("EVENT_GRID_RESOURCE_GROUP", "rg-teams-cdr"),
+            ("EVENT_GRID_PARTNER_TOPIC", "teams-cdr-callrecords"),
+            ("EVENT_GRID_LOCATION", "WestEurope"),
+        ];
+        let config = Config::from_vars(RunMode::CustomHandler, base(&topic)).unwrap();
+        let NotificationDelivery::EventGrid(t) = &config.subscription.delivery else {
+            panic!("not eventGrid");
+        };
+        assert_eq!(
+            t.url(),
+            "EventGrid:?azuresubscriptionid=8d2b7a3e-0000-4000-8000-000000000001&resourcegroup=rg-teams-cdr&partnertopic=teams-cdr-callrecords&location=westeurope"
+        );
+        let default = Config::from_vars(RunMode::CustomHandler, base(&topic[..1])).unwrap();
+        assert_eq!(default.subscription.delivery, NotificationDelivery::Webhook);
+        let refused = |setting: &str, value: &str| {
+            let mut pairs = topic.to_vec();
+            pairs.retain(|(k, _)| *k != setting);
+            pairs.push((setting, value));
+            match Config::from_vars(RunMode::CustomHandler, base(&pairs)) {
+                Err(ConfigError::Malformed { setting: s, .. }) => assert_eq!(s, setting),
+                other => panic!("{setting}={value}: {other:?}"),
+            }
+        };
+        refused("EVENT_GRID_PARTNER_TOPIC", "topic&location=eastus");
+        refused("EVENT_GRID_RESOURCE_GROUP", "rg teams");
+        refused("EVENT_GRID_SUBSCRIPTION_ID", "not-a-guid");
+        refused("NOTIFICATION_DELIVERY", "eventHubs");
+        let mut missing = topic.to_vec();
+        missing.retain(|(k, _)| *k != "EVENT_GRID_LOCATION");
+        assert_eq!(
+            Config::from_vars(RunMode::CustomHandler, base(&missing)).unwrap_err(),
+            ConfigError::Missing("EVENT_GRID_LOCATION")
+        );
     }
 
     fn base(extra: &[(&str, &str)]) -> Vec<(String, String)> {

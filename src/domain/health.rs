@@ -84,6 +84,11 @@ pub(crate) struct Signals {
     pub(crate) retention: Option<std::time::Duration>,
     /// The directory sync, when `DIRECTORY_SYNC` is on.
     pub(crate) directory: Option<DirectorySignal>,
+    /// Notifications come through Event Grid (`NOTIFICATION_DELIVERY=eventGrid`).
+    pub(crate) event_grid: bool,
+    /// The last notification (or event) accepted, and the last record stored.
+    pub(crate) last_notification: Option<OffsetDateTime>,
+    pub(crate) last_stored: Option<OffsetDateTime>,
 }
 
 /// The directory sync's last runs.
@@ -118,6 +123,8 @@ const REPORT_STALE: time::Duration = time::Duration::hours(2);
 const RECONCILE_STALE: time::Duration = time::Duration::hours(3);
 const REFUSED_RECENT: time::Duration = time::Duration::hours(24);
 const PURGE_STALE: time::Duration = time::Duration::days(2);
+/// Records stored this long after the last event, with none since: events do not arrive.
+const EVENTS_SILENT: time::Duration = time::Duration::hours(3);
 /// A day of hourly syncs, and one more run.
 const DIRECTORY_STALE: time::Duration = time::Duration::hours(25);
 
@@ -239,6 +246,24 @@ pub(crate) fn assess(s: &Signals, now: OffsetDateTime) -> (Status, Vec<Finding>)
             Status::Degraded,
             "purgeStale",
             "no complete purge for 2 days: rows older than RETENTION_DAYS are piling up".into(),
+        );
+    }
+    // With Event Grid delivery the app cannot see the partner topic (it has no Azure role on it),
+    // but it sees the consequence: reconciliation stores records that no event announced.
+    if s.event_grid
+        && installed.is_some_and(|t| now - t > EVENTS_SILENT)
+        && let Some(stored) = s.last_stored
+        && s.last_notification
+            .is_none_or(|n| stored - n > EVENTS_SILENT)
+    {
+        find(
+            Status::Degraded,
+            "eventGridSilent",
+            format!(
+                "records are being stored (last at {stored}) but no Event Grid event has arrived \
+                 for 3 hours before it: is the partner topic activated, with its event subscription \
+                 to the queue? Reconciliation finds the calls meanwhile, hours late"
+            ),
         );
     }
     if let Some(directory) = &s.directory
@@ -407,6 +432,23 @@ mod tests {
         s.directory = Some(DirectorySignal::default());
         assert_eq!(codes(&s), (Status::Ok, vec![]), "not run yet");
         s.directory = None;
+        assert_eq!(codes(&s), (Status::Ok, vec![]));
+    }
+
+    #[test]
+    fn event_grid_delivery_that_announces_no_stored_record_is_degraded() {
+        let mut s = healthy();
+        s.event_grid = true;
+        s.last_stored = Some(NOW - time::Duration::minutes(10));
+        s.last_notification = Some(NOW - time::Duration::minutes(20));
+        assert_eq!(codes(&s), (Status::Ok, vec![]));
+        // Records found by reconciliation alone, for hours.
+        s.last_notification = None;
+        assert_eq!(codes(&s), (Status::Degraded, vec!["eventGridSilent"]));
+        s.last_notification = Some(NOW - time::Duration::hours(5));
+        assert_eq!(codes(&s), (Status::Degraded, vec!["eventGridSilent"]));
+        // Webhook delivery is not judged by this rule.
+        s.event_grid = false;
         assert_eq!(codes(&s), (Status::Ok, vec![]));
     }
 

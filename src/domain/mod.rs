@@ -6,6 +6,7 @@
 
 pub(crate) mod callrecord;
 pub(crate) mod directory;
+pub(crate) mod event;
 pub(crate) mod fetch;
 pub(crate) mod health;
 pub(crate) mod job;

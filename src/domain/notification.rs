@@ -54,6 +54,8 @@ pub(crate) enum Rejection {
     NotCallRecord,
     /// A call record without a usable id.
     BadId,
+    /// A CloudEvent of a type we do not act on (Event Grid delivery).
+    EventType,
 }
 
 impl Rejection {
@@ -64,6 +66,7 @@ impl Rejection {
             Self::Tenant => "tenant",
             Self::NotCallRecord => "not_call_record",
             Self::BadId => "bad_id",
+            Self::EventType => "event_type",
         }
     }
 }
@@ -85,6 +88,11 @@ pub(crate) struct Expectations<'a> {
 }
 
 impl NotificationCollection {
+    /// A collection of one item: an Event Grid event's `data`.
+    pub(crate) fn single(item: serde_json::Value) -> Self {
+        Self { value: vec![item] }
+    }
+
     /// Sorts the items into jobs to enqueue and rejections.
     pub(crate) fn triage(self, expect: &Expectations<'_>, now: OffsetDateTime) -> Triage {
         let mut triage = Triage::default();

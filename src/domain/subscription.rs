@@ -118,6 +118,23 @@ fn same_changes(a: &str, b: &str) -> bool {
 /// URLs compared as Graph compares them: the same text, give or take a trailing slash and the case
 /// of scheme and host.
 fn same_url(a: Option<&str>, b: &str) -> bool {
+    // Graph's `EventGrid:?…` targets: the same parameters, in any order and case (Azure's names
+    // are case-insensitive), so that a listing that writes them otherwise is not taken for another
+    // target and replaced on every run.
+    let event_grid = |s: &str| {
+        let query = s
+            .get(..10)
+            .filter(|p| p.eq_ignore_ascii_case("eventgrid:"))
+            .map(|_| s[10..].trim_start_matches('?'))?;
+        let mut params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_ascii_lowercase()))
+            .collect();
+        params.sort();
+        Some(params)
+    };
+    if let (Some(a), Some(b)) = (a.and_then(event_grid), event_grid(b)) {
+        return a == b;
+    }
     let norm = |s: &str| match url::Url::parse(s) {
         Ok(u) => u.as_str().trim_end_matches('/').to_owned(),
         Err(_) => s.trim_end_matches('/').to_owned(),
@@ -455,6 +472,22 @@ mod tests {
             Some(datetime!(2023-09-25 09:28:38 UTC))
         );
         assert!(page.next_link.is_none());
+    }
+
+    #[test]
+    fn an_event_grid_target_is_the_same_in_any_order_and_case_and_never_a_webhook() {
+        let ours = "EventGrid:?azuresubscriptionid=8d2b7a3e-0000-4000-8000-000000000001&resourcegroup=rg-Teams&partnertopic=teams-cdr&location=westeurope";
+        let listed = "eventgrid:?location=WestEurope&partnertopic=teams-cdr&resourcegroup=rg-teams&azuresubscriptionid=8D2B7A3E-0000-4000-8000-000000000001";
+        assert!(same_url(Some(listed), ours));
+        assert!(!same_url(Some(&listed.replace("teams-cdr", "other")), ours));
+        assert!(!same_url(
+            Some("https://app.example/api/notifications"),
+            ours
+        ));
+        assert!(!same_url(
+            Some(ours),
+            "https://app.example/api/notifications"
+        ));
     }
 
     #[test]

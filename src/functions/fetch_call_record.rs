@@ -16,6 +16,7 @@ use tracing::Instrument as _;
 
 use crate::domain::callrecord::parse_time;
 use crate::domain::callrecord::{attribute, flatten};
+use crate::domain::event::{EventAction, message_text};
 use crate::domain::fetch::{self, GiveUp, Next, Setback};
 use crate::domain::job::CallRecordJob;
 use crate::domain::notification::is_valid_id;
@@ -47,17 +48,38 @@ pub(crate) async fn handle(
     // host retries the message and then moves it to the poison queue, where it stays visible,
     // instead of it being deleted unread.
     let invocation = QueueInvocation::decode(&body, BINDING)?;
-    let job = match serde_json::from_str::<CallRecordJob>(&invocation.message) {
+    // Our jobs, or (Event Grid delivery) Graph's CloudEvents, in either encoding (`domain::event`).
+    let text = message_text(&invocation.message);
+    let parsed = text
+        .as_deref()
+        .map(|text| (text, serde_json::from_str::<CallRecordJob>(text)));
+    let job = match parsed {
         // Normalised here too: messages written by older releases, or by an admin, keep Graph's
         // spelling.
-        Ok(mut job) if is_valid_id(&job.id) => {
+        Some((_, Ok(mut job))) if is_valid_id(&job.id) => {
             job.id = normalize_id(&job.id);
             job
         }
         parsed => {
+            if let Some((text, _)) = &parsed
+                && let Some(action) = crate::domain::event::classify(
+                    text,
+                    &super::webhook::expectations(&state.notifications),
+                    state.clock.now(),
+                )
+            {
+                let span = tracing::info_span!(
+                    "event",
+                    invocation_id = %crate::host::invocation_id(&headers),
+                    dequeue_count = invocation.dequeue_count,
+                );
+                event(&state, action).instrument(span).await?;
+                return Ok(Json(InvocationResponse::done()));
+            }
             let reason = match parsed {
-                Ok(_) => "invalid call record id",
-                Err(_) => "not a call-record job",
+                Some((_, Ok(_))) => "invalid call record id",
+                Some((_, Err(_))) => "not a call-record job",
+                None => "neither JSON nor base64 of it",
             };
             let message_id = invocation
                 .message_id
@@ -86,6 +108,37 @@ pub(crate) async fn handle(
     );
     fetch(&state, job).instrument(span).await?;
     Ok(Json(InvocationResponse::done()))
+}
+
+/// What a CloudEvent from Event Grid asks: the same fetch as a job (its retries are put back as
+/// jobs), a lifecycle event acted on as the `Lifecycle` webhook would, or a rejection counted.
+/// Nothing of an event is retried for ever: only a failing fetch fails the invocation, as a job's
+/// would.
+async fn event(state: &Services, action: EventAction) -> Result<(), InvocationError> {
+    match action {
+        EventAction::Fetch(job) => {
+            super::health::note_activity(state, Activity::Notification);
+            let span = tracing::info_span!(
+                "fetch_call_record",
+                call_record_id = %job.id,
+                delivery = "eventGrid",
+            );
+            fetch(state, job).instrument(span).await
+        }
+        EventAction::Lifecycle(event) => {
+            super::lifecycle::act_on(state, &event).await;
+            Ok(())
+        }
+        EventAction::Rejected(reason) => {
+            super::webhook::note_rejections(state, "eventGrid", &[reason]);
+            tracing::warn!(
+                reason = reason.as_str(),
+                outcome = "rejected",
+                "Event Grid event dropped"
+            );
+            Ok(())
+        }
+    }
 }
 
 async fn fetch(state: &Services, job: CallRecordJob) -> Result<(), InvocationError> {

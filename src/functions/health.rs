@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::config::NotificationDelivery;
 use crate::domain::health::{Finding, Status, assess};
 use crate::error::ApiError;
 use crate::services::Services;
@@ -54,6 +55,21 @@ async fn verdict(state: &Services) -> (Status, Vec<Finding>, serde_json::Value) 
     }
 }
 
+/// Which delivery is on, into the signals and the details.
+fn signals_delivery(state: &Services, observed: &mut crate::store::health::Observed) {
+    let delivery = &state.subscription.delivery;
+    observed.signals.event_grid = matches!(delivery, NotificationDelivery::EventGrid(_));
+    observed.details["delivery"] = match delivery {
+        NotificationDelivery::Webhook => json!({"mode": delivery.name()}),
+        NotificationDelivery::EventGrid(topic) => json!({
+            "mode": delivery.name(),
+            "partnerTopic": topic.partner_topic,
+            "resourceGroup": topic.resource_group,
+            "location": topic.location,
+        }),
+    };
+}
+
 async fn observe(
     state: &Services,
 ) -> Result<(Status, Vec<Finding>, serde_json::Value), StoreError> {
@@ -72,6 +88,7 @@ async fn observe(
     observed.signals.retention = Some(std::time::Duration::from_secs(
         86_400 * u64::from(state.retention.days),
     ));
+    signals_delivery(state, &mut observed);
     if state.directory.enabled {
         observed.signals.directory = Some(observed.directory.clone());
     }

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument as _;
 
 use super::webhook::{collection, expectations, note_rejections, validation_response};
+use crate::domain::notification::LifecycleEvent;
 use crate::domain::subscription::{REAUTHORIZE_QUIET, RENEW_WITHIN};
 use crate::error::ApiError;
 use crate::graph::GraphError;
@@ -51,6 +52,7 @@ pub(crate) async fn handle(
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    super::webhook::webhooks_on(&state)?;
     if let Some(response) = validation_response(query.as_deref()) {
         tracing::info!("answered the Graph validation handshake for the lifecycle URL");
         return Ok(response);
@@ -86,6 +88,22 @@ pub(crate) async fn handle(
         );
     }
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Does what an authenticated lifecycle event asks (from the webhook or from Event Grid); an
+/// unknown event is logged and ignored.
+pub(crate) async fn act_on(state: &Services, event: &LifecycleEvent) {
+    match action(&event.event) {
+        Some(action) => {
+            tracing::info!(lifecycle_event = %event.event, subscription_id = %event.subscription_id, "Graph lifecycle event received");
+            act(state, action, &event.subscription_id).await;
+        }
+        None => tracing::warn!(
+            lifecycle_event = %event.event,
+            subscription_id = %event.subscription_id,
+            "unknown lifecycle event; ignored"
+        ),
+    }
 }
 
 /// Does what one event asks, if the event is about our subscription. Failures are logged; the

@@ -11,6 +11,7 @@
 
 use secrecy::ExposeSecret as _;
 
+use crate::config::NotificationDelivery;
 use crate::domain::secret::fingerprint;
 use crate::domain::subscription::{Seen, Wanted, gap, plan, renewal_expiry};
 use crate::error::InvocationError;
@@ -56,9 +57,18 @@ pub(crate) async fn run(state: &Services) -> Result<Maintained, InvocationError>
         );
         return Ok(Maintained::Skipped);
     };
-    let (Some(notification_url), Some(lifecycle_url)) =
-        (&config.notification_url, &config.lifecycle_url)
-    else {
+    // Where Graph delivers: the two webhooks, or (eventGrid) the partner topic for both, in
+    // Graph's `EventGrid:` form. A change of mode changes the URLs, so `plan` replaces the
+    // subscription, as it does for a new host name.
+    let urls = match &config.delivery {
+        NotificationDelivery::Webhook => config
+            .notification_url
+            .as_ref()
+            .zip(config.lifecycle_url.as_ref())
+            .map(|(n, l)| (n.as_str().to_owned(), l.as_str().to_owned())),
+        NotificationDelivery::EventGrid(topic) => Some((topic.url(), topic.url())),
+    };
+    let Some((notification_url, lifecycle_url)) = urls else {
         const MISSING: &str = "NOTIFICATION_URL and LIFECYCLE_NOTIFICATION_URL must be set for the \
                                app to subscribe to call records";
         // On the row too, where the health check's `subscriptionMissing` points.
@@ -73,8 +83,8 @@ pub(crate) async fn run(state: &Services) -> Result<Maintained, InvocationError>
     let wanted = Wanted {
         resource: RESOURCE,
         change_type: CHANGE_TYPE,
-        notification_url: notification_url.as_str(),
-        lifecycle_url: lifecycle_url.as_str(),
+        notification_url: &notification_url,
+        lifecycle_url: &lifecycle_url,
         client_state: client_state.as_bytes(),
     };
     let fingerprint = fingerprint(client_state.as_bytes());

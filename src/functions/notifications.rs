@@ -24,6 +24,7 @@ pub(crate) async fn handle(
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    super::webhook::webhooks_on(&state)?;
     if let Some(response) = validation_response(query.as_deref()) {
         tracing::info!("answered the Graph validation handshake");
         return Ok(response);

@@ -62,6 +62,20 @@ pub(crate) fn collection(
     })
 }
 
+/// With Event Grid delivery the webhooks accept nothing, not even Graph's handshake: `404`, as if
+/// they were not there, so that the only inbound endpoint left is one that answers no one.
+///
+/// # Errors
+/// [`ApiError::NotFound`] when `NOTIFICATION_DELIVERY` is `eventGrid`.
+pub(crate) fn webhooks_on(state: &Services) -> Result<(), ApiError> {
+    match state.subscription.delivery {
+        crate::config::NotificationDelivery::Webhook => Ok(()),
+        crate::config::NotificationDelivery::EventGrid(_) => Err(ApiError::NotFound(
+            "no webhook: notifications are delivered through Event Grid (NOTIFICATION_DELIVERY)",
+        )),
+    }
+}
+
 /// What every item must match: our tenant and our clientState.
 pub(crate) fn expectations(config: &NotificationConfig) -> Expectations<'_> {
     Expectations {

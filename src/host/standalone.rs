@@ -12,7 +12,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -122,12 +121,9 @@ impl Delivery {
             poison,
             options,
         } = self;
-        // The trigger decodes base64 (`messageEncoding: base64`), as the host does.
-        let text = base64::engine::general_purpose::STANDARD
-            .decode(&message.text)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .unwrap_or_else(|| message.text.clone());
+        // The text as stored, as the host hands it over (`messageEncoding: none`): the handler
+        // decodes (`domain::event::message_text`).
+        let text = message.text.clone();
         let payload = json!({
             "Data": { options.binding: text },
             "Metadata": {

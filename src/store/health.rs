@@ -184,7 +184,10 @@ impl HealthStore {
                 .collect(),
             client_state_rejected: rejected
                 .iter()
-                .filter(|r| r.row_key == "notification-client_state")
+                .filter(|r| {
+                    r.row_key == "notification-client_state"
+                        || r.row_key == "eventGrid-client_state"
+                })
                 .filter_map(|r| r.get_datetime("LastSeenAt"))
                 .max(),
             reports: Report::ALL
@@ -213,14 +216,24 @@ impl HealthStore {
                 .collect(),
             consumer_stale: std::time::Duration::MAX,
             retention: None,
-            // Set by the caller, which knows whether the sync is on.
+            // Set by the caller, which knows whether the sync is on, and below.
             directory: None,
+            event_grid: false,
+            last_notification: None,
+            last_stored: None,
         };
         let mut signals = signals;
         let stored = at(
             activity
                 .iter()
                 .find(|r| r.row_key == Activity::Stored.key()),
+            "LastAt",
+        );
+        signals.last_stored = stored;
+        signals.last_notification = at(
+            activity
+                .iter()
+                .find(|r| r.row_key == Activity::Notification.key()),
             "LastAt",
         );
         signals.graph_worked = [

@@ -324,8 +324,9 @@ fn host_json_configures_the_custom_handler_as_deployed() {
     assert_eq!(host["extensions"]["http"]["routePrefix"], "api");
     let queues = &host["extensions"]["queues"];
     assert_eq!(queues["maxDequeueCount"], 5);
-    // The app writes base64 (see store::queue); the trigger must decode the same.
-    assert_eq!(queues["messageEncoding"], "base64");
+    // The trigger hands the text over as stored: the handler reads our base64 jobs and Event
+    // Grid's events in either encoding (`domain::event`), which a decoding host could not.
+    assert_eq!(queues["messageEncoding"], "none");
     assert!(queues["visibilityTimeout"].is_string());
 }
 

@@ -208,7 +208,7 @@ impl QueueTrigger<'_> {
     }
 
     async fn deliver(&self, message: &teams_cdr_functions::ReceivedMessage) -> bool {
-        let text = decode_text(&message.text);
+        let text = delivered_text(&message.text);
         let now = time::OffsetDateTime::now_utc();
         let fmt = |t: time::OffsetDateTime| {
             t.format(&time::format_description::well_known::Rfc3339)
@@ -285,6 +285,26 @@ pub fn timer_invocation(past_due: bool) -> Value {
     payload
 }
 
+/// The message text as the host hands it to the function under this repository's `host.json`:
+/// as stored with `messageEncoding: none`, base64-decoded with `base64`.
+pub fn delivered_text(stored: &str) -> String {
+    static ENCODING: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let encoding = ENCODING.get_or_init(|| {
+        let path = super::repository_root().join("host.json");
+        let host: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        host["extensions"]["queues"]["messageEncoding"]
+            .as_str()
+            .unwrap_or("base64")
+            .to_owned()
+    });
+    if encoding == "none" {
+        stored.to_owned()
+    } else {
+        decode_text(stored)
+    }
+}
+
+/// A message's text decoded from base64 where it is base64 (our jobs), else as stored.
 pub fn decode_text(stored: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD
