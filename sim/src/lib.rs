@@ -82,7 +82,7 @@ impl Default for DeliveryConfig {
 }
 
 /// Everything about one simulated tenant.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SimConfig {
     pub tenant: TenantSpec,
     pub clock: SimClock,
@@ -112,6 +112,27 @@ pub struct SimConfig {
     pub hide_client_state_in_listings: bool,
     /// Users per `users/delta` page.
     pub users_delta_page: usize,
+    /// Where Graph's Event Grid partner topic delivers: subscriptions with `EventGrid:` URLs are
+    /// accepted only when set, and their events (CloudEvents 1.0, one per call) are handed to it
+    /// instead of being posted to a webhook (the tests write them into the app's queue).
+    pub event_grid: Option<EventGridSink>,
+}
+
+/// Takes one CloudEvent (JSON text) as Event Grid would deliver it; `true` once it is delivered.
+pub type EventGridSink = Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+        + Send
+        + Sync,
+>;
+
+impl std::fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("tenant", &self.tenant)
+            .field("port", &self.port)
+            .field("event_grid", &self.event_grid.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// PEM files for HTTPS serving.
@@ -140,6 +161,7 @@ impl Default for SimConfig {
             participants_v2_unsupported: None,
             hide_client_state_in_listings: false,
             users_delta_page: directory::USERS_PAGE,
+            event_grid: None,
         }
     }
 }

@@ -95,13 +95,63 @@ pub(crate) async fn remove_on_graphs_side(state: &SimState, id: &str, notify: bo
     true
 }
 
-pub(crate) async fn send_lifecycle(state: &SimState, id: &str, event: &str) -> Option<u16> {
-    let s = subs(state).get(id).cloned()?;
+/// The CloudEvent Graph's partner topic carries for one notification item (the item is `data`),
+/// of `kind` (`Microsoft.Graph.CallRecordCreated`, …).
+fn cloud_event(state: &SimState, kind: &str, subject: &str, item: &Value) -> String {
+    let tenant = state.tenant().tenant_id.clone();
+    json!({
+        "id": state.new_id(),
+        "source": format!("/tenants/{tenant}/applications/{}", state.config.client_id),
+        "specversion": "1.0",
+        "type": kind,
+        "subject": subject,
+        "time": graph_time(state.clock.now()),
+        "datacontenttype": "application/json",
+        "data": item,
+    })
+    .to_string()
+}
+
+/// Hands one event to the Event Grid sink; `false` when there is none or it failed.
+async fn publish(state: &SimState, event: String) -> bool {
+    match &state.config.event_grid {
+        Some(sink) => {
+            state.ledger.webhook_post();
+            sink(event).await
+        }
+        None => false,
+    }
+}
+
+/// A lifecycle event to the subscription's lifecycle URL: a webhook post, or a CloudEvent of type
+/// `Microsoft.Graph.Subscription{Event}` through Event Grid. The status the webhook answered (202
+/// for an event Event Grid took).
+async fn deliver_lifecycle(state: &SimState, s: &Subscription, event: &str) -> Option<u16> {
     let url = s.lifecycle_url.clone()?;
-    let body = lifecycle_body(state, &s, event);
+    let body = lifecycle_body(state, s, event);
+    if event_grid_target(&url).is_some() {
+        let mut kind = String::from("Microsoft.Graph.Subscription");
+        let mut chars = event.chars();
+        if let Some(first) = chars.next() {
+            kind.push(first.to_ascii_uppercase());
+            kind.extend(chars);
+        }
+        let subject = format!("subscriptions/{}", s.id);
+        let event = cloud_event(state, &kind, &subject, &body["value"][0]);
+        return Some(if publish(state, event).await {
+            202
+        } else {
+            500
+        });
+    }
     state.ledger.webhook_post();
     let answer = state.http.post(url).json(&body).send().await.ok()?;
     Some(answer.status().as_u16())
+}
+
+pub(crate) async fn send_lifecycle(state: &SimState, id: &str, event: &str) -> Option<u16> {
+    let s = subs(state).get(id).cloned()?;
+    deliver_lifecycle(state, &s, event).await
 }
 
 impl Subscription {
@@ -202,7 +252,32 @@ fn change_set(change_type: &str) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// An Event Grid partner topic as Graph takes it: `EventGrid:?azuresubscriptionid=…&resourcegroup=…
+/// &partnertopic=…&location=…`, all four present. Graph creates the topic; no handshake.
+fn event_grid_target(raw: &str) -> Option<String> {
+    let query = raw
+        .get(..10)
+        .filter(|p| p.eq_ignore_ascii_case("eventgrid:"))
+        .map(|_| raw[10..].trim_start_matches('?'))?;
+    let params: BTreeMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.into_owned()))
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    [
+        "azuresubscriptionid",
+        "resourcegroup",
+        "partnertopic",
+        "location",
+    ]
+    .iter()
+    .all(|k| params.contains_key(*k))
+    .then(|| params["partnertopic"].clone())
+}
+
 fn webhook_url_ok(state: &SimState, raw: &str) -> bool {
+    if event_grid_target(raw).is_some() {
+        return state.config.event_grid.is_some();
+    }
     let Ok(url) = url::Url::parse(raw) else {
         return false;
     };
@@ -332,7 +407,8 @@ async fn create_inner(
         ));
     }
     for url in std::iter::once(&notification_url).chain(lifecycle_url.as_ref()) {
-        if !validate(&state, url).await {
+        // The handshake is the webhooks' (Graph documents none for Event Grid).
+        if event_grid_target(url).is_none() && !validate(&state, url).await {
             return bad_request(&format!(
                 "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request: {url}"
             ));
@@ -609,13 +685,11 @@ fn lifecycle_due(state: &Arc<SimState>, now: OffsetDateTime) {
             continue;
         }
         s.reauthorization_sent = Some(now);
-        if let Some(url) = s.lifecycle_url.clone() {
-            let body = lifecycle_body(state, s, "reauthorizationRequired");
-            let state = state.clone();
-            tokio::spawn(async move {
-                let _ = post_json(&state, &url, &body).await;
-            });
-        }
+        let s = s.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            let _ = deliver_lifecycle(&state, &s, "reauthorizationRequired").await;
+        });
     }
 }
 
@@ -630,9 +704,45 @@ async fn post_with_retries(state: Arc<SimState>, s: Subscription, items: Vec<(St
     let config = &state.config.delivery;
     let mut delay = config.backoff_initial;
     let mut attempts = 0;
+    let event_grid = event_grid_target(&s.notification_url).is_some();
+    // Through Event Grid, each item is an event of its own (one queue message each).
+    let mut pending: Vec<String> = if event_grid {
+        body["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .zip(&items)
+            .map(|(item, (id, change))| {
+                let kind = if change == "created" {
+                    "Microsoft.Graph.CallRecordCreated"
+                } else {
+                    "Microsoft.Graph.CallRecordUpdated"
+                };
+                cloud_event(
+                    &state,
+                    kind,
+                    &format!("communications/callRecords/{id}"),
+                    item,
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let delivered = loop {
         attempts += 1;
-        if post_json(&state, &s.notification_url, &body).await {
+        if event_grid {
+            let mut failed = Vec::new();
+            for event in pending {
+                if !publish(&state, event.clone()).await {
+                    failed.push(event);
+                }
+            }
+            pending = failed;
+            if pending.is_empty() {
+                break true;
+            }
+        } else if post_json(&state, &s.notification_url, &body).await {
             break true;
         }
         if attempts >= config.max_attempts {

@@ -106,11 +106,12 @@ impl QueueStore {
     }
 
     /// Enqueues `text` exactly as given (already in the queue's encoding): moving a received message
-    /// to the poison queue unchanged.
+    /// to the poison queue unchanged, or (the tests) writing what another sender would, as Event
+    /// Grid does.
     ///
     /// # Errors
     /// [`StoreError`]; the message is not stored when this fails.
-    pub(crate) async fn send_text(&self, text: String, delay_secs: u32) -> Result<(), StoreError> {
+    pub async fn send_text(&self, text: String, delay_secs: u32) -> Result<(), StoreError> {
         match self.send_once(text.clone(), delay_secs).await {
             // The queue does not exist (fresh Azurite, queue deleted): create it and try once more.
             Err(StoreError::NotFound) => {

@@ -16,6 +16,7 @@ mod architecture;
 mod bad_input;
 mod crash;
 mod directory;
+mod event_grid;
 mod fetch;
 mod fetch_hardening;
 mod graph_client;

@@ -10,6 +10,7 @@
 pub mod azurite;
 pub mod bad_input;
 pub mod counting_proxy;
+pub mod event_grid;
 pub mod fetch;
 pub mod graph;
 pub mod host;
