@@ -25,6 +25,18 @@ param storageAccountName string = take('st${toLower(baseName)}${uniqueString(res
 @description('Grant the Graph application permission CallRecords.Read.All to the app\'s identity here. Set false when the deployer has no Entra role for it; an Entra admin then runs the command in the README once.')
 param grantGraphPermission bool = true
 
+@description('How Graph delivers call-record notifications: webhook (HTTPS posts to the two anonymous webhooks) or eventGrid (an Event Grid partner topic writes them into the call-record queue: no inbound endpoint). With eventGrid, run scripts/event-grid-connect.sh once after the first start (docs/ADMIN.md#event-grid-delivery-no-public-endpoint).')
+@allowed(['webhook', 'eventGrid'])
+param notificationDelivery string = 'webhook'
+
+@description('With eventGrid: the partner topic Graph creates in this resource group (3-50 letters, digits, hyphens).')
+@minLength(3)
+@maxLength(50)
+param eventGridPartnerTopicName string = 'teams-cdr-callrecords'
+
+@description('With eventGrid: until when this resource group authorises Microsoft Graph to create partner topics in it. Graph needs it only when the app first subscribes (and after a subscription was lost for over 30 days): a week from the deployment by default.')
+param eventGridAuthorizationExpiry string = dateTimeAdd(utcNow(), 'P7D')
+
 @description('Department and cost centre on call rows: the SyncDirectory timer keeps a Users table in step with Entra ID (users delta query). Off by default; when on, the Graph application permission User.Read.All is granted as well (with grantGraphPermission), and only then.')
 param directorySync bool = false
 
@@ -93,6 +105,20 @@ module storage 'modules/storage.bicep' = {
     name: storageAccountName
     appPrincipalId: identity.properties.principalId
     deploymentContainerName: deploymentContainerName
+    deadLetterContainerName: notificationDelivery == 'eventGrid' ? eventGridDeadLetterContainer : ''
+    tags: tags
+  }
+}
+
+var eventGridDeadLetterContainer = 'event-grid-dead-letter'
+
+// Event Grid delivery: Graph may create its partner topic here (the partner configuration). The
+// topic, its activation and its event subscription to the queue follow Graph's first subscription:
+// scripts/event-grid-connect.sh with infra/event-grid-subscription.bicep.
+module eventGrid 'modules/event-grid.bicep' = if (notificationDelivery == 'eventGrid') {
+  name: 'event-grid'
+  params: {
+    authorizationExpiry: eventGridAuthorizationExpiry
     tags: tags
   }
 }
@@ -130,6 +156,8 @@ module app 'modules/functionapp.bicep' = {
     readApiAppId: readApiAppId
     readApiRequiredRole: readApiRequiredRole
     directorySync: directorySync
+    notificationDelivery: notificationDelivery
+    eventGridPartnerTopicName: eventGridPartnerTopicName
     tags: tags
   }
 }
@@ -166,6 +194,9 @@ module alerts 'modules/alerts.bicep' = if (!empty(alertEmail)) {
 }
 
 output functionAppName string = app.outputs.name
+output storageAccountName string = storage.outputs.name
+output eventGridPartnerTopicName string = notificationDelivery == 'eventGrid' ? eventGridPartnerTopicName : ''
+output eventGridDeadLetterContainer string = notificationDelivery == 'eventGrid' ? eventGridDeadLetterContainer : ''
 output hostName string = app.outputs.hostName
 output notificationUrl string = 'https://${app.outputs.hostName}/api/notifications'
 output healthUrl string = 'https://${app.outputs.hostName}/api/health'

@@ -63,6 +63,12 @@ param readApiRequiredRole string
 @description('DIRECTORY_SYNC: the SyncDirectory timer and the Department and CostCenter columns.')
 param directorySync bool
 
+@description('NOTIFICATION_DELIVERY: webhook or eventGrid.')
+param notificationDelivery string
+
+@description('EVENT_GRID_PARTNER_TOPIC (with eventGrid).')
+param eventGridPartnerTopicName string
+
 param tags object = {}
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
@@ -194,6 +200,14 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // DIRECTORY_SYNC is false.
     DIRECTORY_SYNC: directorySync ? 'true' : 'false'
     DIRECTORY_SYNC_SCHEDULE: '0 7 * * * *'
+    // With eventGrid, Graph subscribes with EventGrid:?azuresubscriptionid=…&resourcegroup=…&
+    // partnertopic=…&location=… (this subscription, resource group and region) and the webhooks
+    // answer 404; the two URLs below are then unused.
+    NOTIFICATION_DELIVERY: notificationDelivery
+    EVENT_GRID_SUBSCRIPTION_ID: notificationDelivery == 'eventGrid' ? subscription().subscriptionId : ''
+    EVENT_GRID_RESOURCE_GROUP: notificationDelivery == 'eventGrid' ? resourceGroup().name : ''
+    EVENT_GRID_PARTNER_TOPIC: notificationDelivery == 'eventGrid' ? eventGridPartnerTopicName : ''
+    EVENT_GRID_LOCATION: notificationDelivery == 'eventGrid' ? location : ''
     NOTIFICATION_URL: 'https://${hostName}/api/notifications'
     LIFECYCLE_NOTIFICATION_URL: 'https://${hostName}/api/lifecycle'
     NOTIFICATION_CLIENT_STATE: notificationClientState

@@ -20,6 +20,9 @@ param deploymentContainerName string
 @allowed(['Standard_GRS', 'Standard_RAGRS', 'Standard_GZRS', 'Standard_RAGZRS', 'Standard_ZRS', 'Standard_LRS'])
 param skuName string = 'Standard_GRS'
 
+@description('Blob container Event Grid dead-letters undeliverable events into; empty: none (webhook delivery).')
+param deadLetterContainerName string = ''
+
 param tags object = {}
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
@@ -69,6 +72,15 @@ resource blobs 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
 resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobs
   name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+// Events Event Grid could not write into the queue (Event Grid delivery only).
+resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = if (!empty(deadLetterContainerName)) {
+  parent: blobs
+  name: empty(deadLetterContainerName) ? 'unused' : deadLetterContainerName
   properties: {
     publicAccess: 'None'
   }
