@@ -123,7 +123,7 @@ const REPORT_STALE: time::Duration = time::Duration::hours(2);
 const RECONCILE_STALE: time::Duration = time::Duration::hours(3);
 const REFUSED_RECENT: time::Duration = time::Duration::hours(24);
 const PURGE_STALE: time::Duration = time::Duration::days(2);
-/// Records stored this long after the last event, with none since: events do not arrive.
+/// A subscription this old, records stored since, and not one event: events do not arrive.
 const EVENTS_SILENT: time::Duration = time::Duration::hours(3);
 /// A day of hourly syncs, and one more run.
 const DIRECTORY_STALE: time::Duration = time::Duration::hours(25);
@@ -249,20 +249,23 @@ pub(crate) fn assess(s: &Signals, now: OffsetDateTime) -> (Status, Vec<Finding>)
         );
     }
     // With Event Grid delivery the app cannot see the partner topic (it has no Azure role on it),
-    // but it sees the consequence: reconciliation stores records that no event announced.
+    // but it sees the consequence: records stored (by reconciliation) since the subscription was
+    // made, and not one event. Only "not one since" is judged: a gap between events is a quiet
+    // tenant as often as a broken topic, and a dropped event is reconciliation's business.
     if s.event_grid
-        && installed.is_some_and(|t| now - t > EVENTS_SILENT)
-        && let Some(stored) = s.last_stored
-        && s.last_notification
-            .is_none_or(|n| stored - n > EVENTS_SILENT)
+        && let Some(created) = installed
+        && now - created > EVENTS_SILENT
+        && s.last_stored.is_some_and(|stored| stored > created)
+        && s.last_notification.is_none_or(|n| n < created)
     {
         find(
             Status::Degraded,
             "eventGridSilent",
             format!(
-                "records are being stored (last at {stored}) but no Event Grid event has arrived \
-                 for 3 hours before it: is the partner topic activated, with its event subscription \
-                 to the queue? Reconciliation finds the calls meanwhile, hours late"
+                "no Event Grid event has arrived since the subscription was made at {created}, \
+                 while records were stored: is the partner topic activated, with its event \
+                 subscription to the queue (scripts/event-grid-connect.sh)? Reconciliation finds \
+                 the calls meanwhile, hours late"
             ),
         );
     }
@@ -440,14 +443,22 @@ mod tests {
         let mut s = healthy();
         s.event_grid = true;
         s.last_stored = Some(NOW - time::Duration::minutes(10));
-        s.last_notification = Some(NOW - time::Duration::minutes(20));
-        assert_eq!(codes(&s), (Status::Ok, vec![]));
-        // Records found by reconciliation alone, for hours.
+        s.last_notification = Some(NOW - time::Duration::days(2));
+        assert_eq!(
+            codes(&s),
+            (Status::Ok, vec![]),
+            "a quiet spell after events"
+        );
+        // Records stored since the subscription was made (10 days ago), by reconciliation alone.
         s.last_notification = None;
         assert_eq!(codes(&s), (Status::Degraded, vec!["eventGridSilent"]));
-        s.last_notification = Some(NOW - time::Duration::hours(5));
+        s.last_notification = Some(NOW - time::Duration::days(11));
         assert_eq!(codes(&s), (Status::Degraded, vec!["eventGridSilent"]));
+        // A subscription just made (the connect script not yet run) is given 3 hours.
+        s.subscription.created = Some(NOW - time::Duration::hours(1));
+        assert_eq!(codes(&s), (Status::Ok, vec![]));
         // Webhook delivery is not judged by this rule.
+        s.subscription.created = Some(NOW - time::Duration::days(10));
         s.event_grid = false;
         assert_eq!(codes(&s), (Status::Ok, vec![]));
     }
