@@ -5,9 +5,10 @@
 #                            pinned Azurite (npm), schemathesis (pip, in .venv-api) and the
 #                            infrastructure checkers (pip, in .venv-infra); then the format check,
 #                            the lints, the Bicep parse and scan, the deployment package and its
-#                            layout check, every unit, doc and integration test, and last the two
-#                            soak tests (the reliability day and the month of report rows), each in
-#                            a process of its own so that its Azurite holds only its data.
+#                            layout check, every unit, doc and integration test, and last the soak
+#                            tests (the month of report rows, the reliability day, and a shorter
+#                            reliability day with Event Grid delivery), each in a process of its
+#                            own so that its Azurite holds only its data.
 #   scripts/test.sh --fast   the tier for your own loop: the format check, the lints and every test
 #                            but the soak tests (what plain `cargo test --workspace` runs too).
 #
@@ -50,9 +51,18 @@ run() {
 run cargo test --locked --workspace
 if ! $fast; then
   # `#[ignore]`d in the tests, so that `cargo test` leaves them out; here each runs alone.
-  for soak in soak::reports_month soak::reliability_day; do
+  # The reliability day twice: as deployed by default (webhooks), then a shorter day with Event
+  # Grid delivery (DAY_DELIVERY, DAY_CALLS: tests/it/soak/reliability_day.rs).
+  for soak in soak::reports_month soak::reliability_day "eventGrid:soak::reliability_day"; do
     before=$(wc -l <"$log")
-    run cargo test --locked -p teams-cdr-functions --test it "$soak" -- --ignored
+    case "$soak" in
+      eventGrid:*)
+        soak=${soak#eventGrid:}
+        run env DAY_DELIVERY=eventGrid DAY_CALLS=1500 \
+          cargo test --locked -p teams-cdr-functions --test it "$soak" -- --ignored
+        ;;
+      *) run cargo test --locked -p teams-cdr-functions --test it "$soak" -- --ignored ;;
+    esac
     # A renamed test would leave the filter matching nothing, and nothing failing.
     if ! tail -n +"$((before + 1))" "$log" | grep -q '^test result: .* 1 passed'; then
       echo "$soak: expected exactly one test to run and pass" >&2

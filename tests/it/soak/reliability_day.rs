@@ -20,6 +20,11 @@
 //!
 //! `DAY_CALLS` (5,000) and `DAY_DAYS` (1) scale it: `docs/RELIABILITY.md` has the command for a
 //! tenant week. The run's figures are written to `target/reliability-day.md`.
+//!
+//! `DAY_DELIVERY=eventGrid` runs the day with Event Grid delivery (`NOTIFICATION_DELIVERY`): the
+//! simulator's partner topic writes each event into the queue (alternately base64 and plain text),
+//! the webhook outage becomes an Event Grid outage, and the bad input expects the webhooks' `404`
+//! and adds forged events to the queue. CI runs it on a shorter day (`scripts/test.sh`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +36,7 @@ use serde_json::Value;
 use support::HandlerProcess;
 use support::bad_input::{KEY, cases, check, send};
 use support::counting_proxy::start_proxy;
+use support::event_grid::Encoding;
 use support::fetch::{Tables, azurite_queue, azurite_table, served};
 use support::graph::{binary_env, start_sim};
 use support::proxy::{Mode, ToggleProxy};
@@ -48,6 +54,7 @@ struct Plan {
     days: i64,
     factor: f64,
     seed: u64,
+    event_grid: bool,
 }
 
 impl Plan {
@@ -63,6 +70,7 @@ impl Plan {
             days: var("DAY_DAYS", "1") as i64,
             factor: var("DAY_CLOCK_FACTOR", "300"),
             seed: var("DAY_SEED", "20261129") as u64,
+            event_grid: std::env::var("DAY_DELIVERY").is_ok_and(|v| v == "eventGrid"),
         }
     }
 
@@ -70,6 +78,46 @@ impl Plan {
     fn tenant(&self, real: Duration) -> time::Duration {
         time::Duration::seconds_f64(real.as_secs_f64() * self.factor)
     }
+}
+
+/// Events a forger could write into the queue (with Event Grid delivery): a wrong client state, a
+/// foreign tenant, another event type, in both encodings, for a call record of no tenant.
+fn forged_events() -> Vec<String> {
+    let id = "0badbad0-0000-4000-8000-000000000001";
+    let event = |kind: &str, client_state: &str, tenant: &str| {
+        serde_json::json!({
+            "id": format!("forged-{kind}-{tenant}"),
+            "source": format!("/tenants/{tenant}/applications/x"),
+            "specversion": "1.0",
+            "type": kind,
+            "data": {
+                "changeType": "created",
+                "clientState": client_state,
+                "resource": format!("communications/callRecords/{id}"),
+                "resourceData": {"id": id, "@odata.type": "#Microsoft.Graph.callRecord"},
+                "subscriptionId": "forged",
+                "tenantId": tenant
+            }
+        })
+        .to_string()
+    };
+    let created = "Microsoft.Graph.CallRecordCreated";
+    [
+        event(created, "a-guessed-client-state", support::TENANT_ID),
+        event(
+            created,
+            support::CLIENT_STATE,
+            "00000000-0000-4000-8000-000000000099",
+        ),
+        event(
+            "Microsoft.Graph.UserUpdated",
+            support::CLIENT_STATE,
+            support::TENANT_ID,
+        ),
+    ]
+    .into_iter()
+    .flat_map(|e| [Encoding::Base64.encode(&e), Encoding::Plain.encode(&e)])
+    .collect()
 }
 
 /// Midnight of the first simulated day.
@@ -303,6 +351,28 @@ async fn a_tenant_day_under_faults_loses_nothing_and_doubles_nothing() {
         ..SimConfig::default()
     };
     config.delivery.max_attempts = 10;
+    // Event Grid delivery: the partner topic writes into the queue the binary reads, straight to
+    // Azurite (Event Grid is not the app's storage traffic), base64 and plain text in turn.
+    let event_grid_down = Arc::new(AtomicBool::new(false));
+    if plan.event_grid {
+        let queue = azurite_queue(CALLRECORD_QUEUE).await;
+        let down = Arc::clone(&event_grid_down);
+        let turn = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        config.event_grid = Some(Arc::new(move |event: String| {
+            let (queue, down, turn) = (queue.clone(), Arc::clone(&down), Arc::clone(&turn));
+            Box::pin(async move {
+                if down.load(Ordering::Relaxed) {
+                    return false;
+                }
+                let encoding = if turn.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+                    Encoding::Base64
+                } else {
+                    Encoding::Plain
+                };
+                queue.send_text(encoding.encode(&event), 0).await.is_ok()
+            })
+        }));
+    }
     // The binary's clock: the simulator's, read from the same real moment.
     let real_start = OffsetDateTime::now_utc();
     let sim = start_sim(config).await;
@@ -342,18 +412,31 @@ async fn a_tenant_day_under_faults_loses_nothing_and_doubles_nothing() {
     let webhook = ToggleProxy::start(format!("127.0.0.1:{port}").parse().unwrap()).await;
     let base = format!("http://127.0.0.1:{port}");
 
+    let delivery = if plan.event_grid {
+        let topic = support::event_grid::topic();
+        vec![
+            ("NOTIFICATION_DELIVERY", "eventGrid".to_owned()),
+            ("EVENT_GRID_SUBSCRIPTION_ID", topic.subscription_id),
+            ("EVENT_GRID_RESOURCE_GROUP", topic.resource_group),
+            ("EVENT_GRID_PARTNER_TOPIC", topic.partner_topic),
+            ("EVENT_GRID_LOCATION", topic.location),
+        ]
+    } else {
+        vec![
+            (
+                "NOTIFICATION_URL",
+                format!("http://{}/api/notifications", webhook.addr),
+            ),
+            (
+                "LIFECYCLE_NOTIFICATION_URL",
+                format!("http://{}/api/lifecycle", webhook.addr),
+            ),
+        ]
+    };
     let settings = [
         ("ACCELERATED_CLOCK", clock.setting()),
         ("READ_API_KEYS", KEY.to_owned()),
         ("FEED_SETTLE_SECONDS", "30".to_owned()),
-        (
-            "NOTIFICATION_URL",
-            format!("http://{}/api/notifications", webhook.addr),
-        ),
-        (
-            "LIFECYCLE_NOTIFICATION_URL",
-            format!("http://{}/api/lifecycle", webhook.addr),
-        ),
         // A crash leaves a record's lease for this long (real time): short, with a storage
         // timeout short enough for start-up to accept it.
         ("CALLRECORD_WRITE_LEASE_SECONDS", "40".to_owned()),
@@ -374,6 +457,7 @@ async fn a_tenant_day_under_faults_loses_nothing_and_doubles_nothing() {
     env.retain(|(k, _)| *k != "AzureWebJobsStorage");
     env.push(("AzureWebJobsStorage", connection));
     env.extend(settings);
+    env.extend(delivery);
     let mut handler = Handler {
         port,
         env,
@@ -422,6 +506,8 @@ async fn a_tenant_day_under_faults_loses_nothing_and_doubles_nothing() {
         ));
         eprintln!("reliability day: {}", log.last().unwrap());
         match *event {
+            "webhook down" if plan.event_grid => event_grid_down.store(true, Ordering::Relaxed),
+            "webhook up" if plan.event_grid => event_grid_down.store(false, Ordering::Relaxed),
             "webhook down" => webhook.set(Mode::Refuse),
             "webhook up" => webhook.set(Mode::Up),
             "subscription deleted" => {
@@ -435,8 +521,26 @@ async fn a_tenant_day_under_faults_loses_nothing_and_doubles_nothing() {
             }
             "bad input" => {
                 let base = base.clone();
+                if plan.event_grid {
+                    // Forged events on the queue: refused and counted, never stored.
+                    let queue = azurite_queue(CALLRECORD_QUEUE).await;
+                    for forged in forged_events() {
+                        queue.send_text(forged, 0).await.unwrap();
+                    }
+                }
+                let event_grid = plan.event_grid;
                 bad_input = Some(tokio::spawn(async move {
-                    let cases = cases();
+                    let mut cases = cases();
+                    if event_grid {
+                        // No webhook in this mode: every request to one is a 404.
+                        for case in &mut cases {
+                            if case.path.starts_with("/api/notifications")
+                                || case.path.starts_with("/api/lifecycle")
+                            {
+                                case.status = 404;
+                            }
+                        }
+                    }
                     let sends = (0..3).flat_map(|_| cases.iter().map(|c| send(&base, c)));
                     let answers = futures::future::join_all(sends).await;
                     for (case, (status, body)) in cases.iter().cycle().zip(&answers) {
