@@ -58,17 +58,41 @@ pub(crate) async fn run(state: &Services) -> Result<Option<Synced>, InvocationEr
         tracing::info!(outcome = "skipped", "another directory sync is running");
         return Ok(None);
     };
-    let mut loaded = state.users.load().await?;
+    let mut loaded = match state.users.load().await {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            // Recorded (the health check's `directoryStale` reads it) and the lease let go.
+            let now = state.clock.now();
+            let mut columns = vec![
+                (
+                    "LastError",
+                    EdmValue::String(format!("storage failed: {e}")),
+                ),
+                ("LastErrorAt", EdmValue::DateTime(now)),
+                ("LastRunAt", EdmValue::DateTime(now)),
+            ];
+            if sync.first_run.is_none() {
+                columns.push(("FirstRunAt", EdmValue::DateTime(now)));
+            }
+            let _ = held.release(now, columns).await;
+            return Err(e.into());
+        }
+    };
     let deadline = tokio::time::Instant::now() + config.budget;
     let mut link = sync.next_link.clone().or_else(|| sync.delta_link.clone());
-    let mut revision = sync.revision;
+    // A run that died after writing users but before moving the revision left readers on their
+    // old copy: move it now, so that they read the table again whatever this run changes.
+    let mut revision = sync.revision + i64::from(sync.unreleased);
     let mut done = Synced {
-        full: link.is_none(),
+        // No delta link yet: a full read is under way (perhaps over several runs) or starts now.
+        full: sync.delta_link.is_none(),
         ..Synced::default()
     };
     // Cleared once a full sync starts over: the old delta link must not be used again.
     let mut delta_link = sync.delta_link.clone();
     let mut restarted = false;
+    // A next link of the full read was written since the restart (which replaced the refused one).
+    let mut renewed_since_restart = false;
     let delta = loop {
         let answer = match &link {
             None => state.graph.users_delta().await,
@@ -79,6 +103,7 @@ pub(crate) async fn run(state: &Services) -> Result<Option<Synced>, InvocationEr
             Err(e) if link.is_some() && !restarted && is_sync_state_gone(&e) => {
                 tracing::warn!(error = %e, "Graph no longer accepts the sync's link; a full sync starts");
                 restarted = true;
+                renewed_since_restart = false;
                 done.full = true;
                 link = None;
                 delta_link = None;
@@ -124,6 +149,7 @@ pub(crate) async fn run(state: &Services) -> Result<Option<Synced>, InvocationEr
                     tracing::warn!(outcome = "taken_over", "another sync took over; stopping");
                     return Ok(Some(done));
                 }
+                renewed_since_restart = true;
                 link = Some(next);
                 if done.pages >= MAX_PAGES {
                     break Err(format!("Graph paged past {MAX_PAGES} pages; stopped"));
@@ -176,7 +202,7 @@ pub(crate) async fn run(state: &Services) -> Result<Option<Synced>, InvocationEr
         Err(why) => {
             // The next run goes on from the last page written (`NextLink` as renewed), or from the
             // delta link when no page of this run was.
-            if restarted && done.pages == 0 {
+            if restarted && !renewed_since_restart {
                 columns.push(("DeltaLink", EdmValue::String(String::new())));
                 columns.push(("NextLink", EdmValue::String(String::new())));
             }

@@ -8,8 +8,9 @@ use serde_json::value::RawValue;
 use super::{GraphClient, GraphError, GraphResponse, RateKey};
 use crate::domain::directory::SELECT;
 
-/// One page of a users delta query: its users, and either the next page or the delta link.
-#[derive(Debug, Default, Deserialize)]
+/// One page of a users delta query: its users, and either the next page or the delta link. Not
+/// `Debug`: the links carry Graph's delta token.
+#[derive(Default, Deserialize)]
 pub(crate) struct DeltaPage<'a> {
     #[serde(default, borrow)]
     pub(crate) value: Vec<&'a RawValue>,

@@ -34,8 +34,9 @@ const VERSION_PREFIX: &str = "since-";
 /// Users written at once (each its own transaction: its own partition).
 const WRITES_IN_FLIGHT: usize = 16;
 
-/// Where the sync stands, as its `AppState` row says.
-#[derive(Debug, Clone, Default)]
+/// Where the sync stands, as its `AppState` row says. Not `Debug`: its links carry Graph's delta
+/// token, which no log line may print.
+#[derive(Clone, Default)]
 pub(crate) struct SyncState {
     /// The next page of a sync under way (full or incremental).
     pub(crate) next_link: Option<String>,
@@ -45,6 +46,9 @@ pub(crate) struct SyncState {
     pub(crate) revision: i64,
     /// When the first run started (the health check's "never synced" counts from it).
     pub(crate) first_run: Option<OffsetDateTime>,
+    /// The last run never released its lease (it crashed, timed out or was cut off): it may have
+    /// written users without moving the revision.
+    pub(crate) unreleased: bool,
 }
 
 /// The table as one run of the sync holds it: every user's current row and versions.
@@ -147,6 +151,29 @@ impl UserStore {
             }
         }
         Ok(loaded)
+    }
+
+    /// Only the version rows: what call rows read (about half the table).
+    async fn load_versions(&self) -> Result<Directory, StoreError> {
+        let mut directory = Directory::default();
+        let query = Query::new().filter(table_storage::filter::and(
+            table_storage::filter::cmp(
+                "RowKey",
+                table_storage::filter::Op::Ge,
+                EdmValue::String(VERSION_PREFIX.to_owned()),
+            ),
+            table_storage::filter::cmp(
+                "RowKey",
+                table_storage::filter::Op::Lt,
+                EdmValue::String("since.".to_owned()),
+            ),
+        ));
+        for row in self.users.query_all(&query).await? {
+            if let Some(version) = version_of(&row) {
+                directory.add(&row.partition_key, version);
+            }
+        }
+        Ok(directory)
     }
 
     /// Writes what `changes` say (in order; a user twice in them ends as the last says) to the
@@ -259,7 +286,7 @@ impl UserStore {
             cached.checked = checked;
             return Ok(Arc::clone(&cached.directory));
         }
-        let directory = Arc::new(self.load().await?.directory);
+        let directory = Arc::new(self.load_versions().await?);
         *cache = Some(Cached {
             checked,
             revision,
@@ -280,6 +307,9 @@ fn sync_state(row: Option<&Entity>) -> SyncState {
         delta_link: link("DeltaLink"),
         revision: row.and_then(|r| r.get_i64("Revision")).unwrap_or(0),
         first_run: row.and_then(|r| r.get_datetime("FirstRunAt")),
+        unreleased: row
+            .and_then(|r| r.get_str("LeaseOwner"))
+            .is_some_and(|owner| !owner.is_empty()),
     }
 }
 

@@ -248,6 +248,41 @@ async fn a_sync_cut_short_by_its_budget_goes_on_from_its_page_and_reads_none_twi
     assert!(text(&state, "DeltaLink").is_some_and(|l| l.contains("$deltatoken=")));
     assert_eq!(state.get_i64("Users"), Some(7));
     assert_eq!(text(&state, "LastError"), Some(""));
+    assert!(
+        state.get_datetime("LastFullSyncAt").is_some(),
+        "a full read over three runs is a full sync"
+    );
+}
+
+#[tokio::test]
+async fn a_run_that_died_after_writing_users_makes_readers_read_the_table_again() {
+    let app = directory_app(3, 10, |_| {}).await;
+    let user = app.sim.tenant().users[0].clone();
+    assert_eq!(app.sync_directory().await, 200);
+    let before = sync_row(&app).await.get_i64("Revision").unwrap();
+    // As a run that crashed would leave it: its lease not released.
+    let mut crashed = table_storage::Entity::new("DirectorySync", "users");
+    crashed.set("LeaseOwner", EdmValue::String("a-dead-run".into()));
+    crashed.set("LeaseUntil", EdmValue::DateTime(app.sim.clock().now()));
+    app.tables
+        .app_state
+        .upsert(&crashed, table_storage::WriteMode::Merge)
+        .await
+        .unwrap();
+    assert_eq!(app.sync_directory().await, 200);
+    let after = sync_row(&app).await;
+    assert_eq!(
+        after.get_i64("LastChanged"),
+        Some(0),
+        "nothing new to write"
+    );
+    assert_eq!(
+        after.get_i64("Revision"),
+        Some(before + 1),
+        "readers must not keep what they read before the crash"
+    );
+    assert_eq!(text(&after, "LeaseOwner"), Some(""));
+    let _ = user;
 }
 
 #[tokio::test]
