@@ -128,6 +128,14 @@ const EVENTS_SILENT: time::Duration = time::Duration::hours(3);
 /// A day of hourly syncs, and one more run.
 const DIRECTORY_STALE: time::Duration = time::Duration::hours(25);
 
+/// `: {error}` to end a finding's message with the last error, if there was one.
+fn because(last_error: Option<&str>) -> String {
+    last_error
+        .filter(|e| !e.is_empty())
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default()
+}
+
 /// The verdict and its findings, worst first.
 pub(crate) fn assess(s: &Signals, now: OffsetDateTime) -> (Status, Vec<Finding>) {
     let mut findings = Vec::new();
@@ -225,12 +233,7 @@ pub(crate) fn assess(s: &Signals, now: OffsetDateTime) -> (Status, Vec<Finding>)
     };
     for report in &s.reports {
         if stale(report.last_success, REPORT_STALE) {
-            let why = report
-                .last_error
-                .as_deref()
-                .filter(|e| !e.is_empty())
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default();
+            let why = because(report.last_error.as_deref());
             find(
                 Status::Degraded,
                 "reportStale",
@@ -275,12 +278,7 @@ pub(crate) fn assess(s: &Signals, now: OffsetDateTime) -> (Status, Vec<Finding>)
             .or(directory.first_run)
             .is_some_and(|t| now - t > DIRECTORY_STALE)
     {
-        let why = directory
-            .last_error
-            .as_deref()
-            .filter(|e| !e.is_empty())
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default();
+        let why = because(directory.last_error.as_deref());
         find(
             Status::Degraded,
             "directoryStale",

@@ -257,7 +257,6 @@ async fn a_sync_cut_short_by_its_budget_goes_on_from_its_page_and_reads_none_twi
 #[tokio::test]
 async fn a_run_that_died_after_writing_users_makes_readers_read_the_table_again() {
     let app = directory_app(3, 10, |_| {}).await;
-    let user = app.sim.tenant().users[0].clone();
     assert_eq!(app.sync_directory().await, 200);
     let before = sync_row(&app).await.get_i64("Revision").unwrap();
     // As a run that crashed would leave it: its lease not released.
@@ -282,7 +281,6 @@ async fn a_run_that_died_after_writing_users_makes_readers_read_the_table_again(
         "readers must not keep what they read before the crash"
     );
     assert_eq!(text(&after, "LeaseOwner"), Some(""));
-    let _ = user;
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use support::event_grid::{Encoding, event_grid_app, event_grid_sim, spawn_event_grid_app, topic};
 use support::fetch::FetchApp;
 use support::graph::{sim_config, sim_start};
-use support::lifecycle::{eventually, served, spawn_subscribing_app, when};
+use support::lifecycle::{eventually, pass_time, served, spawn_subscribing_app, when};
 use support::{CLIENT_STATE, TENANT_ID};
 use teams_cdr_sim::{Endpoint, Outcome, SimConfig};
 
@@ -31,27 +31,6 @@ async fn subscribed(calls: usize, encoding: Encoding) -> FetchApp {
     let app = event_grid_app(tenant(calls), encoding, |_, _| {}).await;
     assert_eq!(app.run_timer("MaintainSubscription").await, 200);
     app
-}
-
-/// Moves tenant time on in steps, giving the simulator's delivery loop time to publish.
-async fn pass_time(app: &FetchApp, total: time::Duration, step: time::Duration) {
-    let mut passed = time::Duration::ZERO;
-    while passed < total {
-        app.sim.clock().advance(step);
-        passed += step;
-        tokio::time::sleep(Duration::from_millis(120)).await;
-    }
-}
-
-async fn stored_ids(app: &FetchApp) -> Vec<String> {
-    let mut ids: Vec<String> = app
-        .rows(&app.tables.records)
-        .await
-        .into_iter()
-        .map(|e| e.row_key)
-        .collect();
-    ids.sort();
-    ids
 }
 
 /// A CloudEvent for call record `id` as Graph's partner topic carries it.
@@ -91,10 +70,15 @@ async fn records_notified_through_event_grid_are_stored_whichever_encoding_it_wr
             subscription.lifecycle_url.as_deref(),
             Some(topic().url().as_str())
         );
-        pass_time(&app, time::Duration::hours(3), time::Duration::minutes(15)).await;
+        pass_time(
+            &app.sim,
+            time::Duration::hours(3),
+            time::Duration::minutes(15),
+        )
+        .await;
         let run = app.drain().await;
         assert_eq!(run.poisoned, 0, "{encoding:?}");
-        assert_eq!(stored_ids(&app).await, {
+        assert_eq!(app.stored_ids().await, {
             let mut ids = app.tenant_ids();
             ids.sort();
             ids
@@ -208,7 +192,7 @@ async fn events_with_a_wrong_client_state_a_foreign_tenant_or_another_type_are_r
     let run = app.drain().await;
     assert_eq!(run.poisoned, 0, "never retried for ever");
     assert_eq!(run.failures, 0);
-    assert!(stored_ids(&app).await.is_empty());
+    assert!(app.stored_ids().await.is_empty());
     assert_eq!(
         served(&app.sim, Endpoint::CallRecord),
         0,

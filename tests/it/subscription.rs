@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::fetch::{FetchApp, sim_record, spawn_fetch_app};
 use support::graph::{sim_config, sim_start, start_sim};
-use support::lifecycle::{eventually, served, spawn_subscribing_app, when};
+use support::lifecycle::{eventually, pass_time, served, spawn_subscribing_app, when};
 use support::{CLIENT_STATE, TENANT_ID};
 use teams_cdr_functions::config::RunMode;
 use teams_cdr_sim::{Endpoint, Outcome, RunningSim, SimConfig};
@@ -34,27 +34,6 @@ fn only_subscription(sim: &RunningSim) -> teams_cdr_sim::SubscriptionView {
     let subscriptions = sim.subscriptions();
     assert_eq!(subscriptions.len(), 1, "{subscriptions:?}");
     subscriptions.into_iter().next().unwrap()
-}
-
-/// Moves tenant time on in steps, giving the simulator's delivery loop time to post what became due.
-async fn pass_time(sim: &RunningSim, total: time::Duration, step: time::Duration) {
-    let mut passed = time::Duration::ZERO;
-    while passed < total {
-        sim.clock().advance(step);
-        passed += step;
-        tokio::time::sleep(Duration::from_millis(120)).await;
-    }
-}
-
-async fn stored_ids(app: &FetchApp) -> Vec<String> {
-    let mut ids: Vec<String> = app
-        .rows(&app.tables.records)
-        .await
-        .into_iter()
-        .map(|e| e.row_key)
-        .collect();
-    ids.sort();
-    ids
 }
 
 fn sorted(mut ids: Vec<String>) -> Vec<String> {
@@ -163,7 +142,7 @@ async fn a_subscription_graph_deleted_is_recreated_at_the_next_run_and_its_gap_r
     )
     .await;
     app.drain().await;
-    let before = stored_ids(app).await;
+    let before = app.stored_ids().await;
     assert!(
         !before.is_empty() && before.len() < 30,
         "some calls must have been notified and some not: {} stored",
@@ -188,7 +167,7 @@ async fn a_subscription_graph_deleted_is_recreated_at_the_next_run_and_its_gap_r
     .expect("a sweep ran and no span is left waiting");
     assert!(served(&app.sim, Endpoint::ListCallRecords) > lists_before);
     app.drain().await;
-    assert_eq!(stored_ids(app).await, sorted(app.tenant_ids()));
+    assert_eq!(app.stored_ids().await, sorted(app.tenant_ids()));
 }
 
 #[tokio::test]
@@ -623,7 +602,7 @@ async fn reconcile_queues_exactly_the_records_missing_or_older_than_listed() {
     assert!(app.take_queued_ids().await.is_empty());
     let row = app.reconcile_row().await.unwrap();
     assert_eq!(row.get_i64("LastEnqueued"), Some(0));
-    assert_eq!(stored_ids(&app).await, ids);
+    assert_eq!(app.stored_ids().await, ids);
 }
 
 #[tokio::test]
@@ -652,7 +631,7 @@ async fn a_record_given_up_on_is_tried_again_by_reconcile_and_stored() {
     );
     app.enqueue(&jobs[0]).await;
     app.drain().await;
-    assert_eq!(stored_ids(&app).await, [id]);
+    assert_eq!(app.stored_ids().await, [id]);
     assert!(app.app_state_rows("FetchFailure").await.is_empty());
     assert_eq!(app.run_timer("Reconcile").await, 200);
     assert!(app.take_queued_ids().await.is_empty());
@@ -690,7 +669,7 @@ async fn notifications_graph_never_sent_are_found_by_reconcile() {
         .count();
     assert!(dropped >= 5, "{dropped} notifications dropped");
     app.drain().await;
-    assert_eq!(stored_ids(app).await.len(), CALLS - dropped);
+    assert_eq!(app.stored_ids().await.len(), CALLS - dropped);
 
     assert_eq!(app.run_timer("Reconcile").await, 200);
     let row = app.reconcile_row().await.unwrap();
@@ -699,7 +678,7 @@ async fn notifications_graph_never_sent_are_found_by_reconcile() {
         Some(i64::try_from(dropped).unwrap())
     );
     app.drain().await;
-    assert_eq!(stored_ids(app).await, sorted(app.tenant_ids()));
+    assert_eq!(app.stored_ids().await, sorted(app.tenant_ids()));
 }
 
 async fn post(app: &FetchApp, path_and_query: &str, key: Option<&str>, body: &str) -> (u16, Value) {

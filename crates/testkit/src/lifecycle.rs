@@ -31,7 +31,30 @@ pub async fn spawn_subscribing_app(
     .await
 }
 
+/// Moves tenant time on in steps, giving the simulator's delivery loop time to post (or publish)
+/// what became due.
+pub async fn pass_time(sim: &RunningSim, total: time::Duration, step: time::Duration) {
+    let mut passed = time::Duration::ZERO;
+    while passed < total {
+        sim.clock().advance(step);
+        passed += step;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+}
+
 impl FetchApp {
+    /// The ids of the stored call records, sorted.
+    pub async fn stored_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .rows(&self.tables.records)
+            .await
+            .into_iter()
+            .map(|e| e.row_key)
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// One run of a timer function, as the host invokes it; the status it answered.
     pub async fn run_timer(&self, function: &str) -> u16 {
         self.host
