@@ -5,8 +5,9 @@
 //! must follow them verbatim.
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
@@ -530,17 +531,24 @@ async fn list(
         );
     };
     let tenant = state.tenant();
-    let mut matching: Vec<(&OffsetDateTime, &String, Value)> = tenant
-        .records
-        .values()
-        .filter(|r| from.is_none_or(|f| if from_inc { r.start >= f } else { r.start > f }))
-        .filter(|r| to.is_none_or(|t| if to_inc { r.start <= t } else { r.start < t }))
-        .filter_map(|r| r.visible_at(now).map(|v| (&r.start, &r.id, v.base.clone())))
+    // In (start, id) order; one more than the page, to know whether a next link is due.
+    let lower = from.map_or(Bound::Unbounded, |f| Bound::Included((f, String::new())));
+    let visible: Vec<&Value> = tenant
+        .by_start
+        .range((lower, Bound::Unbounded))
+        .skip_while(|(start, _)| !from_inc && Some(*start) == from)
+        .take_while(|(start, _)| to.is_none_or(|t| if to_inc { *start <= t } else { *start < t }))
+        .filter_map(|(_, id)| tenant.records.get(id)?.visible_at(now))
+        .map(|v| &v.base)
+        .skip(offset)
+        .take(LIST_PAGE + 1)
         .collect();
-    matching.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    let items: Vec<Value> = matching
+    let more = visible.len() > LIST_PAGE;
+    let items: Vec<Value> = visible
         .into_iter()
-        .map(|(_, _, mut v)| {
+        .take(LIST_PAGE)
+        .map(|v| {
+            let mut v = v.clone();
             if let Some(o) = v.as_object_mut() {
                 o.remove("@odata.context");
                 o.remove("participants_v2@odata.context");
@@ -553,19 +561,22 @@ async fn list(
         .get("$filter")
         .map(|f| format!("$filter={}&", encode(f)))
         .unwrap_or_default();
-    let body = page(
-        "https://graph.microsoft.com/v1.0/$metadata#communications/callRecords".into(),
-        &items,
-        offset,
-        LIST_PAGE,
-        Value::clone,
-        |next| {
-            let at = now.unix_timestamp_nanos();
-            format!(
-                "{base}/v1.0/communications/callRecords?{filter}$skiptoken={next}&$snapshot={at}"
-            )
-        },
+    let mut body = Map::new();
+    body.insert(
+        "@odata.context".into(),
+        json!("https://graph.microsoft.com/v1.0/$metadata#communications/callRecords"),
     );
+    body.insert("value".into(), Value::Array(items));
+    if more {
+        let (next, at) = (offset + LIST_PAGE, now.unix_timestamp_nanos());
+        body.insert(
+            "@odata.nextLink".into(),
+            json!(format!(
+                "{base}/v1.0/communications/callRecords?{filter}$skiptoken={next}&$snapshot={at}"
+            )),
+        );
+    }
+    let body = Value::Object(body);
     tag(axum::Json(body).into_response(), endpoint, None)
 }
 

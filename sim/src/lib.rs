@@ -271,7 +271,11 @@ impl RunningSim {
     /// example, exactly.
     pub fn insert_record(&self, record: tenant::CallRecord) {
         let mut tenant = self.state.tenant.write().unwrap_or_else(|p| p.into_inner());
-        tenant.records.insert(record.id.clone(), record);
+        let key = (record.start, record.id.clone());
+        if let Some(old) = tenant.records.insert(record.id.clone(), record) {
+            tenant.by_start.remove(&(old.start, old.id));
+        }
+        tenant.by_start.insert(key);
     }
 
     /// Adds a report row (`direct_routing` picks the report), for tests that place rows at given

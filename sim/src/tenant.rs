@@ -4,7 +4,7 @@
 //! Every JSON object is built from Microsoft's documented payloads (`tests/fixtures/graph/`) with ids,
 //! times and people replaced, so shapes match Graph's by construction.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
@@ -147,6 +147,11 @@ pub struct Tenant {
     pub tenant_id: String,
     pub users: Vec<User>,
     pub records: BTreeMap<String, CallRecord>,
+    /// The records' keys in start-time order, which is the list's order: a page reads its slice of
+    /// it, not every record (a scan of 300,000 records a page made the simulator, not the app, the
+    /// cost of a large tenant's sweep). Kept with `records` by [`Tenant::generate`] and
+    /// `RunningSim::insert_record`, the only places a record is added or its start set.
+    pub(crate) by_start: BTreeSet<(OffsetDateTime, String)>,
     /// Sorted by start time.
     pub pstn: Vec<ReportRow>,
     pub direct_routing: Vec<ReportRow>,
@@ -277,10 +282,12 @@ impl Tenant {
             .collect();
         direct_routing.sort_by_key(|r| r.start);
 
+        let by_start = records.values().map(|r| (r.start, r.id.clone())).collect();
         Self {
             tenant_id: spec.tenant_id.clone(),
             users,
             records,
+            by_start,
             pstn,
             direct_routing,
         }

@@ -6,7 +6,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, which is the system's unless a benchmark pauses it (benches/scale.rs stops it
+// while storage answers, so that the simulator's windows and the app's agree).
+use tokio::time::Instant;
 
 /// One limit: at most `requests` in any `window`.
 #[derive(Debug, Clone, Copy)]

@@ -237,6 +237,23 @@ pub(crate) fn hours_to_add(
     (starts, through.max(frontier.unwrap_or(through)))
 }
 
+/// The density (calls per second of start time) of the latest hour that had calls, from the
+/// hours' densities oldest first: the guess for an hour not listed yet.
+pub(crate) fn latest_density(
+    densities: impl DoubleEndedIterator<Item = Option<f64>>,
+) -> Option<f64> {
+    densities.rev().find_map(|d| d.filter(|d| *d > 0.0))
+}
+
+/// The length of a slice of about [`SLICE_CALLS`] calls at `density` calls per second of start
+/// time, within [`MIN_SLICE`] and `longest`.
+pub(crate) fn slice_for_density(density: f64, longest: time::Duration) -> i64 {
+    // Calls in an hour at that density: a density is a count over seconds, never huge.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let hourly = (density.max(0.0) * 3600.0).round() as u64;
+    next_slice_seconds(3600, hourly, longest)
+}
+
 /// The length of the next slice, from how many calls the last one (`seconds` long) listed: about
 /// [`SLICE_CALLS`], within [`MIN_SLICE`] and `longest`.
 pub(crate) fn next_slice_seconds(seconds: i64, listed: u64, longest: time::Duration) -> i64 {
@@ -601,6 +618,27 @@ mod tests {
         // A span's slices grow to six hours where calls are few.
         assert_eq!(next_slice_seconds(3600, 100, MAX_SPAN_SLICE), 21_600);
         assert_eq!(next_slice_seconds(3600, 25_000, MAX_SPAN_SLICE), 259);
+    }
+
+    #[test]
+    fn an_hour_not_listed_yet_is_guessed_as_dense_as_the_latest_hour_that_had_calls() {
+        let hours = [Some(1.5), Some(7.3), Some(0.0), None];
+        assert_eq!(latest_density(hours.into_iter()), Some(7.3));
+        assert_eq!(latest_density([None, Some(0.0)].into_iter()), None);
+        assert_eq!(latest_density(std::iter::empty()), None);
+    }
+
+    #[test]
+    fn a_slice_from_a_density_holds_about_a_slice_of_calls() {
+        // A large tenant's business hour (26,250 calls): about 247 s, 30 pages, not the hour.
+        assert_eq!(slice_for_density(26_250.0 / 3600.0, MAX_SLICE), 246);
+        // A night hour (5,625 calls).
+        assert_eq!(slice_for_density(5_625.0 / 3600.0, MAX_SLICE), 1152);
+        // Sparse or nothing seen: the longest.
+        assert_eq!(slice_for_density(0.1, MAX_SLICE), 3600);
+        assert_eq!(slice_for_density(1.0, MAX_SLICE), 1800);
+        assert_eq!(slice_for_density(0.0, MAX_SLICE), 3600);
+        assert_eq!(slice_for_density(0.1, MAX_SPAN_SLICE), 18_000);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 mod api_contract;
 mod architecture;
 mod bad_input;
+mod bench_clock;
 mod crash;
 mod directory;
 mod event_grid;

@@ -60,6 +60,24 @@ pub fn bench_main<F: std::future::Future<Output = ()>>(
         .block_on(run());
 }
 
+/// As [`bench_main`], on a current-thread runtime: the only kind whose clock tokio can stop
+/// ([`counting_proxy::StorageTime::Modelled`]). The whole benchmark (simulator, app, proxies) then
+/// shares one thread; Azurite still runs in its own process.
+pub fn bench_main_on_one_thread<F: std::future::Future<Output = ()>>(
+    name: &str,
+    run: impl FnOnce() -> F,
+) {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("{name} benchmark: run it with `cargo bench --bench {name}`");
+        return;
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run());
+}
+
 /// The UTC day of `t` as the day-partitioned tables key it (`2026-11-20`).
 pub fn utc_day(t: time::OffsetDateTime) -> String {
     let d = t.to_offset(time::UtcOffset::UTC).date();
