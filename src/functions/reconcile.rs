@@ -153,10 +153,11 @@ struct Sweep<'a> {
     /// Ids queued by this run: an hour's pass and a waiting span overlap, and a record queued
     /// once is not stored before the run ends.
     queued: HashSet<String>,
-    /// The slice length (seconds) the last slice listed suggests: where an hour has none of its
-    /// own yet, its neighbour's density is the best guess.
+    /// The slice length (seconds) the last slice listed with calls suggests: where an hour has
+    /// none of its own yet, its neighbour's density is the best guess.
     slice_hint: i64,
-    /// Calls per second of start time in the last slice listed (`None` before the first).
+    /// Calls per second of start time in the last slice listed with calls (before the first,
+    /// the latest hour's from the rows: [`Sweep::guess_density`]).
     density: Option<f64>,
     /// Slices this run has started.
     slices: u32,
@@ -366,9 +367,14 @@ impl Sweep<'_> {
         match result {
             Ok(()) => {
                 *density = Some(seen);
-                self.density = *density;
                 *slice = next_slice_seconds(seconds, calls, longest);
-                self.slice_hint = (*slice).min(MAX_SLICE.whole_seconds());
+                // The guess for the next hour not listed yet comes from the last slice that had
+                // calls: after an empty hour (a night, a look-back before the deployment) a busy
+                // one would otherwise be guessed empty and listed as one slice.
+                if calls > 0 {
+                    self.density = *density;
+                    self.slice_hint = (*slice).min(MAX_SLICE.whole_seconds());
+                }
                 Ok(to)
             }
             Err(Stop::Cut) => {
