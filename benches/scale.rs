@@ -14,7 +14,7 @@
 //! latency for Table storage ("fast, but no upper bounds"). The real time Azurite took is printed
 //! beside it.
 //!
-//! Run with `cargo bench --bench scale` (about 15 minutes; `SCALE_CALLS` for another size). It runs
+//! Run with `cargo bench --bench scale` (over an hour here; `SCALE_CALLS` for another size). It runs
 //! the day twice: with the default budget (240 s) and with the smallest one (30 s), and fails
 //! unless every unstored call was queued both times. It prints Markdown for `docs/BENCHMARKS.md`:
 //! list requests per call over the day, the longest sweep against its budget (tenant seconds:
