@@ -1,6 +1,7 @@
 //! The tenant's clock: real time, or a manual clock tests move by hand, or real time sped up. Record
 //! availability ("150 minutes after the call"), the 30-day window and report lateness follow it;
-//! throttling windows and token lifetimes follow real time, as they do for a real client.
+//! throttling windows and token lifetimes follow tokio's clock, which is real time unless a benchmark
+//! pauses it (`benches/scale.rs`), as they do for a real client.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

@@ -1,4 +1,4 @@
-//! Graph's documented throttling limits, in real time: 40 requests / 20 s per call record, 40 / 20 s
+//! Graph's documented throttling limits, on tokio's clock (the system's unless a benchmark pauses it): 40 requests / 20 s per call record, 40 / 20 s
 //! for the list, 50 / 60 s per report, 1,500 / 20 s per app. A request over a limit gets `429` with
 //! the seconds until the window has room again; a client that comes back sooner is counted in the
 //! ledger as a Retry-After violation.

@@ -2,8 +2,8 @@
 //! putting one in front of Azurite), and can stand in for Table storage's time as well
 //! ([`StorageTime`]).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -24,9 +24,13 @@ pub enum StorageTime {
     Modelled { per_request: Duration },
 }
 
-/// The storage requests that stop the clock, shared by every proxy of a benchmark: the clock runs
-/// while none is in flight.
-static IN_FLIGHT: Mutex<usize> = Mutex::new(0);
+thread_local! {
+    /// The storage requests in flight that stop the clock, shared by every proxy of the runtime:
+    /// the clock runs while none is. Per thread, which on a current-thread runtime is per runtime
+    /// (tokio pauses each runtime's clock apart), so tests running side by side on runtimes of
+    /// their own do not share it; a `Cell`, so no panic can poison it.
+    static IN_FLIGHT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 /// Stops tokio's clock while it lives (the first of several stops it, the last restarts it).
 struct Stopped {
@@ -40,14 +44,18 @@ struct Stopped {
 
 impl Stopped {
     fn new() -> Self {
+        assert_eq!(
+            tokio::runtime::Handle::current().runtime_flavor(),
+            tokio::runtime::RuntimeFlavor::CurrentThread,
+            "StorageTime::Modelled needs a current-thread runtime (tokio pauses no other clock)"
+        );
         let (inhibit, wait) = std::sync::mpsc::channel::<()>();
         tokio::task::spawn_blocking(move || while wait.recv().is_ok() {});
-        let mut in_flight = IN_FLIGHT.lock().unwrap();
-        if *in_flight == 0 {
+        let in_flight = IN_FLIGHT.get();
+        if in_flight == 0 {
             tokio::time::pause();
         }
-        *in_flight += 1;
-        drop(in_flight);
+        IN_FLIGHT.set(in_flight + 1);
         Self {
             _inhibit: inhibit,
             started: tokio::time::Instant::now(),
@@ -66,9 +74,9 @@ impl Stopped {
 
 impl Drop for Stopped {
     fn drop(&mut self) {
-        let mut in_flight = IN_FLIGHT.lock().unwrap();
-        *in_flight -= 1;
-        if *in_flight == 0 {
+        let in_flight = IN_FLIGHT.get().saturating_sub(1);
+        IN_FLIGHT.set(in_flight);
+        if in_flight == 0 {
             tokio::time::resume();
         }
     }
