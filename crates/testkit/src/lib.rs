@@ -48,8 +48,7 @@ pub fn bench_main<F: std::future::Future<Output = ()>>(
     workers: usize,
     run: impl FnOnce() -> F,
 ) {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("{name} benchmark: run it with `cargo bench --bench {name}`");
+    if !asked_to_run(name) {
         return;
     }
     tokio::runtime::Builder::new_multi_thread()
@@ -60,6 +59,16 @@ pub fn bench_main<F: std::future::Future<Output = ()>>(
         .block_on(run());
 }
 
+/// Whether `cargo bench` ran this benchmark (`--bench`); `cargo test` runs benches too, and then
+/// each says how to run it instead.
+fn asked_to_run(name: &str) -> bool {
+    let asked = std::env::args().any(|a| a == "--bench");
+    if !asked {
+        println!("{name} benchmark: run it with `cargo bench --bench {name}`");
+    }
+    asked
+}
+
 /// As [`bench_main`], on a current-thread runtime: the only kind whose clock tokio can stop
 /// ([`counting_proxy::StorageTime::Modelled`]). The whole benchmark (simulator, app, proxies) then
 /// shares one thread; Azurite still runs in its own process.
@@ -67,8 +76,7 @@ pub fn bench_main_on_one_thread<F: std::future::Future<Output = ()>>(
     name: &str,
     run: impl FnOnce() -> F,
 ) {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("{name} benchmark: run it with `cargo bench --bench {name}`");
+    if !asked_to_run(name) {
         return;
     }
     tokio::runtime::Builder::new_current_thread()
