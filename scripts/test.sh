@@ -53,15 +53,18 @@ if ! $fast; then
   # `#[ignore]`d in the tests, so that `cargo test` leaves them out; here each runs alone.
   # The reliability day twice: as deployed by default (webhooks), then a shorter day with Event
   # Grid delivery (DAY_DELIVERY, DAY_CALLS: tests/it/soak/reliability_day.rs).
+  # `--workspace` (the `it` binary is the root package's only) and not `-p`: a `-p` build resolves
+  # features for one package and so builds every dependency a second time, which once took a CI
+  # run's disk.
   for soak in soak::reports_month soak::reliability_day "eventGrid:soak::reliability_day"; do
     before=$(wc -l <"$log")
     case "$soak" in
       eventGrid:*)
         soak=${soak#eventGrid:}
         run env DAY_DELIVERY=eventGrid DAY_CALLS=1500 \
-          cargo test --locked -p teams-cdr-functions --test it "$soak" -- --ignored
+          cargo test --locked --workspace --test it "$soak" -- --ignored
         ;;
-      *) run cargo test --locked -p teams-cdr-functions --test it "$soak" -- --ignored ;;
+      *) run cargo test --locked --workspace --test it "$soak" -- --ignored ;;
     esac
     # A renamed test would leave the filter matching nothing, and nothing failing.
     if ! tail -n +"$((before + 1))" "$log" | grep -q '^test result: .* 1 passed'; then
