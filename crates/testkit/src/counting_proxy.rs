@@ -1,9 +1,10 @@
 //! A reverse proxy that counts the requests it forwards (the benchmarks count storage requests by
-//! putting one in front of Azurite), and can stand in for Table storage's time as well
-//! ([`StorageTime`]).
+//! putting one in front of Azurite), can stand in for Table storage's time as well
+//! ([`StorageTime`]), and can keep the bodies of the `POST`s its target accepted (the queue
+//! messages sent through it: [`start_proxy_keeping_posts`]).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -91,6 +92,8 @@ struct CountingProxy {
     time: StorageTime,
     /// Real time spent waiting on Azurite, in microseconds.
     waited: Arc<AtomicU64>,
+    /// The bodies of accepted `POST`s, when kept.
+    posted: Option<Arc<Mutex<Vec<axum::body::Bytes>>>>,
 }
 
 async fn forward(State(proxy): State<CountingProxy>, request: Request) -> Response {
@@ -111,13 +114,17 @@ async fn forward(State(proxy): State<CountingProxy>, request: Request) -> Respon
 
 async fn relay(proxy: &CountingProxy, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    let kept = proxy
+        .posted
+        .as_ref()
+        .filter(|_| parts.method == axum::http::Method::POST);
     let url = format!(
         "{}{}",
         proxy.target,
         parts.uri.path_and_query().map_or("/", |p| p.as_str())
     );
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-    let mut outgoing = proxy.client.request(parts.method, url).body(body);
+    let mut outgoing = proxy.client.request(parts.method, url).body(body.clone());
     let own = |name: &axum::http::HeaderName| {
         matches!(
             name.as_str(),
@@ -137,6 +144,10 @@ async fn relay(proxy: &CountingProxy, request: Request) -> Response {
             .unwrap();
     };
     let status = answer.status();
+    // Only what the target took: a refused or retried send is not a message.
+    if let Some(posted) = kept.filter(|_| status.is_success()) {
+        posted.lock().unwrap().push(body);
+    }
     let headers = answer.headers().clone();
     let Ok(body) = answer.bytes().await else {
         return Response::builder()
@@ -164,6 +175,7 @@ pub struct Proxy {
     pub url: String,
     pub requests: Arc<AtomicU64>,
     waited: Arc<AtomicU64>,
+    posted: Option<Arc<Mutex<Vec<axum::body::Bytes>>>>,
 }
 
 impl Proxy {
@@ -171,9 +183,29 @@ impl Proxy {
     pub fn waited(&self) -> Duration {
         Duration::from_micros(self.waited.load(Ordering::Relaxed))
     }
+
+    /// The bodies of the `POST`s the target accepted since the last call, oldest first; empty
+    /// unless started by [`start_proxy_keeping_posts`].
+    pub fn take_posted(&self) -> Vec<axum::body::Bytes> {
+        self.posted
+            .as_ref()
+            .map(|p| std::mem::take(&mut *p.lock().unwrap()))
+            .unwrap_or_default()
+    }
 }
 
 pub async fn start_proxy_with(target: &url::Url, time: StorageTime) -> Proxy {
+    start(target, time, false).await
+}
+
+/// [`start_proxy_with`], keeping the bodies of the `POST`s its target accepts
+/// ([`Proxy::take_posted`]). In front of a queue, they are the messages sent, read without asking
+/// Azurite: a receive from a queue holding tens of thousands of hidden messages is slow there.
+pub async fn start_proxy_keeping_posts(target: &url::Url, time: StorageTime) -> Proxy {
+    start(target, time, true).await
+}
+
+async fn start(target: &url::Url, time: StorageTime, keep_posts: bool) -> Proxy {
     let origin = format!(
         "{}://{}:{}",
         target.scheme(),
@@ -182,12 +214,14 @@ pub async fn start_proxy_with(target: &url::Url, time: StorageTime) -> Proxy {
     );
     let count = Arc::new(AtomicU64::new(0));
     let waited = Arc::new(AtomicU64::new(0));
+    let posted = keep_posts.then(Arc::default);
     let proxy = CountingProxy {
         target: origin,
         client: reqwest::Client::new(),
         count: count.clone(),
         time,
         waited: waited.clone(),
+        posted: posted.clone(),
     };
     let app = axum::Router::new().fallback(forward).with_state(proxy);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -197,5 +231,6 @@ pub async fn start_proxy_with(target: &url::Url, time: StorageTime) -> Proxy {
         url: format!("http://{addr}{}", target.path()),
         requests: count,
         waited,
+        posted,
     }
 }
